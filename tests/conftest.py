@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny random models and toy data, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tests.tiny_models import make_tiny_bert, make_tiny_t5, toy_sentiment_rows, write_rows  # noqa: E402
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_t5(tmp_path_factory.mktemp("tiny-t5"))
+
+
+@pytest.fixture(scope="session")
+def toy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """240 learnable sentences with string labels (neg/pos)."""
+    return write_rows(tmp_path_factory.mktemp("toy") / "train.csv", toy_sentiment_rows(240))
+
+
+def text_config(model: Path, data: Path, out: Path, strategy: str = "full", **sections) -> dict:
+    """A minimal text classification config as a mapping (the YAML file's shape)."""
+    cfg = {
+        "modality": "text",
+        "task": "classification",
+        "model": {"name_or_path": str(model)},
+        "data": {"train": str(data), "validation_split": 0.25},
+        "strategy": {"name": strategy},
+        "training": {
+            "output_dir": str(out),
+            "num_train_epochs": 8,
+            "learning_rate": 1e-3,
+            "per_device_train_batch_size": 16,
+            "save_strategy": "no",
+            "use_cpu": True,
+            "disable_tqdm": True,
+            "seed": 0,
+        },
+    }
+    for section, values in sections.items():
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
+    return cfg
+
+
+def requires_shared(name: str) -> Path:
+    path = SHARED_DATASETS / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: real datasets live in ../shared/datasets beside the project")
+    return path

@@ -1,0 +1,127 @@
+"""The `tlhub` command: train | evaluate | predict | demo.
+
+Every user error (config, data, model) ends in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from tlhub.errors import TlhubError
+
+EXIT_USER_ERROR = 2
+
+
+def _quiet_libraries() -> None:
+    """Keep progress bars; hide library chatter that is not news to a tlhub user."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    datasets.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tlhub.pipeline import finetune
+
+    results = finetune(args.config, args.overrides)
+    _print_results(results)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tlhub.pipeline import evaluate_run, load_run
+
+    metrics = evaluate_run(load_run(args.run_dir), args.data)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tlhub.pipeline import load_run, predict
+
+    inputs = list(args.inputs)
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise TlhubError(f"--file: {path}: no such file")
+        inputs += [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not inputs:
+        raise TlhubError("predict: give inputs on the command line or with --file")
+    run = load_run(args.run_dir)
+    for row in predict(run, inputs):
+        if "label" in row:
+            print(f"{row['label']}\t{row['score']:.4f}\t{row['input']}")
+        else:
+            print(f"{row['text']}\t{row['input']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tlhub.demo import run_demo
+
+    run_demo(output_dir=Path(args.output_dir), epochs=args.epochs)
+    return 0
+
+
+def _print_results(results: dict) -> None:
+    keys = [k for k in sorted(results) if k.startswith(("eval_", "test_")) or k in ("train_runtime", "trainable_params", "total_params")]
+    width = max(len(k) for k in keys)
+    for key in keys:
+        value = results[key]
+        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tlhub", description="Transfer learning on Hugging Face for text, images and audio.")
+    parser.add_argument("--verbose", action="store_true", help="show the libraries' warnings and info messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="fine-tune a model as a config describes")
+    train.add_argument("config", help="YAML config (see recipes/configs/)")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. strategy.name=full training.learning_rate=3e-5")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a finished run on labelled data")
+    evaluate.add_argument("run_dir", help="training.output_dir of a finished run")
+    evaluate.add_argument("--data", required=True, help="a file or dataset with the columns used in training")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="label new inputs with a finished run")
+    predict.add_argument("run_dir", help="training.output_dir of a finished run")
+    predict.add_argument("inputs", nargs="*", help="texts, or image/audio file paths")
+    predict.add_argument("--file", help="a file with one input per line")
+    predict.set_defaults(func=cmd_predict)
+
+    demo = sub.add_parser("demo", help="fine-tune real pretrained MiniLM vs the same model from scratch, on real reviews")
+    demo.add_argument("--output-dir", default="runs/demo", help="where the two runs are written")
+    demo.add_argument("--epochs", type=float, default=4, help="training epochs for each run")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.verbose:
+        _quiet_libraries()
+    try:
+        return args.func(args)
+    except TlhubError as exc:
+        print(f"tlhub: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("tlhub: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

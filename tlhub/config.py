@@ -1,0 +1,382 @@
+"""Typed configuration of one run: dataclasses, YAML loading and dotted overrides.
+
+A run is described by a YAML file with the sections ``modality``, ``task``, ``model``,
+``data``, ``strategy``, ``training`` and optionally ``domain_adaptation``. Every setting
+is a typed field with help text; unknown keys, wrong types and bad values raise
+:class:`~tlhub.errors.ConfigError` naming the key (and the closest valid one).
+``training`` is passed to :class:`transformers.TrainingArguments` as is, so its keys
+are checked against that class's fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tlhub.errors import ConfigError, closest
+
+MODALITY_NAMES = ("text", "image", "audio")
+TASK_NAMES = ("classification", "text2text", "speech_recognition")
+POOLING_NAMES = ("auto", "cls", "mean", "pooler")
+
+# Keys of the `training` section that tlhub reads itself instead of passing them to
+# TrainingArguments.
+TLHUB_TRAINING_KEYS = {
+    "early_stopping_patience": "stop when the main eval metric has not improved for this many evaluations",
+}
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    """A dataclass field with help text in its metadata (shown by `tlhub train --help-config`)."""
+    return field(metadata={"help": text}, **kwargs)
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _help("Hub model id (e.g. google-bert/bert-base-uncased) or a local directory.")
+    pretrained: bool = _help(
+        "true: load the pretrained weights; false: the same architecture from random weights (the baseline).",
+        default=True,
+    )
+    revision: str | None = _help("Hub revision (branch, tag or commit) of the model.", default=None)
+    trust_remote_code: bool = _help("Allow model code from the Hub repository to run.", default=False)
+    allow_pickle: bool = _help(
+        "Allow loading .bin/.pt (pickle) weights; safetensors is always preferred.", default=False
+    )
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name_or_path), "model.name_or_path", "must be a Hub id or a local directory")
+
+
+@dataclass
+class DataConfig:
+    train: str = _help("Hub dataset id, a file (.csv .tsv .json .jsonl .parquet) or a folder.")
+    validation: str | None = _help(
+        "Validation data like `train`; null splits `validation_split` off train (stratified, seeded).",
+        default=None,
+    )
+    test: str | None = _help("Optional test data, evaluated once at the end.", default=None)
+    dataset_config: str | None = _help("Config name of a Hub dataset (e.g. `sst2` for `glue`).", default=None)
+    train_split: str = _help("Split of a Hub dataset to train on.", default="train")
+    eval_split: str = _help("Split of a Hub dataset used when `validation` names the same dataset.", default="validation")
+    validation_split: float = _help("Fraction of train held out when `validation` is null.", default=0.1)
+    text_column: str = _help("Column with the input text.", default="text")
+    text_pair_column: str | None = _help("Optional second text column (sentence pairs).", default=None)
+    image_column: str = _help("Column with the image (or its path, relative to the data file).", default="image")
+    audio_column: str = _help("Column with the audio (or its path, relative to the data file).", default="audio")
+    target_column: str = _help("Column with the target text (text2text) or transcript (speech_recognition).", default="target")
+    label_column: str = _help("Column with the class label, strings or integers.", default="label")
+    label_words: dict[str, str] | None = _help(
+        "text2text only: build the target text from `label_column` with this map, e.g. {0: negative, 1: positive}.",
+        default=None,
+    )
+    source_prefix: str = _help("text2text: prefix added to every input, e.g. 'sst2 sentence: '.", default="")
+    max_length: int = _help("Truncate inputs to this many tokens.", default=128)
+    max_target_length: int = _help("text2text: truncate targets (and generation) to this many tokens.", default=32)
+    max_train_samples: int | None = _help("Use at most this many training examples (seeded sample).", default=None)
+    max_eval_samples: int | None = _help("Use at most this many validation/test examples.", default=None)
+    max_bad_fraction: float = _help(
+        "Unreadable examples (images, audio) are skipped and counted; fail when more than this fraction is bad.",
+        default=0.1,
+    )
+    augment: bool = _help("Training augmentation for images and audio (never applied at evaluation).", default=True)
+    max_duration_s: float | None = _help("Audio: crop or pad every clip to this many seconds.", default=None)
+    seed: int = _help("Seed for splitting and sampling.", default=42)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.train), "data.train", "must name a Hub dataset, a file or a folder")
+        _check(0.0 < self.validation_split < 1.0, "data.validation_split", f"must be between 0 and 1, got {self.validation_split}")
+        _check(self.max_length > 0, "data.max_length", f"must be positive, got {self.max_length}")
+        _check(self.max_target_length > 0, "data.max_target_length", f"must be positive, got {self.max_target_length}")
+        for key in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, key)
+            _check(value is None or value > 0, f"data.{key}", f"must be positive or null, got {value}")
+        _check(0.0 <= self.max_bad_fraction <= 1.0, "data.max_bad_fraction", f"must be between 0 and 1, got {self.max_bad_fraction}")
+        _check(
+            self.max_duration_s is None or self.max_duration_s > 0,
+            "data.max_duration_s",
+            f"must be positive or null, got {self.max_duration_s}",
+        )
+        if self.label_words is not None:
+            self.label_words = {str(k): str(v) for k, v in self.label_words.items()}
+
+
+@dataclass
+class LoraSettings:
+    r: int = _help("Rank of the LoRA update matrices.", default=8)
+    alpha: int = _help("LoRA scaling numerator (lora_alpha).", default=16)
+    dropout: float = _help("Dropout on the LoRA path.", default=0.1)
+    target_modules: str | list[str] = _help(
+        "`auto` picks the attention query/value projections of the architecture, or a list of module names.",
+        default="auto",
+    )
+    bias: str = _help("Which biases train: none | all | lora_only.", default="none")
+    merge: bool = _help("Also write OUTPUT_DIR/merged: the adapter merged into a plain model.", default=False)
+
+    def __post_init__(self) -> None:
+        _check(self.r > 0, "strategy.lora.r", f"must be positive, got {self.r}")
+        _check(self.alpha > 0, "strategy.lora.alpha", f"must be positive, got {self.alpha}")
+        _check(0.0 <= self.dropout < 1.0, "strategy.lora.dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(self.bias in ("none", "all", "lora_only"), "strategy.lora.bias", f"must be none, all or lora_only, got '{self.bias}'")
+        if isinstance(self.target_modules, str) and self.target_modules != "auto":
+            self.target_modules = [self.target_modules]
+
+
+@dataclass
+class StrategyConfig:
+    name: str = _help("feature_extraction | partial | full | lora", default="full")
+    unfreeze_last_n: int = _help("partial: train the last N blocks (and everything above them).", default=2)
+    layer_lr_decay: float | None = _help(
+        "partial/full: multiply the learning rate by this factor per block going down (e.g. 0.8).",
+        default=None,
+    )
+    pooling: str = _help(
+        "feature_extraction: how the frozen backbone's outputs become one vector: auto | cls | mean | pooler. "
+        "auto = mean over tokens/frames/pixels (safe when the pooler is untrained).",
+        default="auto",
+    )
+    cache: bool = _help("feature_extraction: cache the frozen backbone's features on disk.", default=True)
+    lora: LoraSettings = _help("LoRA settings (strategy.name: lora).", default_factory=LoraSettings)
+
+    def __post_init__(self) -> None:
+        from tlhub.strategies import STRATEGIES
+
+        STRATEGIES.get(self.name)  # raises a ConfigError naming strategy.name
+        _check(self.unfreeze_last_n >= 0, "strategy.unfreeze_last_n", f"must be 0 or more, got {self.unfreeze_last_n}")
+        _check(
+            self.layer_lr_decay is None or 0.0 < self.layer_lr_decay <= 1.0,
+            "strategy.layer_lr_decay",
+            f"must be in (0, 1], got {self.layer_lr_decay}",
+        )
+        _check(
+            self.pooling in POOLING_NAMES,
+            "strategy.pooling",
+            f"unknown pooling '{self.pooling}'{closest(self.pooling, POOLING_NAMES)}; choose one of: {', '.join(POOLING_NAMES)}",
+        )
+
+
+@dataclass
+class RunConfig:
+    modality: str = _help("text | image | audio")
+    model: ModelConfig = _help("The pretrained model.")
+    data: DataConfig = _help("Where the data is and which columns to read.")
+    training: dict[str, Any] = _help("transformers.TrainingArguments, passed as is (output_dir is required).")
+    task: str = _help("classification | text2text | speech_recognition", default="classification")
+    strategy: StrategyConfig = _help("Which weights train.", default_factory=StrategyConfig)
+    domain_adaptation: dict[str, Any] | None = _help("Domain adaptation settings (optional).", default=None)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.modality in MODALITY_NAMES,
+            "modality",
+            f"unknown modality '{self.modality}'{closest(self.modality, MODALITY_NAMES)}; choose one of: {', '.join(MODALITY_NAMES)}",
+        )
+        _check(
+            self.task in TASK_NAMES,
+            "task",
+            f"unknown task '{self.task}'{closest(self.task, TASK_NAMES)}; choose one of: {', '.join(TASK_NAMES)}",
+        )
+        self.training = _check_training(self.training, seq2seq=self.task == "text2text")
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.training["output_dir"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _training_fields(seq2seq: bool) -> dict[str, dataclasses.Field]:
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
+
+    cls = Seq2SeqTrainingArguments if seq2seq else TrainingArguments
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
+def _check_training(training: dict[str, Any], seq2seq: bool) -> dict[str, Any]:
+    """Check `training` keys against TrainingArguments and coerce YAML's number strings.
+
+    PyYAML reads ``2e-5`` (no dot) as a string; TrainingArguments would then fail deep
+    inside, so numbers written that way are converted for float and int fields.
+    """
+    known = _training_fields(seq2seq)
+    out: dict[str, Any] = {}
+    for key, value in training.items():
+        if key in TLHUB_TRAINING_KEYS:
+            out[key] = value
+            continue
+        if key not in known:
+            raise ConfigError(f"training.{key}: unknown key{closest(key, list(known) + list(TLHUB_TRAINING_KEYS))}")
+        annotation = str(known[key].type)
+        if isinstance(value, str) and ("float" in annotation or annotation.startswith("int")):
+            try:
+                value = float(value) if "float" in annotation else int(value)
+            except ValueError:
+                raise ConfigError(f"training.{key}: expected a number, got '{value}'") from None
+        out[key] = value
+    _check(bool(out.get("output_dir")), "training.output_dir", "missing required key: where the run writes its results")
+    return out
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; build nested dataclasses."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            _check(type(None) in args, key, "must not be null")
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {type(value).__name__} {value!r}"
+        )
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, dict), key, f"expected a mapping of keys, got {type(value).__name__} {value!r}")
+        return build(tp, value, prefix=f"{key}.")
+    if origin is list:
+        _check(isinstance(value, list), key, f"expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        _check(isinstance(value, dict), key, f"expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        _check(isinstance(value, bool), key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML reads 1e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, (str, int, float)) and not isinstance(value, bool), key, f"expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, naming unknown or missing keys by their dotted path."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{prefix}{key}: unknown key{closest(str(key), fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], f"{prefix}{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}{name}: missing required key ({f.metadata.get('help', '')})")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from None
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into a nested mapping; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}': expected section.key=value, e.g. strategy.name=full")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `extra` into a copy of `base`."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning file and syntax problems into ConfigErrors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (modality, model, data, ...), got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> RunConfig:
+    """Load a run config from YAML (or nothing) plus dotted overrides and validate it."""
+    data = read_yaml(path) if path is not None else {}
+    if overrides:
+        extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        data = merge(data, extra)
+    return build(RunConfig, data)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Validate a config given as a mapping (the same shape as the YAML file)."""
+    return build(RunConfig, data)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from tlhub.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,265 @@
+"""Load and validate datasets: files, folders, `save_to_disk` output or Hub ids.
+
+Every split ends up as a :class:`datasets.Dataset` with the user's columns plus, for
+classification, an integer ``labels`` column (a ``ClassLabel`` whose names are the
+label names seen in train). Problems a user can fix raise :class:`DataError` naming
+the file, row and column; unreadable examples (images, audio) are skipped and
+counted by the modality instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import datasets
+import pandas as pd
+
+from tlhub.errors import DataError
+
+if TYPE_CHECKING:
+    from tlhub.config import RunConfig
+    from tlhub.modalities import Modality
+
+FILE_READERS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+LABELS = "labels"
+
+
+@dataclass
+class LoadedData:
+    """The splits of one run and what was learned while loading them."""
+
+    splits: datasets.DatasetDict
+    label_names: list[str] | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_table(path: Path, key: str, label_column: str | None = None) -> datasets.Dataset:
+    """Read a CSV/TSV/JSON/JSONL/Parquet file into a Dataset, with clear errors."""
+    kind = FILE_READERS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{key}: {path}: unsupported file type '{path.suffix}'; use one of {', '.join(FILE_READERS)}")
+    try:
+        if kind in ("csv", "tsv"):
+            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", encoding="utf-8", quoting=3 if kind == "tsv" else 0)
+        elif kind == "jsonl":
+            frame = pd.read_json(path, lines=True, encoding="utf-8")
+        elif kind == "json":
+            try:
+                frame = pd.read_json(path, encoding="utf-8")
+            except ValueError:
+                frame = pd.read_json(path, lines=True, encoding="utf-8")
+        else:
+            frame = pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{key}: {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); re-save the file as UTF-8"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{key}: {path}: the file is empty") from None
+    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{key}: {path}: cannot read as {kind}: {first}") from None
+    if len(frame) == 0:
+        raise DataError(f"{key}: {path}: no rows")
+    frame.columns = [str(c) for c in frame.columns]
+    # Arrow needs one type per column. A label column that mixes numbers and strings is
+    # a user error (is "1" the same class as 1?); other mixed columns become strings.
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        kinds = sorted({type(v).__name__ for v in frame[column] if not _missing(v)})
+        if len(kinds) > 1:
+            if column == label_column:
+                raise DataError(
+                    f"{key} ({path}): column '{column}' mixes value types ({', '.join(kinds)}); use only numbers or only strings"
+                )
+            frame[column] = frame[column].map(lambda v: None if _missing(v) else str(v))
+    ds = datasets.Dataset.from_pandas(frame, preserve_index=False)
+    ds.info.description = str(path)  # lets error messages name the file
+    return ds
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def read_source(spec: str, split: str, key: str, cfg: RunConfig, modality: Modality) -> tuple[datasets.Dataset, Path | None]:
+    """Read one split from a file, a folder or a Hub dataset id.
+
+    Returns the dataset and the folder that relative paths inside it are relative to
+    (None for Hub datasets).
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return read_table(path, key, cfg.data.label_column), path.parent
+    if path.is_dir():
+        if _is_saved_dataset(path):
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict):
+                if split not in loaded:
+                    raise DataError(f"{key}: {path}: no split '{split}'; splits are: {', '.join(loaded)}")
+                loaded = loaded[split]
+            return loaded, path
+        folder = modality.load_folder(path, cfg, key)
+        return folder, path
+    if spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in FILE_READERS:
+        raise DataError(f"{key}: {spec}: no such file or folder")
+    return _load_hub(spec, split, key, cfg), None
+
+
+def _load_hub(spec: str, split: str, key: str, cfg: RunConfig) -> datasets.Dataset:
+    try:
+        return datasets.load_dataset(spec, cfg.data.dataset_config, split=split)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; all mean "cannot load"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{key}: '{spec}' is not a local file or folder, and loading it from the Hub failed ({reason[:200]}). "
+            "Check the name, or save the data locally (csv, json, parquet, save_to_disk) and pass its path."
+        ) from None
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def where(ds: datasets.Dataset, key: str) -> str:
+    """How an error names a dataset: the config key and the file it came from."""
+    source = ds.info.description
+    return f"{key} ({source})" if source else key
+
+
+def require_columns(ds: datasets.Dataset, columns: dict[str, str], key: str) -> None:
+    """Fail with a message naming the config key when a required column is missing."""
+    for config_key, column in columns.items():
+        if column not in ds.column_names:
+            raise DataError(
+                f"{where(ds, key)}: no column '{column}' (set by {config_key}); columns are: {', '.join(ds.column_names)}"
+            )
+
+
+def label_names_from(ds: datasets.Dataset, column: str, key: str) -> list[str]:
+    """The sorted distinct labels of `column`, checked for missing values and mixed types."""
+    feature = ds.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    values = ds[column]
+    for row, value in enumerate(values, 1):
+        if _missing(value) or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{where(ds, key)}: row {row}: empty label in column '{column}'; fill it in or drop the row")
+    distinct = set(values)
+    if len({isinstance(v, str) for v in distinct}) > 1:
+        raise DataError(f"{where(ds, key)}: column '{column}' mixes numbers and strings; use only one kind")
+    if all(isinstance(v, (int, float)) for v in distinct):
+        if not all(float(v).is_integer() for v in distinct):
+            raise DataError(f"{where(ds, key)}: column '{column}' holds fractional numbers; class labels must be integers or strings")
+        return [str(int(v)) for v in sorted(distinct)]
+    return sorted(str(v) for v in distinct)
+
+
+def encode_labels(ds: datasets.Dataset, column: str, names: list[str], key: str) -> datasets.Dataset:
+    """Add the integer ``labels`` column; a label not in `names` is an error naming its row."""
+    if isinstance(ds.features[column], datasets.ClassLabel) and list(ds.features[column].names) == names:
+        return ds.cast_column(column, datasets.ClassLabel(names=names)).map(
+            lambda b: {LABELS: b[column]}, batched=True, features=_with_labels(ds, names)
+        )
+    label_names_from(ds, column, key)  # the same checks as train: empty and mixed values
+    index = {name: i for i, name in enumerate(names)}
+    source = ds.features[column]
+
+    def normalise(value: Any) -> str:
+        if isinstance(source, datasets.ClassLabel):
+            return source.int2str(value)
+        return str(int(value)) if isinstance(value, (int, float)) else str(value)
+
+    for row, value in enumerate(ds[column], 1):
+        if normalise(value) not in index:
+            raise DataError(
+                f"{where(ds, key)}: row {row}: label '{normalise(value)}' does not occur in the training data "
+                f"(labels: {', '.join(names)})"
+            )
+    return ds.map(
+        lambda b: {LABELS: [index[normalise(v)] for v in b[column]]},
+        batched=True,
+        features=_with_labels(ds, names),
+    )
+
+
+def _with_labels(ds: datasets.Dataset, names: list[str]) -> datasets.Features:
+    features = ds.features.copy()
+    features[LABELS] = datasets.ClassLabel(names=names)
+    return features
+
+
+def split_validation(ds: datasets.Dataset, fraction: float, seed: int, stratify: bool) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Hold out `fraction` of `ds`, stratified by ``labels`` when possible."""
+    if len(ds) < 2:
+        raise DataError(f"{where(ds, 'data.train')}: {len(ds)} row(s) is too few to split off a validation set")
+    try:
+        parts = ds.train_test_split(test_size=fraction, seed=seed, stratify_by_column=LABELS if stratify else None)
+    except ValueError:  # a class too small to stratify: fall back to a plain seeded split
+        parts = ds.train_test_split(test_size=fraction, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def sample(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
+    """At most `n` rows, a seeded random sample (all rows when n is None or larger)."""
+    if n is None or n >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(n))
+
+
+# --------------------------------------------------------------------------- the whole load
+
+
+def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
+    """Read, check and split the data of a run; see the module docstring."""
+    data = cfg.data
+    classification = cfg.task == "classification"
+    raw: dict[str, tuple[datasets.Dataset, Path | None]] = {
+        "train": read_source(data.train, data.train_split, "data.train", cfg, modality)
+    }
+    for name, spec in (("validation", data.validation), ("test", data.test)):
+        if spec is not None:
+            split = data.eval_split if name == "validation" else "test"
+            raw[name] = read_source(spec, split, f"data.{name}", cfg, modality)
+
+    columns = modality.required_columns(cfg)
+    splits: dict[str, datasets.Dataset] = {}
+    skipped: dict[str, int] = {}
+    for name, (ds, base_dir) in raw.items():
+        key = f"data.{name}"
+        require_columns(ds, columns, key)
+        ds, bad = modality.prepare(ds, cfg, base_dir, key)
+        if len(ds) == 0:
+            raise DataError(f"{key}: no usable rows")
+        splits[name], skipped[name] = ds, bad
+
+    label_names = None
+    if classification:
+        label_names = label_names_from(splits["train"], data.label_column, "data.train")
+        if len(label_names) < 2:
+            raise DataError(
+                f"{where(splits['train'], 'data.train')}: only one class ('{label_names[0]}') in column "
+                f"'{data.label_column}'; classification needs at least two"
+            )
+        for name in splits:
+            splits[name] = encode_labels(splits[name], data.label_column, label_names, f"data.{name}")
+
+    if "validation" not in splits:
+        splits["train"], splits["validation"] = split_validation(
+            splits["train"], data.validation_split, data.seed, stratify=classification
+        )
+    splits["train"] = sample(splits["train"], data.max_train_samples, data.seed)
+    for name in ("validation", "test"):
+        if name in splits:
+            splits[name] = sample(splits[name], data.max_eval_samples, data.seed)
+    return LoadedData(datasets.DatasetDict(splits), label_names, {k: v for k, v in skipped.items() if v})

@@ -1,0 +1,118 @@
+"""Text: encoder classification (BERT, RoBERTa, DistilBERT, DeBERTa, MiniLM) and
+T5-style text-to-text generation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import datasets
+from torch import nn
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    DataCollatorWithPadding,
+)
+
+from tlhub.data import where
+from tlhub.errors import DataError
+from tlhub.modalities import MODALITIES, Modality, load_auto_model, model_error
+
+if TYPE_CHECKING:
+    from tlhub.config import RunConfig
+
+
+@MODALITIES.register("text")
+class TextModality(Modality):
+    name = "text"
+    tasks = ("classification", "text2text")
+
+    def required_columns(self, cfg: RunConfig) -> dict[str, str]:
+        data = cfg.data
+        columns = {"data.text_column": data.text_column}
+        if data.text_pair_column:
+            columns["data.text_pair_column"] = data.text_pair_column
+        if cfg.task == "classification" or data.label_words:
+            columns["data.label_column"] = data.label_column
+        else:
+            columns["data.target_column"] = data.target_column
+        return columns
+
+    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, key: str) -> tuple[datasets.Dataset, int]:
+        data = cfg.data
+        for column in filter(None, (data.text_column, data.text_pair_column)):
+            for row, value in enumerate(ds[column], 1):
+                if not isinstance(value, str) or not value.strip():
+                    raise DataError(f"{where(ds, key)}: row {row}: empty text in column '{column}'; fill it in or drop the row")
+        if cfg.task == "text2text" and data.label_words:
+            words = data.label_words
+
+            def to_target(batch: dict[str, list]) -> dict[str, list]:
+                targets = []
+                for value in batch[data.label_column]:
+                    label = str(int(value)) if isinstance(value, (int, float)) else str(value)
+                    if label not in words:
+                        raise DataError(f"{where(ds, key)}: label '{label}' has no entry in data.label_words ({', '.join(words)})")
+                    targets.append(words[label])
+                return {data.target_column: targets}
+
+            ds = ds.map(to_target, batched=True)
+        return ds, 0
+
+    def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
+        try:
+            return AutoTokenizer.from_pretrained(
+                source or cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+            )
+        except (OSError, ValueError) as exc:
+            raise model_error(cfg.model, exc) from None
+
+    def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
+        if cfg.task == "text2text":
+            return load_auto_model(AutoModelForSeq2SeqLM, cfg.model)
+        assert label_names is not None
+        return load_auto_model(
+            AutoModelForSequenceClassification,
+            cfg.model,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+        )
+
+    def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
+        data = cfg.data
+
+        def classify(batch: dict[str, list]) -> dict[str, list]:
+            pairs = batch[data.text_pair_column] if data.text_pair_column else None
+            out = processor(batch[data.text_column], pairs, truncation=True, max_length=data.max_length)
+            if "labels" in batch:
+                out["labels"] = batch["labels"]
+            return dict(out)
+
+        def text2text(batch: dict[str, list]) -> dict[str, list]:
+            sources = [data.source_prefix + s for s in batch[data.text_column]]
+            out = processor(sources, truncation=True, max_length=data.max_length)
+            if data.target_column in batch:
+                out["labels"] = processor(text_target=batch[data.target_column], truncation=True, max_length=data.max_target_length)[
+                    "input_ids"
+                ]
+            return dict(out)
+
+        return text2text if cfg.task == "text2text" else classify
+
+    def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:
+        if cfg.task == "text2text":
+            return DataCollatorForSeq2Seq(processor, model=model, label_pad_token_id=-100)
+        return DataCollatorWithPadding(processor)
+
+    def peft_task_type(self, task: str) -> str | None:
+        return "SEQ_2_SEQ_LM" if task == "text2text" else "SEQ_CLS"
+
+    def input_row(self, value: str, cfg: RunConfig) -> dict[str, Any]:
+        if cfg.data.text_pair_column:
+            first, _, second = value.partition(" ||| ")
+            return {cfg.data.text_column: first, cfg.data.text_pair_column: second}
+        return {cfg.data.text_column: value}

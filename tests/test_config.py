@@ -1,0 +1,83 @@
+"""Config loading: YAML, dotted overrides, types, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tlhub.config import load_config, parse_overrides
+from tlhub.errors import ConfigError
+
+BASE = """\
+# tlhub train this.yaml
+modality: text
+model: {name_or_path: some/model}
+data: {train: train.csv}
+training: {output_dir: runs/x, learning_rate: 2e-5, num_train_epochs: 2}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_overrides_and_yaml_number_strings(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE), ["strategy.name=lora", "strategy.lora.r=4", "training.learning_rate=3e-5", "data.max_train_samples=100"])
+    assert cfg.task == "classification" and cfg.strategy.name == "lora" and cfg.strategy.lora.r == 4
+    assert cfg.training["learning_rate"] == 3e-5 and isinstance(cfg.training["learning_rate"], float)
+    assert cfg.data.max_train_samples == 100 and cfg.data.validation_split == 0.1
+    assert cfg.strategy.lora.target_modules == "auto"
+
+
+def test_overrides_parse_yaml_values() -> None:
+    assert parse_overrides(["a.b=1", "a.c=true", "d=[q, v]", "e=null"]) == {"a": {"b": 1, "c": True}, "d": ["q", "v"], "e": None}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["strategy.nmae=full"], "strategy.nmae: unknown key (did you mean 'name'?)"),
+        (["data.text_colum=x"], "data.text_colum: unknown key (did you mean 'text_column'?)"),
+        (["training.learning_rat=1"], "training.learning_rat: unknown key (did you mean 'learning_rate'?)"),
+        (["modality=vision"], "modality: unknown modality 'vision'; choose one of: text, image, audio"),
+        (["strategy.unfreeze_last_n=two"], "strategy.unfreeze_last_n: expected an integer, got 'two'"),
+        (["model.pretrained=maybe"], "model.pretrained: expected true or false, got 'maybe'"),
+        (["data.validation_split=1.5"], "data.validation_split: must be between 0 and 1, got 1.5"),
+        (["strategy.pooling=max"], "strategy.pooling: unknown pooling 'max' (did you mean 'mean'?); choose one of: auto, cls, mean, pooler"),
+        (["training.num_train_epochs=lots"], "training.num_train_epochs: expected a number, got 'lots'"),
+        (["oops"], "override 'oops': expected section.key=value, e.g. strategy.name=full"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, BASE), overrides)
+    assert str(info.value) == message
+
+
+def test_missing_required_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^model: missing required key"):
+        load_config(write(tmp_path, "modality: text\ndata: {train: a.csv}\ntraining: {output_dir: x}\n"))
+    with pytest.raises(ConfigError, match=r"^training.output_dir: missing required key"):
+        load_config(write(tmp_path, BASE.replace("output_dir: runs/x, ", "")))
+
+
+def test_file_problems(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"cfg.yaml: line 2, column 12: invalid YAML: mapping values are not allowed here$"):
+        load_config(write(tmp_path, "modality: text\nmodel: name: x\n"))
+    with pytest.raises(ConfigError, match=r"expected a mapping of sections"):
+        load_config(write(tmp_path, "- just\n- a list\n"))
+
+
+def test_recipe_configs_are_valid() -> None:
+    root = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+    configs = sorted(root.rglob("*.yaml"))
+    assert configs, "no recipe configs found"
+    for path in configs:
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# ") and ("tlhub " in first or "recipes/finetune.py" in first), f"{path}: first line must be the command"
+        load_config(path)  # validates every key and type

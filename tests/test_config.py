@@ -58,7 +58,7 @@ def test_bad_values_name_the_key(tmp_path: Path, overrides: list[str], message: 
 
 
 def test_missing_required_keys(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^model: missing required key"):
+    with pytest.raises(ConfigError, match=r"^model: missing required section"):
         load_config(write(tmp_path, "modality: text\ndata: {train: a.csv}\ntraining: {output_dir: x}\n"))
     with pytest.raises(ConfigError, match=r"^training.output_dir: missing required key"):
         load_config(write(tmp_path, BASE.replace("output_dir: runs/x, ", "")))

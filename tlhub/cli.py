@@ -6,6 +6,7 @@ Every user error (config, data, model) ends in one line on stderr and exit code 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -24,7 +25,9 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # weight loading; the Trainer's own bars stay
     datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
@@ -40,7 +43,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tlhub.pipeline import evaluate_run, load_run
 
-    metrics = evaluate_run(load_run(args.run_dir), args.data)
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer's log lines; stdout is the JSON alone
+        metrics = evaluate_run(load_run(args.run_dir), args.data)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 

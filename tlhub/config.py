@@ -326,7 +326,8 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], f"{prefix}{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{prefix}{name}: missing required key ({f.metadata.get('help', '')})")
+            what = "section" if dataclasses.is_dataclass(hints[name]) else "key"
+            raise ConfigError(f"{prefix}{name}: missing required {what} ({f.metadata.get('help', '')})")
     try:
         return cls(**kwargs)
     except ConfigError:

@@ -36,7 +36,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tlhub.pipeline import finetune
 
     results = finetune(args.config, args.overrides)
-    _print_results(results)
+    if os.environ.get("RANK", "0") == "0":  # under accelerate launch: print once, from the main process
+        _print_results(results)
     return 0
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,11 +64,35 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
     }
     if cfg.task == "text2text":
         values.update(predict_with_generate=True, generation_max_length=cfg.data.max_target_length)
-    values.update({k: v for k, v in cfg.training.items() if k not in TLHUB_TRAINING_KEYS})
-    if cfg.training.get("early_stopping_patience") is not None:
+    user = cfg.training
+    if "eval_strategy" in user and "save_strategy" not in user:
+        # Checkpoints where evaluations happen: what best-model selection needs.
+        values["save_strategy"] = user["eval_strategy"]
+        if "eval_steps" in user and "save_steps" not in user:
+            values["save_steps"] = user["eval_steps"]
+    values.update({k: v for k, v in user.items() if k not in TLHUB_TRAINING_KEYS})
+    if user.get("early_stopping_patience") is not None:
+        if values["eval_strategy"] in ("no", None):
+            raise ConfigError(
+                "training.early_stopping_patience: early stopping needs evaluations during training; "
+                "set training.eval_strategy to epoch or steps"
+            )
+        if values["save_strategy"] in ("no", None):
+            raise ConfigError(
+                "training.early_stopping_patience: restoring the best model needs checkpoints; "
+                f"set training.save_strategy to best or to the eval_strategy ({values['eval_strategy']})"
+            )
         values.setdefault("load_best_model_at_end", True)
         values.setdefault("metric_for_best_model", main)
         values.setdefault("greater_is_better", greater)
+    # DDP: frozen blocks, LoRA and heads that skip a module leave trainable parameters
+    # without gradients in some steps; find_unused_parameters makes DDP tolerate that.
+    # With activation checkpointing it would break the reducer, so use a static graph.
+    if user.get("gradient_checkpointing"):
+        values.setdefault("ddp_find_unused_parameters", False)
+        values.setdefault("ddp_static_graph", True)
+    else:
+        values.setdefault("ddp_find_unused_parameters", True)
     values["remove_unused_columns"] = False
     cls = Seq2SeqTrainingArguments if cfg.task == "text2text" else TrainingArguments
     try:
@@ -137,25 +163,92 @@ def make_trainer(
     )
 
 
-def resume_checkpoint(cfg: RunConfig) -> str | bool | None:
-    """``training.resume_from_checkpoint: auto`` -> the last checkpoint in output_dir, if any."""
-    value = cfg.training.get("resume_from_checkpoint")
-    if value == "auto":
-        from transformers.trainer_utils import get_last_checkpoint
+def complete_checkpoint(folder: Path) -> bool:
+    """True when the Trainer finished writing checkpoint `folder`.
 
-        return get_last_checkpoint(str(cfg.output_dir)) if cfg.output_dir.is_dir() else None
-    return value
+    The Trainer writes a checkpoint in place: weights, optimizer, scheduler, RNG state,
+    and ``trainer_state.json`` last. A run killed while saving leaves a folder without
+    a readable trainer_state.json (or one for another step); such a folder is skipped.
+    """
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        step = int(folder.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-"))
+    except (OSError, ValueError):
+        return False
+    weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) or any(folder.glob("pytorch_model*"))
+    return state.get("global_step") == step and weights
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder in `output_dir`, or None."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not output_dir.is_dir():
+        return None
+    found = []
+    for folder in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        suffix = folder.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+        if folder.is_dir() and suffix.isdigit() and complete_checkpoint(folder):
+            found.append((int(suffix), folder))
+    return str(max(found)[1]) if found else None
+
+
+def resume_checkpoint(cfg: RunConfig) -> str | None:
+    """The checkpoint to resume from, per ``training.resume_from_checkpoint``.
+
+    ``auto``: the last complete checkpoint in output_dir, or a fresh start when there is
+    none. ``true``: the same, but having none is an error. A path: that checkpoint.
+    Incomplete checkpoints (a run killed while saving) are skipped, not loaded.
+    """
+    value = cfg.training.get("resume_from_checkpoint")
+    if value in (None, False, "false", "False", ""):
+        return None
+    if value in ("auto", True, "true", "True"):
+        found = last_complete_checkpoint(cfg.output_dir)
+        if found is None and value != "auto":
+            raise ConfigError(
+                f"training.resume_from_checkpoint: no complete checkpoint in {cfg.output_dir}; "
+                "use auto to start fresh when there is none"
+            )
+        return found
+    path = Path(str(value))
+    if not complete_checkpoint(path):
+        raise ConfigError(
+            f"training.resume_from_checkpoint: {path} is not a complete checkpoint folder "
+            "(no trainer_state.json and weights); pass a checkpoint-N folder or auto"
+        )
+    return str(path)
 
 
 def save_model(trainer: Trainer, applied: Applied, processor: Any, output_dir: Path) -> None:
-    """The trained model (or LoRA adapter, or backbone + pooled head) and its processor."""
+    """The trained model (or LoRA adapter, or backbone + pooled head) and its processor.
+
+    Everything is written into ``OUTPUT_DIR/.tlhub-save.tmp`` first and then renamed file
+    by file into OUTPUT_DIR, so each model file is either the old one or the whole new
+    one, never half-written. (The set of files is not swapped at once; the run counts
+    as finished only when all_results.json, written after them, is there.)
+    """
+    staging = output_dir / ".tlhub-save.tmp"  # the same path on every process
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     if isinstance(applied.model, PooledClassifier):
         if trainer.is_world_process_zero():
-            applied.model.save_pretrained(output_dir)
+            applied.model.save_pretrained(staging)
     else:
-        trainer.save_model(str(output_dir))  # gathers sharded (FSDP/DeepSpeed) weights first
+        trainer.save_model(str(staging))  # gathers sharded (FSDP/DeepSpeed) weights first
+    trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
-        processor.save_pretrained(str(output_dir))
+        processor.save_pretrained(str(staging))
+        for item in sorted(staging.iterdir()):
+            target = output_dir / item.name
+            if item.is_dir():
+                atomic_save_dir(target, lambda d, src=item: shutil.copytree(src, d, dirs_exist_ok=True))
+            else:
+                os.replace(item, target)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- a run
@@ -217,8 +310,10 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
         if cfg.strategy.name == "lora" and cfg.strategy.lora.merge:
             merged = applied.model.merge_and_unload()
             atomic_save_dir(output_dir / "merged", lambda d: (merged.save_pretrained(d), processor.save_pretrained(d)))
+        # trainer_state.json as Trainer.save_state() writes it, but atomically; then
+        # all_results.json last: its presence marks a finished run.
+        atomic_write_json(output_dir / "trainer_state.json", dataclasses.asdict(trainer.state))
         atomic_write_json(output_dir / "all_results.json", results)
-        trainer.save_state()
     return results
 
 

@@ -1,0 +1,105 @@
+"""`tlhub train` with test probes, for tests that launch real processes.
+
+    accelerate launch ... tests/launch_probe.py train CONFIG [overrides]
+    accelerate launch ... tests/launch_probe.py recipes/finetune.py CONFIG [overrides]
+    python tests/launch_probe.py train CONFIG [overrides]
+
+Runs exactly `tlhub.cli.main(argv)` (or the given script, as `__main__`), after wrapping `tlhub.pipeline.make_trainer` so that
+the Trainer it builds also
+
+- records, per process, every training example its data loader hands out
+  (``$TLHUB_PROBE_DIR/rank<RANK>.jsonl``: the token ids of each example) and the
+  process's distributed setup (``$TLHUB_PROBE_DIR/rank<RANK>.env.json``), so a test
+  can check that processes saw different shards;
+- with ``TLHUB_PROBE_STALL_AT=N``, after the checkpoint of step N is saved, writes
+  ``$TLHUB_PROBE_DIR/saved-N`` and sleeps, so a test can SIGKILL a run at a known point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+import tlhub.pipeline
+from tlhub.cli import main
+
+PROBE_DIR = Path(os.environ.get("TLHUB_PROBE_DIR", "."))
+RANK = os.environ.get("RANK", "0")
+
+
+class Stall(TrainerCallback):
+    """Sleep after the checkpoint of step `step` is written (a stand-in for a long run)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - Trainer's callback signature
+        if state.global_step == self.step and state.is_world_process_zero:
+            (PROBE_DIR / f"saved-{self.step}").write_text("saved\n")
+            time.sleep(300)
+
+
+def _recording(collate):  # noqa: ANN001
+    log = PROBE_DIR / f"rank{RANK}.jsonl"
+
+    def collate_and_record(features):  # noqa: ANN001
+        batch = collate(features)
+        with log.open("a") as f:
+            for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist()):
+                f.write(json.dumps([i for i, m in zip(ids, mask) if m]) + "\n")
+        return batch
+
+    return collate_and_record
+
+
+def _record_training_batches(trainer):  # noqa: ANN001
+    """The training data loader (only it, not evaluation's) collates through the recorder."""
+    build = trainer.get_train_dataloader
+
+    def get_train_dataloader():  # noqa: ANN202
+        collate = trainer.data_collator
+        trainer.data_collator = _recording(collate)
+        try:
+            return build()
+        finally:
+            trainer.data_collator = collate
+
+    trainer.get_train_dataloader = get_train_dataloader
+
+
+def _probed(make_trainer):  # noqa: ANN001
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003
+        trainer = make_trainer(*args, **kwargs)
+        if os.environ.get("TLHUB_PROBE_DIR"):
+            PROBE_DIR.mkdir(parents=True, exist_ok=True)
+            _record_training_batches(trainer)
+            state = trainer.accelerator.state
+            env = {
+                "rank": state.process_index,
+                "world_size": state.num_processes,
+                "distributed_type": str(state.distributed_type),
+                "ddp_find_unused_parameters": trainer.args.ddp_find_unused_parameters,
+            }
+            (PROBE_DIR / f"rank{RANK}.env.json").write_text(json.dumps(env))
+        if os.environ.get("TLHUB_PROBE_STALL_AT"):
+            trainer.add_callback(Stall(int(os.environ["TLHUB_PROBE_STALL_AT"])))
+        return trainer
+
+    return wrapper
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    tlhub.pipeline.make_trainer = _probed(tlhub.pipeline.make_trainer)
+    if sys.argv[1].endswith(".py"):
+        import runpy
+
+        sys.argv = sys.argv[1:]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    else:
+        sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,116 @@
+"""Data-parallel runs through `accelerate launch`: two gloo processes on CPU.
+
+`accelerate launch --multi_gpu --num_processes 2` with `training.use_cpu: true` starts
+two processes (DistributedType.MULTI_CPU), the same code path as several GPUs. Each run
+goes through tests/launch_probe.py, which records what every process trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from accelerate.commands.config.config_args import load_config_from_file
+
+from tests.conftest import text_config
+from tests.tiny_models import toy_sentiment_rows, write_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+LAUNCH = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+          "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+STEPS, BATCH = 4, 4
+
+
+def free_port() -> int:
+    """A free TCP port, so parallel test runs do not collide on accelerate's default 29500."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique_rows(n: int) -> list[dict]:
+    """Toy rows with distinct texts, so token ids identify an example."""
+    seen, rows = set(), []
+    for row in toy_sentiment_rows(4 * n, seed=1):
+        if row["text"] not in seen and len(rows) < n:
+            seen.add(row["text"])
+            rows.append(row)
+    return rows
+
+
+def launch(tmp_path: Path, tiny_bert: Path, strategy: str, entry: list[str]) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    data = write_rows(tmp_path / "train.csv", unique_rows(64))
+    out, probe = tmp_path / "run", tmp_path / "probe"
+    cfg = text_config(tiny_bert, data, out, strategy=strategy)
+    cfg["training"].update(max_steps=STEPS, per_device_train_batch_size=BATCH, per_device_eval_batch_size=4, logging_steps=1)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TLHUB_PROBE_DIR": str(probe), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [*LAUNCH, "--main_process_port", str(free_port()), str(ROOT / "tests" / "launch_probe.py"), *entry, str(config)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out, probe
+
+
+def check_run(proc: subprocess.CompletedProcess, out: Path, probe: Path, strategy: str) -> None:
+    # Both processes ran, as one two-process CPU group.
+    envs = [json.loads((probe / f"rank{r}.env.json").read_text()) for r in (0, 1)]
+    assert [e["rank"] for e in envs] == [0, 1]
+    assert all(e["world_size"] == 2 and e["distributed_type"] == "DistributedType.MULTI_CPU" for e in envs)
+    assert all(e["ddp_find_unused_parameters"] is True for e in envs)
+
+    # They trained on different shards: no example seen by both, each saw its own batches.
+    seen = [set((probe / f"rank{r}.jsonl").read_text().splitlines()) for r in (0, 1)]
+    assert all(len(s) >= STEPS * BATCH for s in seen), [len(s) for s in seen]
+    assert not seen[0] & seen[1]
+
+    # The run directory: written once, by the main process, complete, no temporaries left.
+    results = json.loads((out / "all_results.json").read_text())
+    for key in ("eval_accuracy", "eval_loss", "train_runtime", "trainable_params", "total_params"):
+        assert key in results
+    assert results["strategy"] == strategy and 0 < results["trainable_params"] < results["total_params"]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == STEPS
+    assert (out / "config.yaml").is_file() and (out / "tlhub_run.json").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("eval_accuracy ")]
+    assert len(table) == 1, proc.stdout[-2000:]  # the results table printed once, by rank 0
+
+
+def test_two_processes_partial(tmp_path: Path, tiny_bert: Path) -> None:
+    proc, out, probe = launch(tmp_path, tiny_bert, "partial", ["train"])
+    check_run(proc, out, probe, "partial")
+    assert (out / "model.safetensors").is_file()
+
+
+def test_two_processes_lora_through_recipe(tmp_path: Path, tiny_bert: Path) -> None:
+    recipe = ROOT / "recipes" / "finetune.py"
+    if not recipe.is_file():
+        pytest.skip("recipes/finetune.py is absent")
+    proc, out, probe = launch(tmp_path, tiny_bert, "lora", [str(recipe)])
+    check_run(proc, out, probe, "lora")
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_accelerate_configs_name_their_launch_command() -> None:
+    """recipes/accelerate/*.yaml: valid accelerate configs whose first line is the launch command."""
+    configs = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
+    assert {p.stem for p in configs} >= {"single_gpu", "multi_gpu", "fsdp", "deepspeed_zero2"}
+    for path in configs:
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# accelerate launch --config_file recipes/accelerate/" + path.name), path
+        cfg = load_config_from_file(str(path))  # what `accelerate launch --config_file` reads
+        assert cfg.compute_environment.value == "LOCAL_MACHINE"
+    types = {p.stem: load_config_from_file(str(p)).distributed_type.value for p in configs}
+    assert types["fsdp"] == "FSDP" and types["deepspeed_zero2"] == "DEEPSPEED" and types["multi_gpu"] == "MULTI_GPU"
+    fsdp = load_config_from_file(str(ROOT / "recipes" / "accelerate" / "fsdp.yaml")).fsdp_config
+    assert fsdp["fsdp_use_orig_params"] is True  # frozen + trainable weights in one unit (partial, lora)

@@ -100,3 +100,11 @@ def test_console_script_and_recipe_run_as_subprocesses(tmp_path: Path) -> None:
         proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines()[-1] == "tlhub: error: model: missing required section (The pretrained model.)"
+
+
+def test_config_lists_keys_with_help(capsys: pytest.CaptureFixture) -> None:
+    assert main(["config", "strategy.lora"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "strategy.lora.r [int] = 8:  Rank of the LoRA update matrices." in out
+    assert all(line.startswith("strategy.lora") for line in out)
+    assert error_of(["config", "nope"], capsys) == "tlhub: error: config: no section or key starts with 'nope'"

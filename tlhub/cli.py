@@ -77,6 +77,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from tlhub.config import describe
+
+    lines = [line for line in describe() if line.startswith(args.section or "")]
+    if not lines:
+        raise TlhubError(f"config: no section or key starts with '{args.section}'")
+    print("\n".join(lines))
+    return 0
+
+
 def _print_results(results: dict) -> None:
     keys = [k for k in sorted(results) if k.startswith(("eval_", "test_")) or k in ("train_runtime", "trainable_params", "total_params")]
     width = max(len(k) for k in keys)
@@ -105,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="*", help="texts, or image/audio file paths")
     predict.add_argument("--file", help="a file with one input per line")
     predict.set_defaults(func=cmd_predict)
+
+    config = sub.add_parser("config", help="list every config key with its type, default and help")
+    config.add_argument("section", nargs="?", help="only keys under this section, e.g. strategy or data.max")
+    config.set_defaults(func=cmd_config)
 
     demo = sub.add_parser("demo", help="fine-tune real pretrained MiniLM vs the same model from scratch, on real reviews")
     demo.add_argument("--output-dir", default="runs/demo", help="where the two runs are written")

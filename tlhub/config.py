@@ -193,6 +193,96 @@ class StrategyConfig:
         )
 
 
+DOMAIN_METHODS = ("dann", "coral", "mmd", "dapt", "source_only")
+DOMAIN_SCHEDULES = ("ramp", "constant")
+
+
+@dataclass
+class DaptSettings:
+    epochs: float = _help("Epochs of masked-LM continued pretraining over the target text.", default=1.0)
+    max_steps: int | None = _help("Stop continued pretraining after this many steps (overrides epochs).", default=None)
+    learning_rate: float = _help("Learning rate of continued pretraining.", default=5.0e-5)
+    mlm_probability: float = _help("Fraction of tokens masked, as in BERT.", default=0.15)
+    batch_size: int = _help("Batch size of continued pretraining.", default=16)
+    include_source_text: bool = _help(
+        "Also pretrain on the source text (task-adaptive + domain-adaptive); false: target text only (DAPT).",
+        default=False,
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.epochs > 0, "domain_adaptation.dapt.epochs", f"must be positive, got {self.epochs}")
+        _check(self.max_steps is None or self.max_steps > 0, "domain_adaptation.dapt.max_steps", f"must be positive or null, got {self.max_steps}")
+        _check(self.learning_rate > 0, "domain_adaptation.dapt.learning_rate", f"must be positive, got {self.learning_rate}")
+        _check(0.0 < self.mlm_probability < 1.0, "domain_adaptation.dapt.mlm_probability", f"must be between 0 and 1, got {self.mlm_probability}")
+        _check(self.batch_size > 0, "domain_adaptation.dapt.batch_size", f"must be positive, got {self.batch_size}")
+
+
+@dataclass
+class DomainAdaptationConfig:
+    target: str = _help(
+        "Target-domain data like data.train (file, folder or Hub id). Labels are not needed; rows that have them "
+        "are used only to report accuracy on the target (source-only vs adapted), never to train."
+    )
+    method: str = _help(
+        "dann (gradient reversal + domain classifier) | coral | mmd (feature alignment losses) | "
+        "dapt (text: masked-LM continued pretraining on the target, then fine-tuning) | source_only (no adaptation; "
+        "the baseline, still reporting target accuracy).",
+        default="dann",
+    )
+    weight: float = _help("Weight of the domain loss added to the task loss.", default=1.0)
+    schedule: str = _help(
+        "ramp: the domain term grows as 2/(1+exp(-gamma*p))-1 with training progress p (Ganin et al. 2016; for dann "
+        "it scales the reversed gradient, for coral/mmd the loss); constant: full strength from the first step.",
+        default="ramp",
+    )
+    ramp_gamma: float = _help("gamma of the ramp (10 in the DANN paper).", default=10.0)
+    pooling: str = _help(
+        "How the backbone's last hidden states become the aligned feature vector: auto (= mean) | mean | cls.",
+        default="auto",
+    )
+    discriminator_hidden: int = _help("dann: width of the domain classifier's hidden layer.", default=256)
+    target_split: str = _help("Split of a Hub target dataset.", default="train")
+    text_column: str | None = _help("Target's text column; null: data.text_column.", default=None)
+    image_column: str | None = _help("Target's image column; null: data.image_column.", default=None)
+    audio_column: str | None = _help("Target's audio column; null: data.audio_column.", default=None)
+    label_column: str | None = _help(
+        "Target's label column, read only for evaluation; null: data.label_column if the target has it.", default=None
+    )
+    max_target_samples: int | None = _help("Use at most this many target rows (seeded sample).", default=None)
+    compare_source_only: bool = _help(
+        "When the target has labels, also train the same run without adaptation (OUTPUT_DIR/source_only) and "
+        "report both target accuracies side by side.",
+        default=True,
+    )
+    dapt: DaptSettings = _help("Settings of method: dapt.", default_factory=DaptSettings)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.target), "domain_adaptation.target", "must name the target data (a file, folder or Hub id)")
+        _check(
+            self.method in DOMAIN_METHODS,
+            "domain_adaptation.method",
+            f"unknown method '{self.method}'{closest(self.method, DOMAIN_METHODS)}; choose one of: {', '.join(DOMAIN_METHODS)}",
+        )
+        _check(
+            self.schedule in DOMAIN_SCHEDULES,
+            "domain_adaptation.schedule",
+            f"unknown schedule '{self.schedule}'{closest(self.schedule, DOMAIN_SCHEDULES)}; choose one of: {', '.join(DOMAIN_SCHEDULES)}",
+        )
+        _check(self.weight >= 0, "domain_adaptation.weight", f"must be 0 or more, got {self.weight}")
+        _check(self.ramp_gamma > 0, "domain_adaptation.ramp_gamma", f"must be positive, got {self.ramp_gamma}")
+        _check(
+            self.pooling in ("auto", "mean", "cls"),
+            "domain_adaptation.pooling",
+            f"unknown pooling '{self.pooling}'{closest(self.pooling, ('auto', 'mean', 'cls'))}; choose one of: auto, mean, cls",
+        )
+        _check(self.discriminator_hidden > 0, "domain_adaptation.discriminator_hidden", f"must be positive, got {self.discriminator_hidden}")
+        _check(
+            self.max_target_samples is None or self.max_target_samples > 0,
+            "domain_adaptation.max_target_samples",
+            f"must be positive or null, got {self.max_target_samples}",
+        )
+
+
 @dataclass
 class RunConfig:
     modality: str = _help("text | image | audio")
@@ -201,7 +291,9 @@ class RunConfig:
     training: dict[str, Any] = _help("transformers.TrainingArguments, passed as is (output_dir is required).")
     task: str = _help("classification | text2text | speech_recognition", default="classification")
     strategy: StrategyConfig = _help("Which weights train.", default_factory=StrategyConfig)
-    domain_adaptation: dict[str, Any] | None = _help("Domain adaptation settings (optional).", default=None)
+    domain_adaptation: DomainAdaptationConfig | None = _help(
+        "Domain adaptation to an unlabelled target domain (optional; see tlhub.strategies.domain).", default=None
+    )
 
     def __post_init__(self) -> None:
         _check(
@@ -408,3 +500,25 @@ def save_config(config: RunConfig, path: str | Path) -> None:
     from tlhub.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def describe(cls: type | None = None, prefix: str = "") -> list[str]:
+    """One line per config key: dotted name, type, default and help (for `tlhub config`)."""
+    cls = cls or RunConfig
+    hints = typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"{prefix}{f.name}:  {f.metadata.get('help', '')}")
+            lines += describe(tp, f"{prefix}{f.name}.")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = "null" if f.default is None else f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        type_name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "").replace("NoneType", "null")
+        lines.append(f"{prefix}{f.name} [{type_name}] = {default}:  {f.metadata.get('help', '')}")
+    return lines

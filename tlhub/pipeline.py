@@ -30,6 +30,7 @@ from transformers import (
     set_seed,
 )
 
+from tlhub.cache import cached_splits, feature_collator, uses_feature_cache
 from tlhub.config import TLHUB_TRAINING_KEYS, RunConfig, build, load_config, read_yaml, save_config
 from tlhub.data import LABELS, encode_labels, load_data, read_source, require_columns
 from tlhub.errors import ConfigError, DataError
@@ -275,17 +276,28 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     applied = STRATEGIES.get(cfg.strategy.name)(model, cfg.strategy, modality, cfg.task)
     trainable, total = count_parameters(applied.model)
 
-    # Preprocessing, applied lazily as batches are drawn
+    # Feature extraction with strategy.cache: the frozen backbone runs once per example
+    # and the head trains on the stored features (tlhub.cache). Otherwise preprocessing
+    # is applied lazily as batches are drawn.
+    args = training_arguments(cfg, has_eval=True)
+    cache = cached_splits(cfg, modality, processor, applied.model, loaded.splits, args) if uses_feature_cache(cfg, applied) else None
+    if cache is not None:
+        loaded.splits = datasets.DatasetDict(cache.splits)
+        args.train_sampling_strategy = "random"  # fixed-size vectors: nothing to group by length
     for name, split in loaded.splits.items():
-        split.set_transform(modality.transform(processor, cfg, train=name == "train"))
+        if cache is None:
+            split.set_transform(modality.transform(processor, cfg, train=name == "train"))
 
     # Train
-    args = training_arguments(cfg, has_eval=True)
     trainer = make_trainer(cfg, modality, processor, applied, args, loaded.splits["train"], loaded.splits["validation"])
+    if cache is not None:
+        trainer.data_collator = feature_collator
     train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(cfg))
 
     # Evaluate on validation (and test)
     results: dict[str, Any] = dict(train_result.metrics)
+    if cache is not None:
+        results.update(cache.results())
     results.update(trainer.evaluate())
     if "test" in loaded.splits:
         results.update(trainer.evaluate(loaded.splits["test"], metric_key_prefix="test"))

@@ -1,0 +1,144 @@
+"""The feature cache: keys, equality with the uncached path, reuse across runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import text_config
+from tests.tiny_models import make_tiny_bert, toy_sentiment_rows, write_rows
+from tlhub.cache import (
+    FEATURES_FILE,
+    cache_root,
+    extract_features,
+    feature_key,
+    key_parts,
+    load_or_extract,
+    processor_identity,
+)
+from tlhub.config import config_from_dict
+from tlhub.data import load_data
+from tlhub.modalities import get_modality
+from tlhub.models import PooledClassifier
+from tlhub.pipeline import finetune
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TLHUB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _cfg(model_dir: Path, data: Path, out: Path, /, **sections):
+    mapping = text_config(model_dir, data, out, "feature_extraction")
+    for section, values in sections.items():
+        mapping[section].update(values)
+    return config_from_dict(mapping)
+
+
+def _key(cfg, split: str = "train") -> str:
+    modality = get_modality("text")
+    loaded = load_data(cfg, modality)
+    processor = modality.load_processor(cfg)
+    return feature_key(key_parts(cfg, processor_identity(processor), "mean", split, loaded.splits[split]._fingerprint))
+
+
+def test_cache_root_follows_env(_cache_dir: Path) -> None:
+    assert cache_root() == _cache_dir
+
+
+def test_key_changes_with_model_preprocessing_and_data_only(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
+    base = _key(_cfg(tiny_bert, toy_csv, tmp_path / "a"))
+    # Not part of the key: training settings, output_dir, the head, the cache switch itself
+    same = _cfg(
+        tiny_bert,
+        toy_csv,
+        tmp_path / "b",
+        training={"learning_rate": 0.5, "num_train_epochs": 1},
+        strategy={"cache": False, "unfreeze_last_n": 1},
+    )
+    assert _key(same) == base
+    # The model: another folder with other weights, or random weights
+    other_model = make_tiny_bert(tmp_path / "other-bert")
+    assert _key(_cfg(other_model, toy_csv, tmp_path / "c")) != base
+    assert _key(_cfg(tiny_bert, toy_csv, tmp_path / "c", model={"pretrained": False})) != base
+    # Preprocessing
+    assert _key(_cfg(tiny_bert, toy_csv, tmp_path / "c", data={"max_length": 8})) != base
+    # The data: other rows, another sample, another split
+    other_rows = write_rows(tmp_path / "other.csv", toy_sentiment_rows(240, seed=1))
+    assert _key(_cfg(tiny_bert, other_rows, tmp_path / "c")) != base
+    assert _key(_cfg(tiny_bert, toy_csv, tmp_path / "c", data={"max_train_samples": 100})) != base
+    assert _key(_cfg(tiny_bert, toy_csv, tmp_path / "c"), split="validation") != base
+
+
+def test_key_changes_when_the_weights_change(tmp_path: Path, toy_csv: Path) -> None:
+    model = make_tiny_bert(tmp_path / "bert")
+    before = _key(_cfg(model, toy_csv, tmp_path / "a"))
+    make_tiny_bert(model)  # new random weights written over the same folder
+    assert _key(_cfg(model, toy_csv, tmp_path / "a")) != before
+
+
+def test_cached_features_equal_the_models_own(tiny_bert: Path, toy_csv: Path, tmp_path: Path, _cache_dir: Path) -> None:
+    cfg = _cfg(tiny_bert, toy_csv, tmp_path / "run")
+    modality = get_modality("text")
+    loaded = load_data(cfg, modality)
+    processor = modality.load_processor(cfg)
+    model = PooledClassifier(modality.load_model(cfg, loaded.label_names).base_model, 2, "mean")
+    train = loaded.splits["train"]
+
+    first = load_or_extract(cfg, modality, processor, model, train, "train")
+    again = load_or_extract(cfg, modality, processor, model, train, "train")
+    assert not first.hit and again.hit
+    assert (first.path / FEATURES_FILE).is_file() and first.path.parent == _cache_dir
+    assert json.loads((first.path / "key.json").read_text())["split"] == "train"
+    cached = torch.stack([row["features"] for row in again.dataset])
+    assert cached.shape == (len(train), 32)
+    assert torch.equal(again.dataset[:]["labels"], torch.tensor(list(train["labels"])))
+
+    # What the uncached model computes inside forward, other batch sizes (other padding)
+    transform = modality.transform(processor, cfg, train=False)
+    collator = modality.collator(processor, cfg, model)
+    direct, _ = extract_features(model, train, transform, collator, batch_size=7, progress=False)
+    assert torch.allclose(cached, direct, atol=1e-5)
+    batch = collator([{k: v[0] for k, v in transform(train[i : i + 1]).items()} for i in range(3)])
+    batch.pop("labels")
+    model.eval()  # no dropout in the head
+    with torch.no_grad():
+        logits = model(**batch).logits
+        from_cache = model(features=cached[:3]).logits
+    assert torch.allclose(logits, from_cache, atol=1e-5)
+
+
+def test_feature_extraction_run_reuses_the_cache_and_predicts(tiny_bert: Path, toy_csv: Path, tmp_path: Path, capsys) -> None:
+    from tlhub.cli import main
+
+    # A random backbone's pooled features separate the toy classes only with a long-trained head
+    training = {"learning_rate": 0.1, "num_train_epochs": 40, "eval_strategy": "no", "logging_strategy": "no"}
+    first = finetune(_cfg(tiny_bert, toy_csv, tmp_path / "first", training=training))
+    second = finetune(_cfg(tiny_bert, toy_csv, tmp_path / "second", training=training))
+    plain = finetune(_cfg(tiny_bert, toy_csv, tmp_path / "plain", training=training, strategy={"cache": False}))
+    assert first["feature_cache_hit"] is False and second["feature_cache_hit"] is True
+    assert "feature_cache_hit" not in plain
+    assert first["eval_accuracy"] > 0.7  # 60 held-out toy sentences, chance is 0.5
+    assert second["eval_accuracy"] == pytest.approx(first["eval_accuracy"], abs=1e-6)
+    assert plain["eval_accuracy"] == pytest.approx(first["eval_accuracy"], abs=0.05)
+    assert first["trainable_params"] == 32 * 2 + 2  # only the head trains
+    assert first["total_params"] == plain["total_params"]
+    # The saved run is the whole model: predict reads raw text through the backbone
+    assert PooledClassifier.is_saved_in(tmp_path / "first")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "first"), "the food was excellent", "the service was awful"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["pos", "neg"]
+
+
+def test_group_by_length_works_with_lazy_preprocessing(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
+    training = {"num_train_epochs": 1, "train_sampling_strategy": "group_by_length"}
+    results = finetune(config_from_dict(text_config(tiny_bert, toy_csv, tmp_path / "grouped", "full", training=training)))
+    assert results["train_samples"] == 180 and results["epoch"] == pytest.approx(1.0)
+    # With the cache the sampler falls back to random order over fixed-size vectors
+    results = finetune(_cfg(tiny_bert, toy_csv, tmp_path / "grouped-fe", training=training))
+    assert results["feature_cache_hit"] is False and results["epoch"] == pytest.approx(1.0)

@@ -1,0 +1,386 @@
+"""The feature cache: feature extraction runs the frozen backbone once per example.
+
+With ``strategy.name: feature_extraction`` and ``strategy.cache: true`` (the default)
+for classification, the backbone of the :class:`~tlhub.models.PooledClassifier` is
+frozen and in eval mode, so its pooled output for an example never changes during
+training. :func:`cached_splits` computes those vectors once per split, stores them on
+disk, and gives the Trainer datasets of ``features`` + ``labels``; the head then trains
+for as many epochs as asked without running the backbone again (Ludwig reports 50x
+from the same idea). The saved run is still the whole PooledClassifier (backbone +
+head), so ``tlhub predict`` and ``tlhub evaluate`` read raw inputs as usual.
+
+The cache works for every modality through the :class:`~tlhub.modalities.Modality`
+interface (its evaluation transform and collator) and ``PooledClassifier.features``.
+Features are computed with the evaluation transform (``train=False``): training
+augmentation of images or audio is not applied to cached features; set
+``strategy.cache: false`` to keep augmentation.
+
+Each split lives under ``$TLHUB_CACHE`` (default ``~/.cache/tlhub/features``) in a
+folder named by a key that hashes everything the features depend on:
+
+- the model: its name or path, revision (and the Hub snapshot's commit when cached
+  locally), and for a local folder the name, size and modification time of its config
+  and weight files; for random weights (``model.pretrained: false``) the seed;
+- the preprocessing: the processor's saved files (tokenizer vocabulary, image processor
+  or feature extractor settings), the data settings that feed the transform
+  (``max_length``, columns, ...), the modality, task and pooling;
+- the data: the split's name and the ``datasets`` fingerprint of the raw split, which
+  changes with its contents, sampling and label encoding.
+
+Any change of these recomputes; anything else (learning rate, epochs, output_dir, the
+head's dropout) reuses the cache. Folders are written atomically (a temporary folder
+renamed into place), so a killed run never leaves a half-written entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import datasets
+import torch
+from safetensors.torch import load_file, save_file
+
+from tlhub.io import atomic_save_dir
+from tlhub.models import PooledClassifier
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+    from tlhub.config import RunConfig
+    from tlhub.modalities import Modality
+    from tlhub.strategies import Applied
+
+CACHE_ENV = "TLHUB_CACHE"
+FORMAT_VERSION = 1
+FEATURES_FILE = "features.safetensors"
+KEY_FILE = "key.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
+
+# Data settings whose effect is already in the split's fingerprint (which rows, which
+# labels) or that do not reach the transform; every other `data` key is part of the key.
+SPLIT_KEYS = frozenset(
+    {
+        "train",
+        "validation",
+        "test",
+        "dataset_config",
+        "train_split",
+        "eval_split",
+        "validation_split",
+        "train_fraction",
+        "max_train_samples",
+        "max_eval_samples",
+        "max_bad_fraction",
+        "seed",
+    }
+)
+
+
+def cache_root() -> Path:
+    """Where cached features live: ``$TLHUB_CACHE`` or ``~/.cache/tlhub/features``."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "tlhub" / "features"
+
+
+def uses_feature_cache(cfg: RunConfig, applied: Applied) -> bool:
+    """True when the run trains a head on a frozen backbone and may cache its features."""
+    model = applied.model
+    return (
+        cfg.strategy.name == "feature_extraction"
+        and cfg.strategy.cache
+        and cfg.task == "classification"
+        and isinstance(model, PooledClassifier)
+        and model.freeze_backbone
+        and cfg.domain_adaptation is None
+    )
+
+
+# --------------------------------------------------------------------------- the key
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_identity(cfg: RunConfig) -> dict[str, Any]:
+    """What identifies the backbone's weights, cheaply (no hashing of the weights).
+
+    A local folder: the content of its config.json and the name, size and modification
+    time (ns) of each weight file. A Hub id: name, revision, and the commit of the
+    locally cached snapshot when there is one. Random weights: also the seed.
+    """
+    model = cfg.model
+    identity: dict[str, Any] = {"name_or_path": model.name_or_path, "revision": model.revision, "pretrained": model.pretrained}
+    path = Path(model.name_or_path).expanduser()
+    if path.is_dir():
+        identity["name_or_path"] = str(path.resolve())
+        files = {}
+        for file in sorted(path.rglob("*")):
+            if file.is_file() and (file.suffix in WEIGHT_SUFFIXES or file.name == "config.json"):
+                stat = file.stat()
+                files[str(file.relative_to(path))] = [stat.st_size, stat.st_mtime_ns]
+        identity["files"] = files
+        config = path / "config.json"
+        if config.is_file():
+            identity["config_sha256"] = _sha256(config.read_bytes())
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model.name_or_path, "config.json", revision=model.revision)
+            if isinstance(found, str):
+                identity["snapshot"] = Path(found).parent.name  # snapshots/<commit>/config.json
+        except Exception:  # noqa: BLE001 - an unusual id: name and revision identify it
+            pass
+    if not model.pretrained:
+        identity["seed"] = int(cfg.training.get("seed", 42))
+        identity["torch"] = torch.__version__
+    return identity
+
+
+def processor_identity(processor: Any) -> str:
+    """A hash of the files ``processor.save_pretrained`` writes (vocabulary, settings).
+
+    A fast tokenizer's ``tokenizer.json`` also records the truncation and padding of
+    its last call (runtime state, not a setting); those two entries are left out.
+    """
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory(prefix="tlhub-processor-") as tmp:
+        processor.save_pretrained(tmp)
+        for file in sorted(Path(tmp).rglob("*")):
+            if not file.is_file():
+                continue
+            content = file.read_bytes()
+            if file.name == "tokenizer.json":
+                try:
+                    state = json.loads(content)
+                    state.pop("truncation", None)
+                    state.pop("padding", None)
+                    content = json.dumps(state, sort_keys=True).encode()
+                except ValueError:
+                    pass
+            digest.update(str(file.relative_to(tmp)).encode())
+            digest.update(content)
+    return digest.hexdigest()
+
+
+def preprocessing_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The settings of the transform: the `data` keys that are not about which rows."""
+    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in SPLIT_KEYS}
+    return {"modality": cfg.modality, "task": cfg.task, "data": data}
+
+
+def feature_key(parts: dict[str, Any]) -> str:
+    """The folder name of a cache entry: a hash of its key parts."""
+    return _sha256(json.dumps(parts, sort_keys=True, default=str).encode())[:32]
+
+
+def key_parts(
+    cfg: RunConfig, processor_hash: str, pooling: str, split: str, fingerprint: str, dtype: str = "float32"
+) -> dict[str, Any]:
+    """Everything the cached features of one split depend on (see the module docstring)."""
+    return {
+        "format": FORMAT_VERSION,
+        "model": model_identity(cfg),
+        "processor": processor_hash,
+        "preprocessing": preprocessing_settings(cfg),
+        "pooling": pooling,
+        "dtype": dtype,
+        "split": split,
+        "fingerprint": fingerprint,
+    }
+
+
+# --------------------------------------------------------------------------- computing
+
+
+@torch.no_grad()
+def extract_features(
+    model: PooledClassifier,
+    ds: datasets.Dataset,
+    transform: Callable[[dict[str, list]], dict[str, list]],
+    collator: Callable[[list[dict]], dict],
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    desc: str = "features",
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pooled backbone features (float32, one row per example, in order) and labels.
+
+    The rows are transformed and padded exactly as for evaluation (`transform` with
+    ``train=False`` and the modality's collator), so the features equal what the
+    uncached model computes inside its forward pass.
+    """
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    view = ds.with_transform(transform)
+    loader = DataLoader(view, batch_size=batch_size, shuffle=False, collate_fn=collator)
+    was_training = model.training
+    model.eval()
+    model.to(device)
+    features, labels = [], []
+    try:
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            if "labels" in batch:
+                labels.append(torch.as_tensor(batch.pop("labels")))
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                features.append(model.features(**batch).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(features), (torch.cat(labels) if labels else None)
+
+
+@dataclass
+class CachedSplit:
+    """One split's features and where they came from."""
+
+    dataset: datasets.Dataset  # columns: features (float32 vectors) and labels
+    path: Path
+    hit: bool
+    seconds: float
+
+
+def _as_dataset(features: torch.Tensor, labels: torch.Tensor | None) -> datasets.Dataset:
+    columns: dict[str, Any] = {"features": features.numpy()}
+    if labels is not None:
+        columns["labels"] = labels.numpy()
+    return datasets.Dataset.from_dict(columns).with_format("torch")
+
+
+def load_or_extract(
+    cfg: RunConfig,
+    modality: Modality,
+    processor: Any,
+    model: PooledClassifier,
+    ds: datasets.Dataset,
+    split: str,
+    args: TrainingArguments | None = None,
+    processor_hash: str | None = None,
+    root: Path | None = None,
+) -> CachedSplit:
+    """The split's features from the cache, or computed now and stored there."""
+    start = time.perf_counter()
+    device = args.device if args is not None else torch.device("cpu")
+    autocast_dtype = None
+    if args is not None and device.type == "cuda" and (args.bf16 or args.fp16):
+        autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16
+    parts = key_parts(
+        cfg,
+        processor_hash or processor_identity(processor),
+        model.pooling,
+        split,
+        ds._fingerprint,
+        str(autocast_dtype or torch.float32).removeprefix("torch."),
+    )
+    folder = (root or cache_root()) / feature_key(parts)
+    if (folder / FEATURES_FILE).is_file():
+        try:
+            tensors = load_file(str(folder / FEATURES_FILE))
+            if tensors["features"].shape[0] == len(ds):
+                return CachedSplit(_as_dataset(tensors["features"], tensors.get("labels")), folder, True, time.perf_counter() - start)
+        except Exception:  # noqa: BLE001 - an unreadable entry is recomputed and replaced
+            pass
+    batch_size = args.per_device_eval_batch_size if args is not None else 32
+    features, labels = extract_features(
+        model,
+        ds,
+        modality.transform(processor, cfg, train=False),
+        modality.collator(processor, cfg, model),
+        batch_size=batch_size,
+        device=device,
+        autocast_dtype=autocast_dtype,
+        desc=f"features ({split})",
+        progress=not (args.disable_tqdm if args is not None else False),
+    )
+    tensors = {"features": features.contiguous()}
+    if labels is not None:
+        tensors["labels"] = labels.contiguous()
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / FEATURES_FILE))
+        (tmp / KEY_FILE).write_text(json.dumps(parts, indent=2, sort_keys=True, default=str) + "\n")
+
+    atomic_save_dir(folder, write)
+    return CachedSplit(_as_dataset(features, labels), folder, False, time.perf_counter() - start)
+
+
+@dataclass
+class FeatureCache:
+    """The feature datasets of a run's splits, and what the cache did."""
+
+    splits: dict[str, datasets.Dataset]
+    entries: dict[str, CachedSplit]
+
+    @property
+    def hit(self) -> bool:
+        return all(entry.hit for entry in self.entries.values())
+
+    @property
+    def seconds(self) -> float:
+        return sum(entry.seconds for entry in self.entries.values())
+
+    def results(self) -> dict[str, Any]:
+        """Flat keys for all_results.json."""
+        return {
+            "feature_cache_hit": self.hit,
+            "feature_cache_seconds": round(self.seconds, 3),
+            "feature_cache_dir": str(next(iter(self.entries.values())).path.parent),
+        }
+
+
+def cached_splits(
+    cfg: RunConfig,
+    modality: Modality,
+    processor: Any,
+    model: PooledClassifier,
+    splits: dict[str, datasets.Dataset],
+    args: TrainingArguments | None = None,
+) -> FeatureCache:
+    """Features of every split (from the cache or computed once). With several
+    processes the main process computes and writes first; the others then read."""
+    import contextlib
+
+    processor_hash = processor_identity(processor)
+    guard = args.main_process_first(desc="feature cache") if args is not None else contextlib.nullcontext()
+    with guard:
+        entries = {
+            name: load_or_extract(cfg, modality, processor, model, ds, name, args, processor_hash) for name, ds in splits.items()
+        }
+    return FeatureCache({name: entry.dataset for name, entry in entries.items()}, entries)
+
+
+def feature_collator(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stacks cached feature vectors (and labels) into a batch."""
+    batch = {"features": torch.stack([e["features"] for e in examples])}
+    if "labels" in examples[0]:
+        batch["labels"] = torch.stack([torch.as_tensor(e["labels"]) for e in examples])
+    return batch
+
+
+__all__ = [
+    "CACHE_ENV",
+    "CachedSplit",
+    "FeatureCache",
+    "cache_root",
+    "cached_splits",
+    "extract_features",
+    "feature_collator",
+    "feature_key",
+    "key_parts",
+    "load_or_extract",
+    "model_identity",
+    "processor_identity",
+    "uses_feature_cache",
+]

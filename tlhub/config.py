@@ -107,12 +107,24 @@ class DataConfig:
     max_length: int = _help("Truncate inputs to this many tokens.", default=128)
     max_target_length: int = _help("text2text: truncate targets (and generation) to this many tokens.", default=32)
     max_train_samples: int | None = _help("Use at most this many training examples (seeded sample).", default=None)
+    train_fraction: float = _help(
+        "Train on this fraction of the training split (after the validation split and max_train_samples): "
+        "stratified by label and seeded; smaller fractions are subsets of larger ones (data-efficiency curves).",
+        default=1.0,
+    )
     max_eval_samples: int | None = _help("Use at most this many validation/test examples.", default=None)
     max_bad_fraction: float = _help(
         "Unreadable examples (images, audio) are skipped and counted; fail when more than this fraction is bad.",
         default=0.1,
     )
     augment: bool = _help("Training augmentation for images and audio (never applied at evaluation).", default=True)
+    crop_scale_min: float = _help(
+        "Images, training: RandomResizedCrop takes crops of this fraction of the image area up to all of it.", default=0.08
+    )
+    rand_augment: bool = _help("Images, training: add torchvision RandAugment (2 ops, magnitude 9).", default=False)
+    color_jitter: float = _help(
+        "Images, training: brightness/contrast/saturation jitter of this strength (0 = off; 0.4 is common).", default=0.0
+    )
     max_duration_s: float | None = _help("Audio: crop or pad every clip to this many seconds.", default=None)
     chars_to_ignore: str = _help(
         "speech_recognition: characters removed from transcripts before the CTC vocabulary is built.",
@@ -126,10 +138,13 @@ class DataConfig:
         _check(0.0 < self.validation_split < 1.0, "data.validation_split", f"must be between 0 and 1, got {self.validation_split}")
         _check(self.max_length > 0, "data.max_length", f"must be positive, got {self.max_length}")
         _check(self.max_target_length > 0, "data.max_target_length", f"must be positive, got {self.max_target_length}")
+        _check(0.0 < self.train_fraction <= 1.0, "data.train_fraction", f"must be in (0, 1], got {self.train_fraction}")
         for key in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, key)
             _check(value is None or value > 0, f"data.{key}", f"must be positive or null, got {value}")
         _check(0.0 <= self.max_bad_fraction <= 1.0, "data.max_bad_fraction", f"must be between 0 and 1, got {self.max_bad_fraction}")
+        _check(0.0 < self.crop_scale_min <= 1.0, "data.crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}")
+        _check(0.0 <= self.color_jitter <= 1.0, "data.color_jitter", f"must be between 0 and 1, got {self.color_jitter}")
         _check(
             self.max_duration_s is None or self.max_duration_s > 0,
             "data.max_duration_s",
@@ -343,6 +358,8 @@ def _check_training(training: dict[str, Any], seq2seq: bool) -> dict[str, Any]:
                 value = float(value) if "float" in annotation else int(value)
             except ValueError:
                 raise ConfigError(f"training.{key}: expected a number, got '{value}'") from None
+        if value is False and "Strategy" in annotation:  # YAML 1.1 reads a bare `no` as false
+            value = "no"
         out[key] = value
     _check(bool(out.get("output_dir")), "training.output_dir", "missing required key: where the run writes its results")
     return out
@@ -473,6 +490,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start is not None and (mark is None or start.line != mark.line):
+            problem += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
     if data is None:
         data = {}

@@ -57,9 +57,7 @@ def read_table(path: Path, key: str, label_column: str | None = None) -> dataset
         else:
             frame = pd.read_parquet(path)
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{key}: {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); re-save the file as UTF-8"
-        ) from None
+        raise DataError(f"{key}: {path}: not UTF-8 text ({_first_bad_byte(path, exc)}); re-save the file as UTF-8") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{key}: {path}: the file is empty") from None
     except (ValueError, pd.errors.ParserError, OSError) as exc:
@@ -83,6 +81,23 @@ def read_table(path: Path, key: str, label_column: str | None = None) -> dataset
     ds = datasets.Dataset.from_pandas(frame, preserve_index=False)
     ds.info.description = str(path)  # lets error messages name the file
     return ds
+
+
+def _first_bad_byte(path: Path, exc: UnicodeDecodeError) -> str:
+    """Where the first non-UTF-8 byte of `path` is, as "byte 0xe9 on line 2".
+
+    Readers decode in chunks, so the offset in `exc` may be relative to a chunk;
+    decoding the whole file again finds the real position.
+    """
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as whole:
+        exc = whole
+    else:
+        return f"byte {exc.object[exc.start]:#04x}"
+    line = raw.count(b"\n", 0, exc.start) + 1
+    return f"byte {raw[exc.start]:#04x} on line {line}"
 
 
 def _missing(value: Any) -> bool:
@@ -217,6 +232,30 @@ def sample(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
     return ds.shuffle(seed=seed).select(range(n))
 
 
+def fraction_of(ds: datasets.Dataset, fraction: float, seed: int, stratify: bool) -> datasets.Dataset:
+    """A seeded `fraction` of `ds`, stratified by ``labels`` (at least one row per class).
+
+    Each class's rows are shuffled once with `seed` and the first ``round(fraction * n)``
+    are kept, so with the same seed a smaller fraction is a subset of a larger one: the
+    points of a data-efficiency curve differ only by the rows added.
+    """
+    if fraction >= 1.0:
+        return ds
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if stratify and LABELS in ds.column_names:
+        labels = np.asarray(ds[LABELS])
+        groups = [np.flatnonzero(labels == value) for value in np.unique(labels)]
+    else:
+        groups = [np.arange(len(ds))]
+    keep = []
+    for group in groups:
+        order = rng.permutation(group)
+        keep.extend(order[: max(1, round(fraction * len(group)))].tolist())
+    return ds.select(sorted(keep))
+
+
 # --------------------------------------------------------------------------- the whole load
 
 
@@ -259,6 +298,7 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
             splits["train"], data.validation_split, data.seed, stratify=classification
         )
     splits["train"] = sample(splits["train"], data.max_train_samples, data.seed)
+    splits["train"] = fraction_of(splits["train"], data.train_fraction, data.seed, stratify=classification)
     for name in ("validation", "test"):
         if name in splits:
             splits[name] = sample(splits[name], data.max_eval_samples, data.seed)

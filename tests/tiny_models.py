@@ -86,3 +86,56 @@ def make_tiny_t5(path: Path, d_model: int = 32, layers: int = 2) -> Path:
     T5ForConditionalGeneration(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def make_tiny_vit(path: Path, hidden_size: int = 32, layers: int = 2, image_size: int = 32) -> Path:
+    """A 2-layer ViT on 32x32 images (8x8 patches) and its image processor."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    path.mkdir(parents=True, exist_ok=True)
+    config = ViTConfig(
+        image_size=image_size,
+        patch_size=8,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden_size * 2,
+    )
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(path)
+    return path
+
+
+def make_tiny_resnet(path: Path, image_size: int = 32) -> Path:
+    """A 2-stage basic-block ResNet (8 and 16 channels) and an ImageNet-style processor
+    (resize the short side, ImageNet mean and std), like microsoft/resnet-50's."""
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    path.mkdir(parents=True, exist_ok=True)
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    ResNetForImageClassification(config).save_pretrained(path)
+    ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=0.875).save_pretrained(path)
+    return path
+
+
+def toy_image_folder(root: Path, n_per_class: int = 12, size: int = 32, seed: int = 0) -> Path:
+    """``root/<label>/*.png|jpg``: 'bright' images are light, 'dark' ones dark (learnable),
+    in mixed modes (RGB JPEG, greyscale, palette, RGBA PNG) to exercise RGB conversion."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    modes = ["RGB", "L", "P", "RGBA"]
+    for label, (low, high) in {"dark": (0, 90), "bright": (165, 256)}.items():
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            pixels = rng.integers(low, high, size=(size, size, 3), dtype=np.uint8)
+            image = Image.fromarray(pixels, "RGB")
+            mode = modes[i % len(modes)]
+            if mode == "RGB":
+                image.save(folder / f"{label}_{i}.jpg", quality=90)
+                continue
+            image = image.convert("RGBA") if mode == "RGBA" else image.convert(mode)
+            image.save(folder / f"{label}_{i}.png")
+    return root

@@ -29,15 +29,19 @@ HEAD_WEIGHTS = "pooled_head.safetensors"
 HEAD_CONFIG = "pooled_head.json"
 
 
-def feature_dim(config: PretrainedConfig) -> int:
+def feature_dim(config: PretrainedConfig, backbone: nn.Module | None = None) -> int:
     """Width of the backbone's hidden states, whatever the architecture calls it."""
-    for name in ("hidden_size", "d_model", "dim"):
+    for name in ("hidden_size", "d_model", "dim", "hidden_dim"):  # hidden_dim: EfficientNet's top convolution
         value = getattr(config, name, None)
         if isinstance(value, int):
             return value
     sizes = getattr(config, "hidden_sizes", None)  # convolutional stages (ResNet, ConvNeXt)
     if sizes:
         return int(sizes[-1])
+    # MobileNet v1/v2 derive their width from a multiplier: read the last convolution
+    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)] if backbone is not None else []
+    if convs:
+        return int(convs[-1].out_channels)
     raise ValueError(f"cannot tell the feature size of a {type(config).__name__}")
 
 
@@ -87,7 +91,7 @@ class PooledClassifier(nn.Module):
         self.pooling = pooling
         self.freeze_backbone = freeze_backbone
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(feature_dim(backbone.config), num_labels)
+        self.head = nn.Linear(feature_dim(backbone.config, backbone), num_labels)
         if freeze_backbone:
             self.backbone.requires_grad_(False)
 

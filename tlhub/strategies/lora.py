@@ -26,9 +26,12 @@ def auto_target_modules(model: nn.Module) -> list[str]:
     for candidate in QV_NAMES:
         if set(candidate) <= names:
             return list(candidate)
+    # A convolutional model: PEFT's LoRA also adapts Conv2d layers, when named explicitly
+    convs = {name.rsplit(".", 1)[-1] for name, m in backbone_of(model).named_modules() if isinstance(m, nn.Conv2d)}
+    layers = sorted(names) or sorted(convs)
     raise ConfigError(
         f"strategy.lora.target_modules: 'auto' found no attention projections in {type(model).__name__} "
-        f"(a convolutional model?); name the layers to adapt, e.g. target_modules: [{', '.join(sorted(names)[:3])}], "
+        f"(a convolutional model?); name the layers to adapt, e.g. target_modules: [{', '.join(layers[:3])}], "
         "or use strategy.name: partial"
     )
 

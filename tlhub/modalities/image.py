@@ -1,0 +1,347 @@
+"""Images: classification with any ``AutoModelForImageClassification`` model (ViT, DeiT,
+ResNet, ConvNeXt, Swin, EfficientNet, MobileNet, ...).
+
+Data comes from an image folder (``<root>/<label>/*.jpg``, or a root holding ``train/``,
+``val/`` and ``test/`` folders of that shape), a table (CSV/JSON/Parquet) with an image
+path and a label (paths relative to the table's folder), or a Hub / ``save_to_disk``
+dataset with an ``Image`` column (read undecoded and decoded here).
+
+``prepare`` decodes every image once up front (cheaply: JPEGs decode at reduced scale)
+so that unreadable or truncated files are skipped and counted, and the run fails only
+when more than ``data.max_bad_fraction`` is bad. The pixels are produced lazily in the
+``set_transform`` function with torchvision transforms v2, sized and normalised by the
+model's image processor (size, crop size, mean, std): training gets
+RandomResizedCrop + horizontal flip (+ ``data.rand_augment`` / ``data.color_jitter``),
+evaluation gets Resize + CenterCrop; ``data.augment: false`` makes training use the
+evaluation transform. Greyscale, palette and RGBA images become RGB (transparency
+composited on white), and EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import datasets
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+from torchvision.transforms import v2
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from tlhub.data import where
+from tlhub.errors import DataError
+from tlhub.modalities import MODALITIES, Modality, load_auto_model, model_error
+
+if TYPE_CHECKING:
+    from tlhub.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SPLIT_FOLDERS = {"data.train": ("train",), "data.validation": ("val", "validation", "valid"), "data.test": ("test",)}
+MIN_CROP_SCALE = 0.08  # RandomResizedCrop's default lower bound of the crop area
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+class ImageReadError(Exception):
+    """An image PIL cannot decode (missing, not an image, truncated)."""
+
+
+def _source(value: Any, base_dir: Path | None = None) -> tuple[Any, str]:
+    """What PIL opens for one cell (a path or a BytesIO) and how messages name it.
+
+    A cell is a path (relative to `base_dir`), raw bytes, a PIL image, or a Hub Image
+    cell read with ``decode=False``: ``{"bytes": ..., "path": ...}``.
+    """
+    if isinstance(value, Image.Image):
+        return value, "<image>"
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return io.BytesIO(value["bytes"]), str(value.get("path") or "<bytes>")
+        value = value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return io.BytesIO(value), "<bytes>"
+    if not isinstance(value, str) or not value.strip():
+        raise ImageReadError(f"no image (cell is {value!r})")
+    path = Path(value).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    return str(path), str(path)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB whatever the mode: greyscale and palette converted, transparency (RGBA, LA,
+    palette with a transparent colour) composited on white rather than dropped."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float greyscale: scale to 8 bits
+        image = image.point(lambda v: v / 256.0 if image.mode != "F" else v).convert("L")
+    return image.convert("RGB")
+
+
+def load_image(value: Any, base_dir: Path | None = None, min_size: int | None = None) -> Image.Image:
+    """Decode one cell to an RGB PIL image (EXIF orientation applied).
+
+    `min_size`: JPEGs may decode at a reduced scale (1/2, 1/4, 1/8) as long as both
+    sides stay at least this many pixels: much faster for small model inputs, with no
+    loss at the size the model sees. Raises ImageReadError when the image cannot be read.
+    """
+    source, name = _source(value, base_dir)
+    try:
+        if isinstance(source, Image.Image):
+            image = source
+        else:
+            image = Image.open(source)
+            if min_size and image.format == "JPEG":
+                image.draft("RGB", (min_size, min_size))
+        image.load()  # decodes everything: truncated files fail here
+        return to_rgb(ImageOps.exif_transpose(image) or image)
+    except Exception as exc:  # noqa: BLE001 - PIL's plugins raise many kinds; all mean "unreadable"
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise ImageReadError(f"{name}: unreadable image ({first})") from None
+
+
+# --------------------------------------------------------------------------- sizes and transforms
+
+
+def _size_value(size: Any, key: str) -> Any:
+    if size is None:
+        return None
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def image_sizes(processor: Any) -> tuple[int | tuple[int, int], int | tuple[int, int]]:
+    """(resize, crop) the model expects, read from its image processor.
+
+    ``size`` {height, width} (ViT): resize to exactly that, crop the same. ``size``
+    {shortest_edge} (ResNet, ConvNeXt): resize the short side; crop to ``crop_size``
+    when the processor centre-crops, else a square of the short side; ConvNeXt's
+    ``crop_pct`` resizes to shortest_edge / crop_pct first, as its processor does.
+    """
+    size, crop_size = getattr(processor, "size", None), getattr(processor, "crop_size", None)
+    height, width = _size_value(size, "height"), _size_value(size, "width")
+    shortest = _size_value(size, "shortest_edge")
+    crop: int | tuple[int, int] | None = None
+    if crop_size is not None and getattr(processor, "do_center_crop", False):
+        crop = (int(_size_value(crop_size, "height")), int(_size_value(crop_size, "width")))
+    if height and width:
+        resize: int | tuple[int, int] = (int(height), int(width))
+        return resize, crop or resize
+    if shortest:
+        crop = crop or int(shortest)
+        crop_pct = getattr(processor, "crop_pct", None)
+        resize = int(int(shortest) / crop_pct) if crop_pct and crop == int(shortest) else int(shortest)
+        return resize, crop
+    if crop:
+        return crop, crop
+    return 224, 224
+
+
+def _longest(size: int | tuple[int, int]) -> int:
+    return max(size) if isinstance(size, tuple) else size
+
+
+def build_transforms(processor: Any, cfg: RunConfig, train: bool) -> tuple[v2.Compose, int]:
+    """The torchvision v2 pipeline (PIL image -> normalised float tensor) and the smallest
+    side the decoder may reduce an image to without losing detail for this pipeline."""
+    data = cfg.data
+    resize, crop = image_sizes(processor)
+    steps: list[Any] = [v2.PILToTensor()]
+    if train and data.augment:
+        steps += [v2.RandomResizedCrop(crop, scale=(data.crop_scale_min, 1.0), antialias=True), v2.RandomHorizontalFlip()]
+        if data.rand_augment:
+            steps.append(v2.RandAugment())
+        if data.color_jitter > 0:
+            j = data.color_jitter
+            steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+        # A crop of the smallest allowed area is still at least `crop` pixels wide when decoded this large
+        min_size = math.ceil(_longest(crop) / math.sqrt(data.crop_scale_min))
+    else:
+        steps += [v2.Resize(resize, antialias=True), v2.CenterCrop(crop)]
+        min_size = _longest(resize)
+    steps.append(v2.ToDtype(torch.float32, scale=getattr(processor, "do_rescale", True)))
+    if getattr(processor, "do_normalize", True) and getattr(processor, "image_mean", None) is not None:
+        steps.append(v2.Normalize(mean=list(processor.image_mean), std=list(processor.image_std)))
+    return v2.Compose(steps), min_size
+
+
+def collate_images(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack ``pixel_values`` (all one size after the transforms) and the class ids."""
+    batch = {"pixel_values": torch.stack([torch.as_tensor(f["pixel_values"]) for f in features])}
+    if features and "labels" in features[0]:
+        batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+    return batch
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _is_split_root(path: Path) -> bool:
+    """A root holding ``train/<label>/<image>`` (and maybe val/, test/), not ``<label>/<image>``."""
+    train = path / "train"
+    return train.is_dir() and any(_images_in(sub) for sub in _class_folders(train)) and not _images_in(train)
+
+
+# --------------------------------------------------------------------------- the modality
+
+
+@MODALITIES.register("image")
+class ImageModality(Modality):
+    name = "image"
+    tasks = ("classification",)
+
+    def required_columns(self, cfg: RunConfig) -> dict[str, str]:
+        return {"data.image_column": cfg.data.image_column, "data.label_column": cfg.data.label_column}
+
+    def load_folder(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
+        """``<label>/<image>`` -> rows of (absolute path, label).
+
+        A root with ``train/``, ``val/`` (or ``validation/``) and ``test/`` folders of
+        that shape serves every split: data.train reads train/, data.validation val/,
+        data.test test/, so all three keys may name the same root.
+        """
+        root = path
+        if _is_split_root(path):
+            names = SPLIT_FOLDERS.get(key, ("train",))
+            found = [path / n for n in names if (path / n).is_dir()]
+            if not found:
+                raise DataError(f"{key}: {path} has a train/ folder but no {' or '.join(n + '/' for n in names)} folder for this split")
+            path = found[0]
+            if key == "data.train" and cfg.data.validation is None:
+                val = [root / n for n in SPLIT_FOLDERS["data.validation"] if (root / n).is_dir()]
+                if val:
+                    raise DataError(
+                        f"data.validation: {root} has train/ and {val[0].name}/ folders; set data.validation: {root} "
+                        f"to validate on {val[0].name}/, or data.train: {path} to split validation off train/"
+                    )
+        data = cfg.data
+        classes = _class_folders(path)
+        rows = [{data.image_column: str(f.resolve()), data.label_column: sub.name} for sub in classes for f in _images_in(sub)]
+        if not rows:
+            loose = len(_images_in(path))
+            hint = f"; the {loose} images directly in it need to go into one subfolder per class" if loose else ""
+            raise DataError(
+                f"{key}: {path}: no images ({' '.join(IMAGE_EXTENSIONS)}) in class subfolders; expected "
+                f"{path}/<label>/<image>.jpg{hint}"
+            )
+        with_images = sorted({row[data.label_column] for row in rows})
+        if key == "data.train" and len(with_images) < 2:
+            raise DataError(
+                f"{key}: {path}: only one class folder with images ('{with_images[0]}'); classification needs a subfolder "
+                "per class, at least two"
+            )
+        ds = datasets.Dataset.from_list(rows)
+        ds.info.description = str(path)
+        return ds
+
+    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, key: str) -> tuple[datasets.Dataset, int]:
+        """Resolve paths and decode every image once; skip (and count) unreadable ones.
+
+        Fails when more than ``data.max_bad_fraction`` of the rows is unreadable, naming
+        the first bad files.
+        """
+        data = cfg.data
+        column = data.image_column
+        if isinstance(ds.features[column], datasets.Image):  # Hub / saved dataset: keep bytes, decode here
+            ds = ds.cast_column(column, datasets.Image(decode=False))
+        good: list[int] = []
+        paths: list[str] = []
+        bad: list[str] = []
+        for row, value in enumerate(ds[column]):
+            try:
+                load_image(value, base_dir, min_size=64)
+            except ImageReadError as exc:
+                bad.append(f"row {row + 1}: {exc}")
+                continue
+            good.append(row)
+            if isinstance(value, str):
+                paths.append(_source(value, base_dir)[1])
+        if bad:
+            fraction = len(bad) / len(ds)
+            shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+            if fraction > data.max_bad_fraction:
+                raise DataError(
+                    f"{where(ds, key)}: {len(bad)} of {len(ds)} images ({fraction:.0%}) are unreadable, more than "
+                    f"data.max_bad_fraction={data.max_bad_fraction}: {shown}"
+                )
+            logger.warning("%s: skipped %d unreadable image(s): %s", where(ds, key), len(bad), shown)
+        description = ds.info.description
+        if len(good) < len(ds):
+            ds = ds.select(good)
+        if paths and len(paths) == len(ds):  # plain path cells: store absolute paths
+            ds = ds.remove_columns(column).add_column(column, paths)
+        ds.info.description = description
+        return ds, len(bad)
+
+    def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
+        name = source or cfg.model.name_or_path
+        try:
+            return AutoImageProcessor.from_pretrained(
+                name, revision=None if source else cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise model_error(cfg.model, exc) from None
+
+    def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
+        assert label_names is not None
+        return load_auto_model(
+            AutoModelForImageClassification,
+            cfg.model,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+        )
+
+    def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
+        column = cfg.data.image_column
+        pipeline, min_size = build_transforms(processor, cfg, train)
+
+        def apply(batch: dict[str, list]) -> dict[str, list]:
+            pixels = []
+            for value in batch[column]:
+                try:
+                    image = load_image(value, min_size=min_size)
+                except ImageReadError as exc:  # went bad after prepare(): a clear stop, not a traceback
+                    raise DataError(f"image: {exc}") from None
+                pixels.append(pipeline(image))
+            out: dict[str, list] = {"pixel_values": pixels}
+            if "labels" in batch:
+                out["labels"] = batch["labels"]
+            return out
+
+        return apply
+
+    def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:
+        return collate_images
+
+    def peft_task_type(self, task: str) -> str | None:
+        return None  # PEFT has no image task type; the head trains through modules_to_save
+
+    def input_row(self, value: str, cfg: RunConfig) -> dict[str, Any]:
+        try:
+            load_image(value, min_size=64)
+        except ImageReadError as exc:
+            raise DataError(f"predict: {exc}") from None
+        return {cfg.data.image_column: str(Path(value).expanduser().resolve())}

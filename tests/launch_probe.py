@@ -50,8 +50,12 @@ def _recording(collate):  # noqa: ANN001
     def collate_and_record(features):  # noqa: ANN001
         batch = collate(features)
         with log.open("a") as f:
-            for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist()):
-                f.write(json.dumps([i for i, m in zip(ids, mask) if m]) + "\n")
+            if "input_ids" in batch:  # token ids without padding
+                rows = [[i for i, m in zip(ids, mask) if m] for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist())]
+            else:  # cached features, pixels or waveforms: a rounded fingerprint of each example
+                key = next(k for k in ("features", "pixel_values", "input_values") if k in batch)
+                rows = [[round(v, 4) for v in row.flatten()[:16].tolist()] for row in batch[key]]
+            f.writelines(json.dumps(row) + "\n" for row in rows)
         return batch
 
     return collate_and_record

@@ -1,4 +1,4 @@
-"""The `tlhub` command: train | evaluate | predict | demo.
+"""The `tlhub` command: train | evaluate | predict | compare | demo.
 
 Every user error (config, data, model) ends in one line on stderr and exit code 2.
 """
@@ -70,6 +70,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tlhub.compare import run_compare
+
+    run_compare(args.config, args.overrides, args.strategies, args.fractions, args.baseline, args.output_dir)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tlhub.demo import run_demo
 
@@ -119,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="list every config key with its type, default and help")
     config.add_argument("section", nargs="?", help="only keys under this section, e.g. strategy or data.max")
     config.set_defaults(func=cmd_config)
+
+    compare = sub.add_parser("compare", help="strategies side by side, or a data-efficiency curve (pretrained vs scratch)")
+    compare.add_argument("config", help="YAML config (see recipes/configs/)")
+    compare.add_argument("overrides", nargs="*", help="dotted overrides applied to every run")
+    compare.add_argument(
+        "--strategies", help="comma-separated strategies, e.g. feature_extraction,partial,lora,full (the default without --fractions)"
+    )
+    compare.add_argument("--fractions", help="comma-separated fractions of the training data in (0, 1], e.g. 0.05,0.1,0.25,0.5,1.0")
+    compare.add_argument("--baseline", default="scratch", help="with --fractions: scratch (same model from random weights) or none")
+    compare.add_argument("--output-dir", help="where runs, compare.json/png and curve.json/png go (default: training.output_dir/compare)")
+    compare.set_defaults(func=cmd_compare)
 
     demo = sub.add_parser("demo", help="fine-tune real pretrained MiniLM vs the same model from scratch, on real reviews")
     demo.add_argument("--output-dir", default="runs/demo", help="where the two runs are written")

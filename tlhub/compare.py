@@ -1,0 +1,433 @@
+"""`tlhub compare`: strategies side by side, and data-efficiency curves.
+
+Two questions transfer learning has to answer with numbers:
+
+- Which strategy? ``--strategies feature_extraction,partial,lora,full`` trains the
+  same config (same data, split, seed and training budget) once per strategy and
+  reports the main metric, train time, trainable parameters and peak memory
+  (``compare.json``, a table, ``compare.png``).
+- What does pretraining buy? ``--fractions 0.05,0.1,0.25,0.5,1.0 --baseline scratch``
+  trains at each fraction of the training split (stratified, seeded, nested: see
+  ``data.train_fraction``) with the pretrained weights and with the same
+  architecture from random weights, on the same validation split
+  (``curve.json``, a table, ``curve.png``).
+
+Runs go to ``OUTPUT/<strategy>`` and ``OUTPUT/curve/<pretrained|scratch>-<fraction>``,
+where OUTPUT is ``--output-dir`` or ``training.output_dir/compare``. Train time is the
+Trainer's ``train_runtime`` plus, for cached feature extraction, the time spent
+computing (or reading) the features. Peak memory is the CUDA peak allocation on a
+GPU, else the peak resident set size (RSS) of the process sampled during the run.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tlhub.config import RunConfig, build, merge, parse_overrides, read_yaml
+from tlhub.errors import ConfigError, TlhubError, closest
+from tlhub.io import atomic_write_json
+from tlhub.metrics import MAIN_METRIC
+
+BASELINES = ("scratch", "none")
+DEFAULT_STRATEGIES = ("feature_extraction", "partial", "lora", "full")
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def parse_strategies(text: str) -> list[str]:
+    """``"lora,full"`` -> ["lora", "full"]; an unknown name is a TlhubError naming it."""
+    from tlhub.strategies import STRATEGIES
+
+    known = STRATEGIES.names()
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise TlhubError("--strategies: give a comma-separated list, e.g. feature_extraction,partial,lora,full")
+    for name in names:
+        if name not in known:
+            raise TlhubError(f"--strategies: unknown strategy '{name}'{closest(name, known)}; choose from: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise TlhubError(f"--strategies: '{text}' names a strategy twice")
+    return names
+
+
+def parse_fractions(text: str) -> list[float]:
+    """``"0.1,0.5,1"`` -> [0.1, 0.5, 1.0], sorted; each must be in (0, 1]."""
+    values = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise TlhubError(f"--fractions: '{item}' is not a number; give fractions of the training data in (0, 1], e.g. 0.1,0.5,1.0") from None
+        if not 0.0 < value <= 1.0:
+            raise TlhubError(f"--fractions: {item} is not in (0, 1]; give fractions of the training data, e.g. 0.1,0.5,1.0")
+        values.append(value)
+    if not values:
+        raise TlhubError("--fractions: give a comma-separated list, e.g. 0.05,0.1,0.25,0.5,1.0")
+    return sorted(set(values))
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@contextmanager
+def peak_memory() -> Iterator[dict[str, Any]]:
+    """Measure the peak memory of the block: CUDA max allocated, else sampled process RSS.
+
+    Yields a dict that holds ``peak_memory_mb`` and ``memory_kind`` after the block.
+    """
+    import psutil
+    import torch
+
+    out: dict[str, Any] = {}
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        yield out
+        out.update(peak_memory_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1), memory_kind="cuda max allocated")
+        return
+    process = psutil.Process()
+    peak = [process.memory_info().rss]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], process.memory_info().rss)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        done.set()
+        thread.join()
+        peak[0] = max(peak[0], process.memory_info().rss)
+        out.update(peak_memory_mb=round(peak[0] / 2**20, 1), memory_kind="peak RSS")
+
+
+def base_mapping(config: str | Path | dict[str, Any], overrides: list[str] | None = None) -> dict[str, Any]:
+    """The config as a mapping (YAML file or mapping) with the dotted overrides applied."""
+    data = read_yaml(config) if isinstance(config, (str, Path)) else dict(config)
+    return merge(data, parse_overrides(list(overrides or [])))
+
+
+def train_one(mapping: dict[str, Any]) -> dict[str, Any]:
+    """Train one config; return its results with wall time, train time and peak memory."""
+    from tlhub.pipeline import finetune
+
+    cfg: RunConfig = build(RunConfig, mapping)
+    gc.collect()
+    start = time.perf_counter()
+    with peak_memory() as memory:
+        results = finetune(cfg)
+    results["wall_s"] = round(time.perf_counter() - start, 2)
+    results["train_time_s"] = round(results.get("train_runtime", 0.0) + results.get("feature_cache_seconds", 0.0), 2)
+    results.update(memory)
+    return results
+
+
+def _main_metric(task: str) -> tuple[str, bool]:
+    name, greater = MAIN_METRIC[task]
+    return f"eval_{name}", greater
+
+
+def default_output_dir(mapping: dict[str, Any]) -> Path:
+    try:
+        return Path(mapping["training"]["output_dir"]) / "compare"
+    except (KeyError, TypeError):
+        raise ConfigError("training.output_dir: missing required key: where the runs are written (or pass --output-dir)") from None
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+def compare_strategies(
+    config: str | Path | dict[str, Any],
+    strategies: list[str],
+    overrides: list[str] | None = None,
+    output_dir: str | Path | None = None,
+    console: Any = None,
+) -> dict[str, Any]:
+    """Train `config` once per strategy; write compare.json and compare.png; return the report."""
+    base = base_mapping(config, overrides)
+    out = Path(output_dir) if output_dir else default_output_dir(base)
+    task = base.get("task", "classification")
+    metric, greater = _main_metric(task)
+    rows = []
+    for i, name in enumerate(strategies, 1):
+        _say(console, f"[bold]compare {i}/{len(strategies)}[/bold]: strategy {name}")
+        mapping = merge(base, {"strategy": {"name": name}, "training": {"output_dir": str(out / name)}})
+        results = train_one(mapping)
+        rows.append({"strategy": name, "metric": results.get(metric), **_summary(results)})
+    report = {"kind": "strategies", "metric": metric, "greater_is_better": greater, "rows": rows, "output_dir": str(out)}
+    atomic_write_json(out / "compare.json", report)
+    plot_strategies(report, out / "compare.png")
+    report["plot"] = str(out / "compare.png")
+    return report
+
+
+def _summary(results: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "train_time_s",
+        "wall_s",
+        "train_runtime",
+        "feature_cache_seconds",
+        "feature_cache_hit",
+        "trainable_params",
+        "total_params",
+        "trainable_percent",
+        "peak_memory_mb",
+        "memory_kind",
+        "train_samples",
+        "eval_samples",
+    )
+    summary = {k: results[k] for k in keys if k in results}
+    summary["results"] = {k: v for k, v in results.items() if k.startswith(("eval_", "test_"))}
+    return summary
+
+
+def strategies_table(report: dict[str, Any]) -> Any:
+    """A rich table of a strategy comparison."""
+    from rich.table import Table
+
+    rows = report["rows"]
+    kind = rows[0].get("memory_kind", "peak memory") if rows else "peak memory"
+    table = Table(title=f"Strategies compared ({report['metric']}, {'higher' if report['greater_is_better'] else 'lower'} is better)")
+    for column in ("strategy", report["metric"].removeprefix("eval_"), "train time", "trainable params", f"{kind}"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    best = _best(rows, report["greater_is_better"])
+    for row in rows:
+        name = row["strategy"] + (" (cached features)" if row.get("feature_cache_hit") is not None else "")
+        value = "-" if row["metric"] is None else f"{row['metric']:.4f}"
+        table.add_row(
+            f"[bold]{name}[/bold]" if row is best else name,
+            value,
+            f"{row['train_time_s']:.1f} s",
+            f"{_count(row['trainable_params'])} ({row['trainable_percent']:.2f}%)",
+            f"{row['peak_memory_mb']:.0f} MB",
+        )
+    return table
+
+
+def _best(rows: list[dict[str, Any]], greater: bool) -> dict[str, Any] | None:
+    scored = [r for r in rows if r.get("metric") is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda r: r["metric"]) if greater else min(scored, key=lambda r: r["metric"])
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e3 else str(n)
+
+
+def plot_strategies(report: dict[str, Any], path: Path) -> None:
+    """Four bar charts: main metric, train time, trainable parameters, peak memory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    names = [r["strategy"] for r in rows]
+    panels = [
+        (report["metric"].removeprefix("eval_"), [r["metric"] or 0.0 for r in rows], "{:.3f}"),
+        ("train time (s)", [r["train_time_s"] for r in rows], "{:.1f}"),
+        ("trainable parameters", [r["trainable_params"] for r in rows], "{:.3g}"),
+        (f"{rows[0].get('memory_kind', 'peak memory')} (MB)" if rows else "peak memory (MB)", [r["peak_memory_mb"] for r in rows], "{:.0f}"),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    colors = plt.get_cmap("tab10").colors
+    for ax, (title, values, fmt) in zip(axes, panels):
+        bars = ax.bar(names, values, color=colors[: len(names)])
+        ax.set_title(title)
+        ax.tick_params(axis="x", rotation=30)
+        for bar, value in zip(bars, values):
+            ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+        if title == "trainable parameters":
+            ax.set_yscale("log")
+    fig.suptitle("tlhub compare: same data, seed and budget per strategy")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- data efficiency
+
+
+def data_efficiency(
+    config: str | Path | dict[str, Any],
+    fractions: list[float],
+    baseline: str = "scratch",
+    overrides: list[str] | None = None,
+    output_dir: str | Path | None = None,
+    console: Any = None,
+) -> dict[str, Any]:
+    """Train at each fraction of the training data, pretrained (and from scratch);
+    write curve.json and curve.png; return the report."""
+    if baseline not in BASELINES:
+        raise TlhubError(f"--baseline: unknown baseline '{baseline}'{closest(baseline, BASELINES)}; choose from: {', '.join(BASELINES)}")
+    base = base_mapping(config, overrides)
+    out = Path(output_dir) if output_dir else default_output_dir(base)
+    task = base.get("task", "classification")
+    metric, greater = _main_metric(task)
+    strategy = dict(base.get("strategy") or {}).get("name", "full")
+    variants = [("pretrained", True, strategy)]
+    if baseline == "scratch":
+        # Random weights learn nothing frozen: the baseline trains every weight.
+        variants.append(("scratch", False, "full"))
+    rows = []
+    total = len(fractions) * len(variants)
+    step = 0
+    for fraction in fractions:
+        for label, pretrained, strategy_name in variants:
+            step += 1
+            _say(console, f"[bold]curve {step}/{total}[/bold]: {label}, {fraction:g} of the training data")
+            mapping = merge(
+                base,
+                {
+                    "model": {"pretrained": pretrained},
+                    "strategy": {"name": strategy_name},
+                    "data": {"train_fraction": fraction},
+                    "training": {"output_dir": str(out / "curve" / f"{label}-{fraction:g}")},
+                },
+            )
+            results = train_one(mapping)
+            rows.append({"weights": label, "strategy": strategy_name, "fraction": fraction, "metric": results.get(metric), **_summary(results)})
+    report = {
+        "kind": "data_efficiency",
+        "metric": metric,
+        "greater_is_better": greater,
+        "baseline": baseline,
+        "fractions": fractions,
+        "rows": rows,
+        "output_dir": str(out),
+    }
+    atomic_write_json(out / "curve.json", report)
+    plot_curve(report, out / "curve.png")
+    report["plot"] = str(out / "curve.png")
+    return report
+
+
+def curve_table(report: dict[str, Any]) -> Any:
+    """A rich table of the curve: one row per fraction, pretrained vs scratch, with bars."""
+    from rich.table import Table
+
+    name = report["metric"].removeprefix("eval_")
+    by = {(r["weights"], r["fraction"]): r for r in report["rows"]}
+    has_scratch = any(r["weights"] == "scratch" for r in report["rows"])
+    table = Table(title=f"Data efficiency ({name} on the validation split)")
+    table.add_column("fraction", justify="right")
+    table.add_column("train rows", justify="right")
+    table.add_column(f"pretrained {name}", justify="left")
+    if has_scratch:
+        table.add_column(f"scratch {name}", justify="left")
+        table.add_column("gain", justify="right")
+    for fraction in report["fractions"]:
+        pre = by.get(("pretrained", fraction))
+        cells = [f"{fraction:g}", str(pre["train_samples"]) if pre else "-", _bar(pre)]
+        if has_scratch:
+            scratch = by.get(("scratch", fraction))
+            cells.append(_bar(scratch))
+            gain = pre["metric"] - scratch["metric"] if pre and scratch and None not in (pre["metric"], scratch["metric"]) else None
+            cells.append("-" if gain is None else f"{gain:+.3f}")
+        table.add_row(*cells)
+    return table
+
+
+def _bar(row: dict[str, Any] | None, width: int = 10) -> str:
+    """The metric and a bar of block characters (metrics in [0, 1] read as a plot)."""
+    if row is None or row["metric"] is None:
+        return "-"
+    value = float(row["metric"])
+    filled = int(round(max(0.0, min(1.0, value)) * width))
+    return f"{value:.3f} {'█' * filled}{'·' * (width - filled)}"
+
+
+def plot_curve(report: dict[str, Any], path: Path) -> None:
+    """Main metric against training rows (log scale), one line per kind of weights."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, style in (("pretrained", "o-"), ("scratch", "s--")):
+        rows = sorted((r for r in report["rows"] if r["weights"] == label), key=lambda r: r["fraction"])
+        if not rows:
+            continue
+        xs = [r["train_samples"] for r in rows]
+        ys = [r["metric"] for r in rows]
+        ax.plot(xs, ys, style, label=f"{label} ({rows[0]['strategy']})")
+        for x, y, r in zip(xs, ys, rows):
+            ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples (log scale)")
+    ax.set_ylabel(report["metric"].removeprefix("eval_"))
+    ax.set_title("Data efficiency: what pretraining buys")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _say(console: Any, text: str) -> None:
+    if console is not None:
+        console.print(text)
+
+
+def run_compare(
+    config: str | Path,
+    overrides: list[str] | None = None,
+    strategies: str | None = None,
+    fractions: str | None = None,
+    baseline: str = "scratch",
+    output_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """What `tlhub compare` does: check the arguments first, then run, print and plot."""
+    from rich.console import Console
+
+    console = Console()
+    names = parse_strategies(strategies) if strategies else (None if fractions else list(DEFAULT_STRATEGIES))
+    points = parse_fractions(fractions) if fractions else None
+    if baseline not in BASELINES:
+        raise TlhubError(f"--baseline: unknown baseline '{baseline}'{closest(baseline, BASELINES)}; choose from: {', '.join(BASELINES)}")
+    build(RunConfig, base_mapping(config, overrides))  # a bad config fails before any training
+    out: dict[str, Any] = {}
+    if names:
+        report = compare_strategies(config, names, overrides, output_dir, console)
+        console.print(strategies_table(report))
+        console.print(f"Wrote {Path(report['output_dir']) / 'compare.json'} and {report['plot']}")
+        out["strategies"] = report
+    if points:
+        report = data_efficiency(config, points, baseline, overrides, output_dir, console)
+        console.print(curve_table(report))
+        console.print(f"Wrote {Path(report['output_dir']) / 'curve.json'} and {report['plot']}")
+        out["curve"] = report
+    return out
+
+
+__all__ = [
+    "compare_strategies",
+    "curve_table",
+    "data_efficiency",
+    "parse_fractions",
+    "parse_strategies",
+    "peak_memory",
+    "plot_curve",
+    "plot_strategies",
+    "run_compare",
+    "strategies_table",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 
 from tests.conftest import text_config
 from tests.tiny_models import toy_sentiment_rows, write_rows
+from tlhub.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -45,13 +47,20 @@ def unique_rows(n: int) -> list[dict]:
     return rows
 
 
-def launch(tmp_path: Path, tiny_bert: Path, strategy: str, entry: list[str]) -> tuple[subprocess.CompletedProcess, Path, Path]:
+def run_config(tmp_path: Path, model: Path, strategy: str, out: Path, batch: int = BATCH) -> Path:
     data = write_rows(tmp_path / "train.csv", unique_rows(64))
-    out, probe = tmp_path / "run", tmp_path / "probe"
-    cfg = text_config(tiny_bert, data, out, strategy=strategy)
-    cfg["training"].update(max_steps=STEPS, per_device_train_batch_size=BATCH, per_device_eval_batch_size=4, logging_steps=1)
-    config = tmp_path / "config.yaml"
+    cfg = text_config(model, data, out, strategy=strategy)
+    cfg["training"].update(
+        max_steps=STEPS, per_device_train_batch_size=batch, per_device_eval_batch_size=4, logging_steps=1, learning_rate=0.01
+    )
+    config = tmp_path / f"{out.name}.yaml"
     config.write_text(yaml.safe_dump(cfg))
+    return config
+
+
+def launch(tmp_path: Path, model: Path, strategy: str, entry: list[str]) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    out, probe = tmp_path / "run", tmp_path / "probe"
+    config = run_config(tmp_path, model, strategy, out)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TLHUB_PROBE_DIR": str(probe), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [*LAUNCH, "--main_process_port", str(free_port()), str(ROOT / "tests" / "launch_probe.py"), *entry, str(config)],
@@ -87,9 +96,25 @@ def check_run(proc: subprocess.CompletedProcess, out: Path, probe: Path, strateg
 
 
 def test_two_processes_partial(tmp_path: Path, tiny_bert: Path) -> None:
-    proc, out, probe = launch(tmp_path, tiny_bert, "partial", ["train"])
+    """Also: 2 processes x batch 4 train exactly like 1 process x batch 8 (no dropout, so
+    the only difference is DDP). A loss scaled by the number of processes (transformers'
+    average_tokens_across_devices with a model that ignores num_items_in_batch) fails this."""
+    model = tmp_path / "bert-no-dropout"
+    shutil.copytree(tiny_bert, model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    (model / "config.json").write_text(json.dumps(config))
+
+    proc, out, probe = launch(tmp_path, model, "partial", ["train"])
     check_run(proc, out, probe, "partial")
     assert (out / "model.safetensors").is_file()
+
+    single = run_config(tmp_path, model, "partial", tmp_path / "single", batch=2 * BATCH)
+    assert main(["train", str(single)]) == 0
+    one = json.loads((tmp_path / "single" / "all_results.json").read_text())
+    two = json.loads((out / "all_results.json").read_text())
+    assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+    assert one["eval_loss"] != pytest.approx(0.6931, abs=1e-3)  # training moved it away from chance
 
 
 def test_two_processes_lora_through_recipe(tmp_path: Path, tiny_bert: Path) -> None:

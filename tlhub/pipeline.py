@@ -94,6 +94,12 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
         values.setdefault("ddp_static_graph", True)
     else:
         values.setdefault("ddp_find_unused_parameters", True)
+    # transformers multiplies the loss by the number of processes when it averages token
+    # counts across devices, expecting the model to divide by that global count. The
+    # classification, seq2seq and CTC losses tlhub trains are per-device means that ignore
+    # it, so the loss (and the gradients, so the learning rate) would grow with the number
+    # of processes. Per-device means averaged by DDP are the right thing for them.
+    values.setdefault("average_tokens_across_devices", False)
     values["remove_unused_columns"] = False
     cls = Seq2SeqTrainingArguments if cfg.task == "text2text" else TrainingArguments
     try:

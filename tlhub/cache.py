@@ -13,7 +13,10 @@ The cache works for every modality through the :class:`~tlhub.modalities.Modalit
 interface (its evaluation transform and collator) and ``PooledClassifier.features``.
 Features are computed with the evaluation transform (``train=False``): training
 augmentation of images or audio is not applied to cached features; set
-``strategy.cache: false`` to keep augmentation.
+``strategy.cache: false`` to keep augmentation. Features are computed in batches of
+``per_device_eval_batch_size`` in dataset order, as evaluation does; for text (masked
+mean) they do not depend on the batch, while models whose normalisation sees padding
+(wav2vec2 with group norm) give each clip the features of that batch.
 
 Each split lives under ``$TLHUB_CACHE`` (default ``~/.cache/tlhub/features``) in a
 folder named by a key that hashes everything the features depend on:

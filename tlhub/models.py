@@ -70,6 +70,46 @@ def pool(outputs: Any, pooling: str, attention_mask: torch.Tensor | None = None)
     return hidden.mean(dim=1)
 
 
+def feature_backbone(model: PreTrainedModel, backbone: nn.Module) -> PreTrainedModel:
+    """`backbone` (``backbone_of(model)``) as a transformers model that PooledClassifier can
+    run with keyword inputs, save, and load back.
+
+    Usually it already is one (BERT's ``bert``, Whisper's encoder). A timm model wrapped
+    by transformers (``TimmWrapperForImageClassification``) has a raw timm module as its
+    base model, with no config and positional inputs only: it goes into a
+    ``TimmWrapperModel`` that shares its weights, with the timm classifier removed (the
+    PooledClassifier brings its own head), so the saved backbone loads with AutoModel.
+    """
+    if isinstance(backbone, PreTrainedModel):
+        return backbone
+    if hasattr(backbone, "forward_features") and hasattr(backbone, "reset_classifier"):
+        from transformers import TimmWrapperModel
+
+        backbone.reset_classifier(0)
+        wrapper = TimmWrapperModel(model.config)
+        wrapper.timm_model = backbone
+        return wrapper
+    raise ValueError(f"cannot run the backbone of {type(model).__name__} ({type(backbone).__name__}) on its own")
+
+
+def _backbone_class(directory: Path) -> Any:
+    """The class a saved backbone loads with: AutoModel, or the transformers class named in
+    its config when AutoModel would build a different model (Whisper's encoder alone,
+    which AutoModel reads as the whole encoder-decoder)."""
+    config = json.loads((directory / "config.json").read_text())
+    name = (config.get("architectures") or [None])[0]
+    if name and name.endswith("Encoder") and config.get("model_type"):
+        import importlib
+
+        module_name = config["model_type"].replace("-", "_")
+        try:
+            module = importlib.import_module(f"transformers.models.{module_name}.modeling_{module_name}")
+        except ImportError:
+            return AutoModel
+        return getattr(module, name, AutoModel)
+    return AutoModel
+
+
 class PooledClassifier(nn.Module):
     """backbone -> pool -> dropout -> linear, trained with cross-entropy.
 
@@ -106,7 +146,14 @@ class PooledClassifier(nn.Module):
         inputs.pop("labels", None)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             outputs = self.backbone(**inputs)
-        return pool(outputs, self.pooling, inputs.get("attention_mask"))
+        mask = inputs.get("attention_mask")
+        hidden = getattr(outputs, "last_hidden_state", None)
+        if mask is not None and hidden is not None and mask.shape[1] != hidden.shape[1]:
+            # Audio: a mask over samples; wav2vec2/HuBERT map it to frames, so that the
+            # mean leaves out padding and a clip's features do not depend on its batch.
+            to_frames = getattr(self.backbone, "_get_feature_vector_attention_mask", None)
+            mask = to_frames(hidden.shape[1], mask) if to_frames is not None else None
+        return pool(outputs, self.pooling, mask)
 
     def forward(
         self, labels: torch.Tensor | None = None, features: torch.Tensor | None = None, **inputs: torch.Tensor
@@ -129,7 +176,7 @@ class PooledClassifier(nn.Module):
         """Load a saved backbone and head (kwargs go to ``AutoModel.from_pretrained``)."""
         directory = Path(directory)
         info = json.loads((directory / HEAD_CONFIG).read_text())
-        backbone = AutoModel.from_pretrained(directory, **kwargs)
+        backbone = _backbone_class(directory).from_pretrained(directory, **kwargs)
         model = cls(backbone, info["num_labels"], info["pooling"], info.get("dropout", 0.1))
         model.head.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)))
         return model

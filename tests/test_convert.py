@@ -96,6 +96,67 @@ def test_efficientnet_bad_state_dict_is_a_clear_error(tmp_path):
     assert main([str(tmp_path / "out"), "--weights", str(bad)]) == 2
 
 
+def _image_run(efficientnet_dir, tmp_path, strategy: dict) -> dict:
+    from tlhub.config import config_from_dict
+    from tlhub.pipeline import finetune
+
+    bees = requires_shared("hymenoptera")
+    cfg = config_from_dict(
+        {
+            "modality": "image",
+            "task": "classification",
+            "model": {"name_or_path": str(efficientnet_dir)},
+            "data": {"train": str(bees / "train"), "validation": str(bees / "val"), "max_train_samples": 8, "max_eval_samples": 8},
+            "strategy": strategy,
+            "training": {
+                "output_dir": str(tmp_path / "run"),
+                "max_steps": 1,
+                "per_device_train_batch_size": 4,
+                "per_device_eval_batch_size": 8,
+                "eval_strategy": "no",
+                "save_strategy": "no",
+                "report_to": [],
+                "use_cpu": True,
+            },
+        }
+    )
+    return finetune(cfg)
+
+
+HEAD = 1280 * 2 + 2  # the new 2-way classifier on EfficientNet-Lite0's 1280 features
+
+
+@pytest.mark.parametrize(
+    "strategy, trainable",
+    [
+        ({"name": "feature_extraction"}, HEAD),
+        # the last stage (one block: 192->1152 expansion, 3x3 depthwise, 1152->320 projection,
+        # three batch norms), the 320->1280 head convolution + batch norm, the classifier
+        ({"name": "partial", "unfreeze_last_n": 1}, 192 * 1152 + 1152 * 9 + 1152 * 320 + 2 * (1152 + 1152 + 320) + 320 * 1280 + 2 * 1280 + HEAD),
+        ({"name": "lora", "lora": {"r": 4, "target_modules": ["conv_pwl"]}}, None),
+    ],
+)
+def test_converted_efficientnet_trains_with_each_strategy(efficientnet_dir, tmp_path, strategy, trainable):
+    """The timm-wrapped model goes through the image pipeline; the run loads back and predicts."""
+    from tlhub.pipeline import load_run, predict
+
+    results = _image_run(efficientnet_dir, tmp_path, strategy)
+    if trainable is not None:
+        assert results["trainable_params"] == trainable
+    else:  # LoRA: the adapters on every conv_pwl and the whole new head, nothing else
+        assert HEAD < results["trainable_params"] < 100_000
+    bee = next((requires_shared("hymenoptera") / "val" / "bees").iterdir())
+    [row] = predict(load_run(tmp_path / "run"), [str(bee)])
+    assert row["label"] in ("ants", "bees") and 0.0 <= row["score"] <= 1.0
+
+
+def test_converted_efficientnet_lora_auto_names_conv_layers(efficientnet_dir, tmp_path):
+    from tlhub.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"found no attention projections .*target_modules: \[conv_dw, conv_head, conv_pw\]"):
+        _image_run(efficientnet_dir, tmp_path, {"name": "lora"})
+
+
 # --------------------------------------------------------------------------- Whisper tiny.en
 
 # Greedy transcriptions of these FSDD clips by CTranslate2 itself (ctranslate2 4.8.5,

@@ -331,6 +331,10 @@ class ImageModality(Modality):
                 out["labels"] = batch["labels"]
             return out
 
+        if source and not any((Path(source) / f).is_file() for f in ("preprocessor_config.json", "config.json")):
+            # A LoRA run of a timm model: TimmWrapperImageProcessor keeps its settings in the
+            # model's config.json and does not save itself, and the run holds only the adapter.
+            name, source = cfg.model.name_or_path, None
         return apply
 
     def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from torch import nn
+from transformers import PreTrainedModel
 
 from tlhub.registry import Registry
 
@@ -54,8 +55,17 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
-    """The pretrained body of a transformers task model (``model.base_model``)."""
-    return getattr(model, "base_model", model)
+    """The pretrained body of a transformers task model (``model.base_model``).
+
+    A classifier on the encoder alone of an encoder-decoder family has no base-model
+    attribute (``WhisperForAudioClassification``: encoder, projector, classifier): its
+    body is the encoder.
+    """
+    base = getattr(model, "base_model", model)
+    encoder = getattr(model, "encoder", None)
+    if base is model and isinstance(encoder, PreTrainedModel) and getattr(model, "decoder", None) is None:
+        return encoder
+    return base
 
 
 def head_names(model: nn.Module) -> list[str]:
@@ -68,11 +78,18 @@ def head_names(model: nn.Module) -> list[str]:
     if backbone is model:
         output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         return [name for name, module in model.named_children() if module is output]
-    return [
+    names = [
         name
         for name, module in model.named_children()
         if module is not backbone and any(True for _ in module.parameters())
     ]
+    # A timm model wrapped by transformers keeps its classifier inside the timm module
+    # (``timm_model.classifier``), which is the whole base model: name it from there.
+    classifier = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
+    if isinstance(classifier, nn.Module) and any(True for _ in classifier.parameters()):
+        prefix = next((name for name, module in model.named_children() if module is backbone), "")
+        names += [f"{prefix}.{name}" if prefix else name for name, m in backbone.named_children() if m is classifier]
+    return names
 
 
 def find_blocks(module: nn.Module) -> list[nn.ModuleList]:

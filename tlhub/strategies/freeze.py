@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from tlhub.errors import ConfigError
-from tlhub.models import PooledClassifier
+from tlhub.models import PooledClassifier, feature_backbone
 from tlhub.strategies import STRATEGIES, Applied, backbone_of, block_lr_scales, find_blocks
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def feature_extraction(model: nn.Module, cfg: StrategyConfig, modality: Modality
     """
     if task == "classification":
         pooling = "mean" if cfg.pooling == "auto" else cfg.pooling
-        wrapped = PooledClassifier(backbone_of(model), model.config.num_labels, pooling)
+        wrapped = PooledClassifier(feature_backbone(model, backbone_of(model)), model.config.num_labels, pooling)
         return Applied(wrapped, notes=[f"pooling: {pooling}"])
     model.requires_grad_(True)
     encoder = model.get_encoder() if model.config.is_encoder_decoder else backbone_of(model)

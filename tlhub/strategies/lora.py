@@ -22,7 +22,8 @@ QV_NAMES = [("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("quer
 
 def auto_target_modules(model: nn.Module) -> list[str]:
     """The attention query/value projections of `model`, whatever its family names them."""
-    names = {name.rsplit(".", 1)[-1] for name, m in backbone_of(model).named_modules() if isinstance(m, nn.Linear)}
+    heads = {name.rsplit(".", 1)[-1] for name in head_names(model)}  # a timm classifier sits inside the backbone
+    names = {name.rsplit(".", 1)[-1] for name, m in backbone_of(model).named_modules() if isinstance(m, nn.Linear)} - heads
     for candidate in QV_NAMES:
         if set(candidate) <= names:
             return list(candidate)

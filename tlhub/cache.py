@@ -14,9 +14,9 @@ interface (its evaluation transform and collator) and ``PooledClassifier.feature
 Features are computed with the evaluation transform (``train=False``): training
 augmentation of images or audio is not applied to cached features; set
 ``strategy.cache: false`` to keep augmentation. Features are computed in batches of
-``per_device_eval_batch_size`` in dataset order, as evaluation does; for text (masked
-mean) they do not depend on the batch, while models whose normalisation sees padding
-(wav2vec2 with group norm) give each clip the features of that batch.
+``per_device_eval_batch_size`` of similar lengths; for text (masked mean) they do not
+depend on the batch, while models whose normalisation sees padding (wav2vec2 with
+group norm) give each clip the features of the batch it was computed in.
 
 Each split lives under ``$TLHUB_CACHE`` (default ``~/.cache/tlhub/features``) in a
 folder named by a key that hashes everything the features depend on:
@@ -217,32 +217,58 @@ def extract_features(
     autocast_dtype: torch.dtype | None = None,
     desc: str = "features",
     progress: bool = True,
+    sort_window: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled backbone features (float32, one row per example, in order) and labels.
 
-    The rows are transformed and padded exactly as for evaluation (`transform` with
+    The rows are transformed and padded as for evaluation (`transform` with
     ``train=False`` and the modality's collator), so the features equal what the
-    uncached model computes inside its forward pass.
+    uncached model computes inside its forward pass. Rows are read `sort_window`
+    batches at a time and batched shortest first within that window, which cuts the
+    padding of variable-length inputs (memory stays bounded by the window).
     """
-    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    view = ds.with_transform(transform)
-    loader = DataLoader(view, batch_size=batch_size, shuffle=False, collate_fn=collator)
     was_training = model.training
     model.eval()
     model.to(device)
-    features, labels = [], []
+    n = len(ds)
+    features: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    window = batch_size * sort_window
     try:
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            if "labels" in batch:
-                labels.append(torch.as_tensor(batch.pop("labels")))
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                features.append(model.features(**batch).float().cpu())
+        with tqdm(total=n, desc=desc, disable=not progress, leave=False, unit="ex") as bar:
+            for start in range(0, n, window):
+                rows = transform(ds[start : start + window])
+                examples = [{k: v[i] for k, v in rows.items()} for i in range(len(next(iter(rows.values()))))]
+                # Shortest first within the window: batches of like lengths, little padding.
+                order = sorted(range(len(examples)), key=lambda i: _size(examples[i]))
+                for first in range(0, len(order), batch_size):
+                    chunk = order[first : first + batch_size]
+                    batch = collator([examples[i] for i in chunk])
+                    batch_labels = batch.pop("labels", None)
+                    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                    with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                        pooled = model.features(**batch).float().cpu()
+                    if features is None:
+                        features = torch.empty(n, pooled.shape[-1])
+                    index = torch.tensor(chunk) + start
+                    features[index] = pooled
+                    if batch_labels is not None:
+                        if labels is None:
+                            labels = torch.empty(n, dtype=torch.as_tensor(batch_labels).dtype)
+                        labels[index] = torch.as_tensor(batch_labels)
+                    bar.update(len(chunk))
     finally:
         model.train(was_training)
-    return torch.cat(features), (torch.cat(labels) if labels else None)
+    assert features is not None, "no rows to extract features from"
+    return features, labels
+
+
+def _size(example: dict[str, Any]) -> int:
+    """Length of an example's longest sequence input (token ids, audio samples); 0 if fixed."""
+    sizes = [len(v) for k, v in example.items() if k != "labels" and hasattr(v, "__len__") and not isinstance(v, str)]
+    return max(sizes, default=0)
 
 
 @dataclass

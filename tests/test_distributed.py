@@ -95,16 +95,39 @@ def check_run(proc: subprocess.CompletedProcess, out: Path, probe: Path, strateg
     assert len(table) == 1, proc.stdout[-2000:]  # the results table printed once, by rank 0
 
 
+def no_dropout_copy(model: Path, dest: Path) -> Path:
+    """The tiny BERT without dropout: runs that see the same batches compute the same steps."""
+    shutil.copytree(model, dest)
+    config = json.loads((dest / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
+
+
+def test_gradient_accumulation_matches_a_larger_batch(tmp_path: Path, tiny_bert: Path) -> None:
+    """2 x batch 4 accumulated == batch 8: same losses and gradient norms at every step.
+
+    transformers 5 skips the division by gradient_accumulation_steps for models whose
+    forward takes **kwargs (BERT's does) although BERT's classification loss is a plain
+    mean, so without tlhub's fix the losses and gradients come out twice as large.
+    """
+    model = no_dropout_copy(tiny_bert, tmp_path / "bert-no-dropout")
+    logs = []
+    for name, batch, steps in (("big", 2 * BATCH, 1), ("accumulated", BATCH, 2)):
+        config = run_config(tmp_path, model, "full", tmp_path / name, batch=batch)
+        assert main(["train", str(config), f"training.gradient_accumulation_steps={steps}"]) == 0
+        state = json.loads((tmp_path / name / "trainer_state.json").read_text())
+        logs.append([(e["loss"], e["grad_norm"]) for e in state["log_history"] if "loss" in e])
+    assert len(logs[0]) == len(logs[1]) == STEPS
+    for (loss_a, norm_a), (loss_b, norm_b) in zip(*logs):
+        assert loss_b == pytest.approx(loss_a, rel=1e-4) and norm_b == pytest.approx(norm_a, rel=1e-3)
+
+
 def test_two_processes_partial(tmp_path: Path, tiny_bert: Path) -> None:
     """Also: 2 processes x batch 4 train exactly like 1 process x batch 8 (no dropout, so
     the only difference is DDP). A loss scaled by the number of processes (transformers'
     average_tokens_across_devices with a model that ignores num_items_in_batch) fails this."""
-    model = tmp_path / "bert-no-dropout"
-    shutil.copytree(tiny_bert, model)
-    config = json.loads((model / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
-    (model / "config.json").write_text(json.dumps(config))
-
+    model = no_dropout_copy(tiny_bert, tmp_path / "bert-no-dropout")
     proc, out, probe = launch(tmp_path, model, "partial", ["train"])
     check_run(proc, out, probe, "partial")
     assert (out / "model.safetensors").is_file()

@@ -94,11 +94,8 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
         values.setdefault("ddp_static_graph", True)
     else:
         values.setdefault("ddp_find_unused_parameters", True)
-    # transformers multiplies the loss by the number of processes when it averages token
-    # counts across devices, expecting the model to divide by that global count. The
-    # classification, seq2seq and CTC losses tlhub trains are per-device means that ignore
-    # it, so the loss (and the gradients, so the learning rate) would grow with the number
-    # of processes. Per-device means averaged by DDP are the right thing for them.
+    # Per-device mean losses averaged by DDP, not token counts gathered across devices
+    # (tlhub's heads ignore those counts; see make_trainer).
     values.setdefault("average_tokens_across_devices", False)
     values["remove_unused_columns"] = False
     cls = Seq2SeqTrainingArguments if cfg.task == "text2text" else TrainingArguments
@@ -157,7 +154,7 @@ def make_trainer(
     if patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(patience)))
     cls = Seq2SeqTrainer if cfg.task == "text2text" else Trainer
-    return cls(
+    trainer = cls(
         model=applied.model,
         args=args,
         train_dataset=train,
@@ -168,6 +165,13 @@ def make_trainer(
         optimizers=optimizer_for(applied, args),
         callbacks=callbacks,
     )
+    # transformers 5 treats a model whose forward takes **kwargs as one that divides its
+    # loss by `num_items_in_batch`, and then neither divides by gradient_accumulation_steps
+    # nor undoes its scaling by the number of processes. The classification, seq2seq and
+    # CTC heads tlhub trains return per-batch means and ignore that count, so their loss
+    # and gradients grew with both. False restores the plain per-batch-mean arithmetic.
+    trainer.model_accepts_loss_kwargs = False
+    return trainer
 
 
 def complete_checkpoint(folder: Path) -> bool:

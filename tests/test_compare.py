@@ -108,3 +108,16 @@ def test_train_fraction_is_checked(tiny_bert: Path, toy_csv: Path, tmp_path: Pat
     cfg["data"]["train_fraction"] = 0.0
     with pytest.raises(ConfigError, match=r"^data.train_fraction: must be in \(0, 1\], got 0.0$"):
         config_from_dict(cfg)
+
+
+def test_fp16_without_a_gpu_is_a_clear_error(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
+    import torch
+
+    from tlhub.pipeline import training_arguments
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg = text_config(tiny_bert, toy_csv, tmp_path / "run")
+    cfg["training"]["fp16"] = True
+    with pytest.raises(ConfigError, match=r"^training.fp16: float16 mixed precision needs a CUDA GPU"):
+        training_arguments(config_from_dict(cfg), has_eval=True)

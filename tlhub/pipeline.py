@@ -97,6 +97,11 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
     # Per-device mean losses averaged by DDP, not token counts gathered across devices
     # (tlhub's heads ignore those counts; see make_trainer).
     values.setdefault("average_tokens_across_devices", False)
+    # Mixed precision only where the hardware has it: a clear message instead of a failure deep in accelerate.
+    if values.get("fp16") and not torch.cuda.is_available():
+        raise ConfigError("training.fp16: float16 mixed precision needs a CUDA GPU and none is available; remove fp16 (bf16 works on CPU)")
+    if values.get("bf16") and torch.cuda.is_available() and not values.get("use_cpu") and not torch.cuda.is_bf16_supported():
+        raise ConfigError("training.bf16: this GPU does not support bfloat16; use training.fp16 instead")
     values["remove_unused_columns"] = False
     cls = Seq2SeqTrainingArguments if cfg.task == "text2text" else TrainingArguments
     try:

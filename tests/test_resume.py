@@ -110,6 +110,23 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(tmp_pa
     assert a["train_loss"] == pytest.approx(sum(losses_a.values()) / STEPS, rel=1e-3)
 
 
+def test_crash_after_the_last_checkpoint_resumes_to_the_same_results(tmp_path: Path, tiny_bert: Path, toy_csv: Path) -> None:
+    """Killed after training but before all_results.json: the rerun trains no more steps."""
+    cfg = resume_config(tiny_bert, toy_csv, tmp_path / "run")
+    cfg["training"].update(max_steps=4)
+    config = _write(tmp_path / "c.yaml", cfg)
+    assert main(["train", str(config)]) == 0
+    first = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    (tmp_path / "run" / "all_results.json").unlink()
+    assert main(["train", str(config)]) == 0
+    again = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["global_step"] == 4
+    assert again["eval_loss"] == pytest.approx(first["eval_loss"], rel=1e-5)
+    assert again["eval_accuracy"] == first["eval_accuracy"]
+    assert again.keys() == first.keys()
+    assert again["train_loss"] == pytest.approx(first["train_loss"], rel=1e-4)  # from the checkpoint's log
+
+
 def test_resume_settings(tmp_path: Path, tiny_bert: Path, toy_csv: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = resume_config(tiny_bert, toy_csv, tmp_path / "fresh")
     assert resume_checkpoint(config_from_dict(cfg)) is None  # auto with nothing to resume: a fresh start

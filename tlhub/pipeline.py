@@ -238,6 +238,41 @@ def resume_checkpoint(cfg: RunConfig) -> str | None:
     return str(path)
 
 
+def train_or_restore(trainer: Trainer, checkpoint: str | None) -> dict[str, float]:
+    """``trainer.train()`` (resuming from `checkpoint`), returning its train_* metrics.
+
+    A checkpoint of the last step (a run killed after training, before its results were
+    written) is restored instead of resumed: transformers would run one more step past
+    max_steps when that is not the end of an epoch. The train_* metrics then come from
+    the checkpoint's log (train_loss: the mean of the logged losses, step-weighted;
+    timings 0), so all_results.json has the same keys as an uninterrupted run's.
+    """
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
+    if not state or not 0 < state.get("max_steps", 0) <= state.get("global_step", 0):
+        return dict(trainer.train(resume_from_checkpoint=checkpoint).metrics)
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    best = trainer.state.best_model_checkpoint
+    if trainer.args.load_best_model_at_end and best and Path(best).is_dir():
+        trainer._load_best_model()
+    # Place the model as training would have, so evaluate() reports the same keys.
+    trainer.model_wrapped = trainer.accelerator.prepare_model(trainer.model, evaluation_mode=True)
+    total, steps, last = 0.0, 0, 0
+    for entry in trainer.state.log_history:
+        if "loss" in entry and "step" in entry:
+            total += entry["loss"] * (entry["step"] - last)
+            steps, last = steps + entry["step"] - last, entry["step"]
+    return {
+        "epoch": trainer.state.epoch,
+        "train_loss": total / steps if steps else float("nan"),
+        "train_runtime": 0.0,
+        "train_samples_per_second": 0.0,
+        "train_steps_per_second": 0.0,
+    }
+
+
 def save_model(trainer: Trainer, applied: Applied, processor: Any, output_dir: Path) -> None:
     """The trained model (or LoRA adapter, or backbone + pooled head) and its processor.
 
@@ -307,10 +342,10 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     trainer = make_trainer(cfg, modality, processor, applied, args, loaded.splits["train"], loaded.splits["validation"])
     if cache is not None:
         trainer.data_collator = feature_collator
-    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(cfg))
+    train_metrics = train_or_restore(trainer, resume_checkpoint(cfg))
 
     # Evaluate on validation (and test)
-    results: dict[str, Any] = dict(train_result.metrics)
+    results: dict[str, Any] = dict(train_metrics)
     if cache is not None:
         results.update(cache.results())
     results.update(trainer.evaluate())

@@ -168,6 +168,14 @@ def test_early_stopping_stops_and_keeps_the_best_model(tmp_path: Path, tiny_bert
     assert state["best_metric"] == max(e["eval_accuracy"] for e in evals[:-1])
     assert state["best_global_step"] is not None
 
+    # Killed before all_results.json was written: resuming does not train past the stop.
+    first = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    (tmp_path / "run" / "all_results.json").unlink()
+    assert main(["train", str(_write(tmp_path / "c.yaml", cfg)), "training.resume_from_checkpoint=auto"]) == 0
+    again = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["global_step"] == state["global_step"]
+    assert again["epoch"] == pytest.approx(3.0) and again["eval_accuracy"] == first["eval_accuracy"]
+
 
 def test_early_stopping_settings() -> None:
     base = {"modality": "text", "model": {"name_or_path": "m"}, "data": {"train": "t.csv"}}

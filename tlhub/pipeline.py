@@ -243,12 +243,14 @@ def train_or_restore(trainer: Trainer, checkpoint: str | None) -> dict[str, floa
 
     A checkpoint of the last step (a run killed after training, before its results were
     written) is restored instead of resumed: transformers would run one more step past
-    max_steps when that is not the end of an epoch. The train_* metrics then come from
+    max_steps when that is not the end of an epoch, or one more epoch after early stopping. The train_* metrics then come from
     the checkpoint's log (train_loss: the mean of the logged losses, step-weighted;
     timings 0), so all_results.json has the same keys as an uninterrupted run's.
     """
     state = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
-    if not state or not 0 < state.get("max_steps", 0) <= state.get("global_step", 0):
+    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
+    finished = 0 < state.get("max_steps", 0) <= state.get("global_step", 0) or control.get("should_training_stop")
+    if not finished:  # (should_training_stop: early stopping had ended the run)
         return dict(trainer.train(resume_from_checkpoint=checkpoint).metrics)
     from transformers import TrainerState
 

@@ -325,3 +325,29 @@ def test_other_strategies_learn_and_reload(strategy: str, image_folder: Path, ti
     run = load_run(tmp_path / "run")
     rows = predict(run, [str(next((image_folder / "dark").glob("*.jpg")))])
     assert rows[0]["label"] == "dark"
+
+
+def test_timm_wrapper_models_train_partial_and_refuse_lora_clearly(tmp_path: Path) -> None:
+    """transformers' TimmWrapper (how timm checkpoints load): sizes and normalisation from
+    timm's data config, `partial` unfreezes the timm model's last block stage and the head."""
+    pytest.importorskip("timm")
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    data_config = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic", "crop_pct": 1.0}
+    config = TimmWrapperConfig(architecture="test_efficientnet", num_labels=3, pretrained_cfg={**data_config, "crop_mode": "squash"})
+    TimmWrapperForImageClassification(config).save_pretrained(tmp_path / "timm")
+    modality = get_modality("image")
+    cfg = config_from_dict(image_config(tmp_path / "timm", tmp_path, tmp_path, "partial"))
+    processor = modality.load_processor(cfg)
+    assert image_sizes(processor) == ((32, 32), (32, 32))
+    steps = build_transforms(processor, cfg, train=False)[0].transforms
+    assert type(steps[-1]).__name__ == "Normalize" and steps[1].interpolation.value == "bicubic"
+
+    model = modality.load_model(cfg, ["a", "b"])
+    applied = STRATEGIES.get("partial")(model, cfg.strategy, modality, "classification")
+    trainable = {n.split(".")[1] + ("." + n.split(".")[2] if n.split(".")[1] == "blocks" else "") for n, p in applied.model.named_parameters() if p.requires_grad}
+    assert trainable == {f"blocks.{len(model.timm_model.blocks) - 1}", "conv_head", "bn2", "classifier"}
+
+    lora = config_from_dict(image_config(tmp_path / "timm", tmp_path, tmp_path, "lora"))
+    with pytest.raises(ConfigError, match=r"strategy.name: lora does not support timm models .* use partial"):
+        modality.load_model(lora, ["a", "b"])

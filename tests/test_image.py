@@ -327,9 +327,10 @@ def test_other_strategies_learn_and_reload(strategy: str, image_folder: Path, ti
     assert rows[0]["label"] == "dark"
 
 
-def test_timm_wrapper_models_train_partial_and_refuse_lora_clearly(tmp_path: Path) -> None:
+def test_timm_wrapper_models_train_with_each_strategy(tmp_path: Path) -> None:
     """transformers' TimmWrapper (how timm checkpoints load): sizes and normalisation from
-    timm's data config, `partial` unfreezes the timm model's last block stage and the head."""
+    timm's data config; `partial` unfreezes the timm model's last block stage and the head;
+    feature extraction trains a new head alone; LoRA names the conv layers to adapt."""
     pytest.importorskip("timm")
     from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
@@ -348,6 +349,13 @@ def test_timm_wrapper_models_train_partial_and_refuse_lora_clearly(tmp_path: Pat
     trainable = {n.split(".")[1] + ("." + n.split(".")[2] if n.split(".")[1] == "blocks" else "") for n, p in applied.model.named_parameters() if p.requires_grad}
     assert trainable == {f"blocks.{len(model.timm_model.blocks) - 1}", "conv_head", "bn2", "classifier"}
 
+    fe = config_from_dict(image_config(tmp_path / "timm", tmp_path, tmp_path, "feature_extraction"))
+    model = modality.load_model(fe, ["a", "b"])
+    width = model.timm_model.num_features
+    applied = STRATEGIES.get("feature_extraction")(model, fe.strategy, modality, "classification")
+    assert count_parameters(applied.model)[0] == width * 2 + 2  # the new 2-way head alone
+
     lora = config_from_dict(image_config(tmp_path / "timm", tmp_path, tmp_path, "lora"))
-    with pytest.raises(ConfigError, match=r"strategy.name: lora does not support timm models .* use partial"):
-        modality.load_model(lora, ["a", "b"])
+    model = modality.load_model(lora, ["a", "b"])
+    with pytest.raises(ConfigError, match=r"found no attention projections .*name the layers to adapt, e\.g\. target_modules: \[conv"):
+        STRATEGIES.get("lora")(model, lora.strategy, modality, "classification")

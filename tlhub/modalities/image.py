@@ -34,7 +34,7 @@ from torchvision.transforms import v2
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from tlhub.data import where
-from tlhub.errors import ConfigError, DataError
+from tlhub.errors import DataError
 from tlhub.modalities import MODALITIES, Modality, load_auto_model, model_error
 
 if TYPE_CHECKING:
@@ -351,13 +351,6 @@ class ImageModality(Modality):
             id2label=dict(enumerate(label_names)),
             label2id={name: i for i, name in enumerate(label_names)},
         )
-        if getattr(model, "timm_model", None) is not None and cfg.strategy.name in ("feature_extraction", "lora"):
-            # transformers' TimmWrapper keeps the classifier inside the timm model, where the
-            # strategies' backbone/head split cannot see it
-            raise ConfigError(
-                f"strategy.name: {cfg.strategy.name} does not support timm models ({type(model).__name__}) yet; "
-                "use partial (e.g. unfreeze_last_n: 1) or full"
-            )
         return model
 
     def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:

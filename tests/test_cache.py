@@ -116,7 +116,7 @@ def test_feature_extraction_run_reuses_the_cache_and_predicts(tiny_bert: Path, t
     from tlhub.cli import main
 
     # A random backbone's pooled features separate the toy classes only with a long-trained head
-    training = {"learning_rate": 0.1, "num_train_epochs": 40, "eval_strategy": "no", "logging_strategy": "no"}
+    training = {"learning_rate": 0.3, "num_train_epochs": 100, "eval_strategy": "no", "logging_strategy": "no"}
     first = finetune(_cfg(tiny_bert, toy_csv, tmp_path / "first", training=training))
     second = finetune(_cfg(tiny_bert, toy_csv, tmp_path / "second", training=training))
     plain = finetune(_cfg(tiny_bert, toy_csv, tmp_path / "plain", training=training, strategy={"cache": False}))

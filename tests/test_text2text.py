@@ -12,7 +12,7 @@ from tlhub.config import config_from_dict
 
 
 def t5_config(tiny_t5: Path, toy_csv: Path, out: Path, strategy: str = "full", **training) -> dict:
-    cfg = text_config(tiny_t5, toy_csv, out, strategy, training={"num_train_epochs": 6, **training})
+    cfg = text_config(tiny_t5, toy_csv, out, strategy, training={"num_train_epochs": 10, "learning_rate": 3e-3, **training})
     cfg["task"] = "text2text"
     cfg["data"].update(label_words={"neg": "negative", "pos": "positive"}, source_prefix="sentiment: ", max_target_length=4)
     return cfg

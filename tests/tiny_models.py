@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     BertConfig,
@@ -46,9 +47,10 @@ def write_rows(path: Path, rows: list[dict], sep: str = ",") -> Path:
     return path
 
 
-def make_tiny_bert(path: Path, hidden_size: int = 32, layers: int = 2) -> Path:
+def make_tiny_bert(path: Path, hidden_size: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """A 2-layer BERT with a word-level vocabulary of the toy sentences."""
     path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)  # the same weights whichever test builds it first: results repeat
     tokenizer = BertTokenizerFast(vocab={tok: i for i, tok in enumerate(SPECIALS + vocabulary())}, do_lower_case=True)
     config = BertConfig(
         vocab_size=len(SPECIALS) + len(vocabulary()),
@@ -63,9 +65,10 @@ def make_tiny_bert(path: Path, hidden_size: int = 32, layers: int = 2) -> Path:
     return path
 
 
-def make_tiny_t5(path: Path, d_model: int = 32, layers: int = 2) -> Path:
+def make_tiny_t5(path: Path, d_model: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """A 2+2-layer T5 with a word-level tokenizer that appends </s>, as T5's does."""
     path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
     vocab = {tok: i for i, tok in enumerate(["<pad>", "</s>", "<unk>"] + vocabulary())}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -88,11 +91,41 @@ def make_tiny_t5(path: Path, d_model: int = 32, layers: int = 2) -> Path:
     return path
 
 
+def make_tiny_wav2vec2(path: Path, hidden_size: int = 32, layers: int = 2, sampling_rate: int = 16000, seed: int = 0) -> Path:
+    """A 2-layer wav2vec2 (a 3-layer convolutional feature encoder, 320x downsampling like
+    the real one) and its feature extractor; loads as audio classification or CTC."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden_size * 2,
+        conv_dim=(32, 32, 32),
+        conv_stride=(5, 8, 8),
+        conv_kernel=(10, 8, 8),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+        mask_time_length=2,
+        layerdrop=0.0,
+        classifier_proj_size=32,
+        vocab_size=8,
+    )
+    Wav2Vec2Model(config).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=sampling_rate, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(path)
+    return path
+
+
 def make_tiny_vit(path: Path, hidden_size: int = 32, layers: int = 2, image_size: int = 32) -> Path:
     """A 2-layer ViT on 32x32 images (8x8 patches) and its image processor."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
     config = ViTConfig(
         image_size=image_size,
         patch_size=8,
@@ -112,6 +145,7 @@ def make_tiny_resnet(path: Path, image_size: int = 32) -> Path:
     from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
 
     path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
     config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
     ResNetForImageClassification(config).save_pretrained(path)
     ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=0.875).save_pretrained(path)

@@ -135,4 +135,5 @@ def model_error(model: ModelConfig, exc: Exception) -> ModelError:
 
 # Import the modality modules so that they register themselves.
 from tlhub.modalities import text as _text  # noqa: E402,F401
+from tlhub.modalities import audio as _audio  # noqa: E402,F401
 from tlhub.modalities import image as _image  # noqa: E402,F401

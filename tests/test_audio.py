@@ -1,0 +1,275 @@
+"""Audio modality: decoding without FFmpeg, resampling, skipped clips, strategies,
+classification and CTC speech recognition with a tiny random wav2vec2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from tests.tiny_models import make_tiny_wav2vec2
+from tlhub.cli import main
+from tlhub.config import config_from_dict
+from tlhub.data import load_data
+from tlhub.errors import DataError
+from tlhub.modalities import get_modality
+from tlhub.pipeline import compute_metrics_for, finetune, load_run, predict
+from tlhub.strategies import STRATEGIES, count_parameters
+
+TONES = {"low": 220.0, "high": 1760.0}
+
+
+def tone(freq: float, seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_tones(folder: Path, per_class: int, rate: int = 8000, seed: int = 0) -> list[dict]:
+    """`<label>/<i>.wav` tone clips at 8 kHz (0.4-0.7 s): a learnable two-class task."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, freq in TONES.items():
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            path = folder / label / f"{i}.wav"
+            sf.write(path, tone(freq * rng.uniform(0.9, 1.1), rng.uniform(0.4, 0.7), rate, rng), rate)
+            rows.append({"path": f"{label}/{i}.wav", "label": label, "transcript": label})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_w2v(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny-w2v"))
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(folder of <label>/*.wav, manifest.csv with relative paths, labels and transcripts)."""
+    folder = tmp_path_factory.mktemp("tones")
+    rows = write_tones(folder, per_class=24)
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    return folder, folder / "manifest.csv"
+
+
+def audio_config(model: Path, train: Path, out: Path, task: str = "classification", strategy: str | dict = "full", **sections) -> dict:
+    cfg = {
+        "modality": "audio",
+        "task": task,
+        "model": {"name_or_path": str(model)},
+        "data": {"train": str(train), "validation_split": 0.25, "audio_column": "path", "target_column": "transcript"},
+        "strategy": strategy if isinstance(strategy, dict) else {"name": strategy},
+        "training": {
+            "output_dir": str(out),
+            "num_train_epochs": 6,
+            "learning_rate": 3e-3,
+            "per_device_train_batch_size": 8,
+            "save_strategy": "no",
+            "use_cpu": True,
+            "disable_tqdm": True,
+            "seed": 0,
+        },
+    }
+    for section, values in sections.items():
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
+    return cfg
+
+
+def test_8khz_stereo_clip_reaches_the_model_at_16khz(tiny_w2v: Path, tmp_path: Path) -> None:
+    rate, seconds = 8000, 0.5
+    t = np.arange(int(rate * seconds)) / rate
+    left = np.sin(2 * np.pi * 440 * t)
+    sf.write(tmp_path / "a.wav", np.stack([left, np.zeros_like(left)], axis=1), rate)  # stereo, 8 kHz
+    cfg = config_from_dict(audio_config(tiny_w2v, tmp_path, tmp_path / "run", data={"audio_column": "audio"}))
+    modality = get_modality("audio")
+    processor = modality.load_processor(cfg)
+    assert processor.sampling_rate == 16000
+    features = modality.transform(processor, cfg, train=False)({"audio": [str(tmp_path / "a.wav")], "labels": [0]})
+    values = np.asarray(features["input_values"][0])
+    assert values.shape == (8000,)  # 0.5 s at 16 kHz, one channel
+    spectrum = np.abs(np.fft.rfft(values))
+    assert np.argmax(spectrum) * 16000 / len(values) == pytest.approx(440, abs=4)  # the tone survives resampling
+    batch = modality.collator(processor, cfg, None)([{k: v[0] for k, v in features.items()}])
+    assert batch["input_values"].shape == (1, 8000) and batch["labels"].tolist() == [0]
+    model = modality.load_model(cfg, ["low", "high"])
+    with torch.no_grad():
+        hidden = model.wav2vec2(batch["input_values"]).last_hidden_state
+    assert hidden.shape[1] == 24  # 8000 samples / 320 (the feature encoder's stride), minus the edges
+
+    # data.max_duration_s crops (and the collator pads) to a fixed length
+    cfg = config_from_dict(audio_config(tiny_w2v, tmp_path, tmp_path / "run", data={"audio_column": "audio", "max_duration_s": 0.25}))
+    features = modality.transform(processor, cfg, train=True)({"audio": [str(tmp_path / "a.wav")], "labels": [0]})
+    assert len(features["input_values"][0]) == 4000
+    cfg = config_from_dict(audio_config(tiny_w2v, tmp_path, tmp_path / "run", data={"audio_column": "audio", "max_duration_s": 1.0}))
+    batch = modality.collator(processor, cfg, None)([{k: v[0] for k, v in features.items()}])
+    assert batch["input_values"].shape == (1, 16000)
+
+
+def test_corrupt_clip_is_skipped_and_counted(tiny_w2v: Path, tmp_path: Path) -> None:
+    write_tones(tmp_path / "clips", per_class=5)
+    (tmp_path / "clips" / "low" / "broken.wav").write_bytes(b"RIFF\x00\x00not really a wave file")
+    cfg = config_from_dict(audio_config(tiny_w2v, tmp_path / "clips", tmp_path / "run", data={"audio_column": "audio"}))
+    loaded = load_data(cfg, get_modality("audio"))
+    assert loaded.skipped == {"train": 1}
+    assert sum(len(s) for s in loaded.splits.values()) == 10
+    assert loaded.label_names == ["high", "low"]
+
+    cfg = audio_config(tiny_w2v, tmp_path / "clips", tmp_path / "run", data={"audio_column": "audio", "max_bad_fraction": 0.05})
+    with pytest.raises(DataError, match=r"1 of 11 audio clips \(9%\) are unreadable.*broken\.wav"):
+        load_data(config_from_dict(cfg), get_modality("audio"))
+
+
+def test_cli_errors_name_the_file(tiny_w2v: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = [{"path": "missing.wav", "label": "a"}, {"path": "gone.flac", "label": "b"}]
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    (tmp_path / "c.yaml").write_text(json.dumps(audio_config(tiny_w2v, tmp_path / "m.csv", tmp_path / "run")))
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "2 of 2 audio clips (100%) are unreadable" in err and "missing.wav: no such file" in err
+
+
+def test_strategies_train_the_expected_parameters(tiny_w2v: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(audio_config(tiny_w2v, tmp_path, tmp_path / "run"))
+    modality = get_modality("audio")
+
+    def applied(name: str, **settings) -> tuple[int, int]:
+        strategy = config_from_dict(audio_config(tiny_w2v, tmp_path, tmp_path / "run", strategy={"name": name, **settings})).strategy
+        return count_parameters(STRATEGIES.get(name)(modality.load_model(cfg, ["a", "b", "c"]), strategy, modality, "classification").model)
+
+    model = modality.load_model(cfg, ["a", "b", "c"])
+    _, total = count_parameters(model)
+    head = sum(p.numel() for m in (model.projector, model.classifier) for p in m.parameters())
+    layer = sum(p.numel() for p in model.wav2vec2.encoder.layers[-1].parameters())
+    assert head == 32 * 32 + 32 + 32 * 3 + 3
+    assert applied("full") == (total, total)
+    trainable, _ = applied("feature_extraction")
+    assert trainable == 32 * 3 + 3  # only the new linear head over mean-pooled frames
+    assert applied("partial", unfreeze_last_n=1)[0] == head + layer  # conv encoder and layer 0 frozen
+    assert applied("partial", unfreeze_last_n=0)[0] == head
+    lora_trainable, lora_total = applied("lora", lora={"r": 4})
+    # r=4 on q_proj and v_proj (32x32) of 2 layers, plus the trained copy of the head
+    assert lora_trainable == 2 * 2 * (4 * 32 + 32 * 4) + head
+    assert lora_total == total + lora_trainable
+
+
+def test_classification_trains_saves_and_predicts(tiny_w2v: Path, tones: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    folder, _ = tones
+    results = finetune(config_from_dict(audio_config(tiny_w2v, folder, tmp_path / "run", data={"audio_column": "audio"})))
+    assert results["eval_accuracy"] >= 0.9, results
+    rng = np.random.default_rng(1)
+    sf.write(tmp_path / "hi.flac", tone(1760, 0.5, 22050, rng), 22050)  # another rate and format
+    sf.write(tmp_path / "lo.wav", tone(220, 0.5, 8000, rng), 8000)
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run"), str(tmp_path / "hi.flac"), str(tmp_path / "lo.wav")]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(line[0], line[2]) for line in lines] == [("high", str(tmp_path / "hi.flac")), ("low", str(tmp_path / "lo.wav"))]
+    assert all(0.5 < float(line[1]) <= 1.0 for line in lines)
+    assert main(["predict", str(tmp_path / "run"), str(tmp_path / "nope.wav")]) == 2
+    assert "nope.wav: no such file" in capsys.readouterr().err
+
+
+def test_lora_and_feature_extraction_runs_load_back(tiny_w2v: Path, tones: tuple[Path, Path], tmp_path: Path) -> None:
+    folder, manifest = tones  # the manifest's paths are relative to its folder
+    for strategy in ("lora", "feature_extraction"):
+        cfg = audio_config(tiny_w2v, manifest, tmp_path / strategy, strategy=strategy, training={"num_train_epochs": 1, "learning_rate": 1e-2})
+        results = finetune(config_from_dict(cfg))
+        assert results["trainable_params"] < results["total_params"] / 4
+        run = load_run(tmp_path / strategy)
+        rows = predict(run, [str(folder / "low" / "0.wav"), str(folder / "high" / "0.wav")])
+        assert [r["label"] in ("low", "high") for r in rows] == [True, True]
+
+
+def test_ctc_metrics_decode_logits_and_padding() -> None:
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+
+    from tlhub.modalities.audio import build_ctc_tokenizer
+
+    import tempfile
+
+    tokenizer = build_ctc_tokenizer(set("high low"), Path(tempfile.mkdtemp()))
+    processor = Wav2Vec2Processor(feature_extractor=Wav2Vec2FeatureExtractor(), tokenizer=tokenizer)
+    vocab = tokenizer.get_vocab()
+    assert list(vocab)[:3] == ["[PAD]", "[UNK]", "|"] and len(tokenizer) == 3 + len(set("highlow"))
+
+    def logits_for(frames: list[str], length: int) -> np.ndarray:
+        out = np.full((length, len(vocab)), -100.0, dtype=np.float32)  # the Trainer's padding
+        for i, token in enumerate(frames):
+            out[i, vocab[token]] = 1.0
+        return out
+
+    predictions = np.stack([logits_for(["h", "h", "[PAD]", "i", "g", "h"], 9), logits_for(["l", "o", "o", "w", "|", "l"], 9)])
+    labels = np.full((2, 6), -100)
+    labels[0, :4] = tokenizer("high")["input_ids"]
+    labels[1, :3] = tokenizer("low")["input_ids"]
+
+    class Pred:
+        pass
+
+    pred = Pred()
+    pred.predictions, pred.label_ids = predictions, labels
+    metrics = compute_metrics_for("speech_recognition", processor)(pred)
+    assert metrics["wer"] == pytest.approx(0.5)  # "high" right; "low l" has one inserted word
+    assert metrics["cer"] == pytest.approx(2 / 7)
+
+
+LETTERS = {"a": 300.0, "b": 900.0, "c": 2000.0}
+
+
+def write_spelled_words(folder: Path, n: int, rate: int = 8000, seed: int = 0) -> Path:
+    """Clips of 1-3 tones of 0.15 s, one per letter (a, b, c), transcribed as the letters:
+    a toy speech-recognition task that CTC learns in seconds. Returns the manifest."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        letters = rng.choice(list(LETTERS), size=int(rng.integers(1, 4)))
+        word = "".join(c for j, c in enumerate(letters) if j == 0 or c != letters[j - 1])
+        sf.write(folder / f"{i}.wav", np.concatenate([tone(LETTERS[c], 0.15, rate, rng) for c in word]), rate)
+        rows.append({"path": f"{i}.wav", "transcript": word.upper() + "!"})  # normalised to lower case, "!" ignored
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    return folder / "manifest.csv"
+
+
+def test_ctc_frames_over_batch_padding_decode_as_blank(tiny_w2v: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "short.wav", tone(300, 0.2, 16000, rng), 16000)
+    sf.write(tmp_path / "long.wav", tone(300, 0.6, 16000, rng), 16000)
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame([{"path": "short.wav", "transcript": "ab"}, {"path": "long.wav", "transcript": "ba"}]).to_csv(manifest, index=False)
+    cfg = config_from_dict(audio_config(tiny_w2v, manifest, tmp_path / "run", task="speech_recognition"))
+    modality = get_modality("audio")
+    loaded = load_data(cfg, modality)  # records the training characters for the vocabulary
+    processor = modality.load_processor(cfg)
+    model = modality.load_model(cfg, None).eval()
+    assert model.config.vocab_size == len(processor.tokenizer) == 5 and model.config.pad_token_id == 0
+    features = modality.transform(processor, cfg, train=False)({"path": [str(tmp_path / "short.wav"), str(tmp_path / "long.wav")], "transcript": ["ab", "ba"]})
+    batch = modality.collator(processor, cfg, model)([{k: v[i] for k, v in features.items()} for i in range(2)])
+    assert batch["labels"].tolist() == [[3, 4], [4, 3]]
+    with torch.no_grad():
+        ids = model(**batch).logits.argmax(-1)
+    short_frames = int(model._get_feat_extract_output_lengths(torch.tensor(3200)))
+    assert ids.shape[1] > short_frames and (ids[0, short_frames:] == 0).all()
+    assert sum(len(s) for s in loaded.splits.values()) == 2
+
+
+def test_speech_recognition_trains_saves_and_transcribes(tiny_w2v: Path, tmp_path: Path, capsys) -> None:
+    manifest = write_spelled_words(tmp_path / "words", 64)
+    cfg = audio_config(
+        tiny_w2v, manifest, tmp_path / "ctc", task="speech_recognition",
+        data={"chars_to_ignore": "!", "augment": False}, training={"num_train_epochs": 30, "learning_rate": 3e-3},
+    )
+    results = finetune(config_from_dict(cfg))
+    assert results["eval_cer"] < 0.3 and results["eval_wer"] < 0.5, results
+    vocab = json.loads((tmp_path / "ctc" / "vocab.json").read_text())
+    assert set(vocab) == {"[PAD]", "[UNK]", "|", "a", "b", "c"}
+    transcripts = pd.read_csv(manifest).transcript.str.rstrip("!").str.lower()
+    capsys.readouterr()
+    files = [str(tmp_path / "words" / f"{i}.wav") for i in range(8)]
+    assert main(["predict", str(tmp_path / "ctc"), *files]) == 0  # one padded batch of 8 clips
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [line[1] for line in lines] == files
+    assert sum(text == truth for (text, _), truth in zip(lines, transcripts)) >= 6, (lines, transcripts[:8].tolist())

@@ -1,0 +1,445 @@
+"""Audio: classification with any ``AutoModelForAudioClassification`` model (wav2vec2,
+HuBERT, WavLM, ...) and speech recognition by CTC fine-tuning (``Wav2Vec2ForCTC`` and kin).
+
+No FFmpeg is needed: clips are decoded with `soundfile` (WAV, FLAC, OGG), mixed down to
+mono and resampled to the feature extractor's rate with
+``torchaudio.functional.resample``. ``torchaudio.load`` and the `datasets` Audio
+decoder are never used, since both need FFmpeg through torchcodec; a Hub dataset's
+Audio column is read undecoded (bytes or path) and decoded here.
+
+Decoding and resampling happen lazily, in the ``set_transform`` function, so every
+clip is resampled once per epoch at most and nothing large is held in memory.
+``prepare`` checks every file's header up front: unreadable or empty clips are skipped
+and counted, and the run fails only when more than ``data.max_bad_fraction`` is bad.
+
+For speech recognition the character vocabulary comes from the training transcripts:
+``prepare`` of ``data.train`` records the characters it saw (after
+``data.chars_to_ignore`` and lowercasing), ``load_processor`` builds a
+``Wav2Vec2CTCTokenizer`` + ``Wav2Vec2Processor`` from them, and ``load_model`` sizes
+the CTC head to that tokenizer. The pipeline saves the processor with the model, so a
+finished run loads back with ``Wav2Vec2Processor.from_pretrained(run_dir)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import datasets
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from torch import nn
+from transformers import (
+    AutoFeatureExtractor,
+    AutoModelForAudioClassification,
+    AutoModelForCTC,
+    AutoProcessor,
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2Processor,
+)
+
+from tlhub.data import where
+from tlhub.errors import DataError, ModelError
+from tlhub.modalities import MODALITIES, Modality, load_auto_model, model_error
+from tlhub.modalities.whisper_window import fit_encoder, fit_extractor, is_whisper_extractor, window_seconds
+from tlhub.strategies import backbone_of
+
+if TYPE_CHECKING:
+    from tlhub.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga")
+PAD, UNK, WORD = "[PAD]", "[UNK]", "|"
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+class AudioReadError(Exception):
+    """A clip that soundfile cannot read (or that holds no samples)."""
+
+
+def _open(value: Any, base_dir: Path | None = None) -> tuple[Any, str]:
+    """What soundfile reads for one cell (a path or a BytesIO) and how to name it in messages.
+
+    A cell is a path (relative to `base_dir`), raw bytes, or a Hub Audio cell read with
+    ``decode=False``: ``{"bytes": ..., "path": ...}``.
+    """
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return io.BytesIO(value["bytes"]), str(value.get("path") or "<bytes>")
+        value = value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return io.BytesIO(value), "<bytes>"
+    if not isinstance(value, str) or not value.strip():
+        raise AudioReadError(f"no audio (cell is {value!r})")
+    path = Path(value).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if not path.is_file():
+        raise AudioReadError(f"{path}: no such file")
+    return str(path), str(path)
+
+
+def check_clip(value: Any, base_dir: Path | None = None) -> None:
+    """Raise AudioReadError unless the cell is audio soundfile can read, with samples in it."""
+    if isinstance(value, dict) and value.get("array") is not None:
+        return
+    source, name = _open(value, base_dir)
+    try:
+        info = sf.info(source)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioReadError(f"{name}: unreadable audio ({str(exc).strip().splitlines()[0][:120]})") from None
+    if info.frames <= 0:
+        raise AudioReadError(f"{name}: the clip holds no samples")
+
+
+def load_clip(value: Any, sampling_rate: int) -> np.ndarray:
+    """Decode one cell to a mono float32 array at `sampling_rate` (resampled when needed).
+
+    Raises DataError naming the file when it cannot be read, so a clip that went bad
+    after `prepare` stops the run with a clear message instead of a traceback.
+    """
+    if isinstance(value, dict) and value.get("array") is not None:  # already decoded
+        array, rate = np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
+    else:
+        try:
+            source, name = _open(value)
+            array, rate = sf.read(source, dtype="float32", always_2d=True)
+        except AudioReadError as exc:
+            raise DataError(f"audio: {exc}") from None
+        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+            raise DataError(f"audio: {name}: unreadable audio ({str(exc).strip().splitlines()[0][:120]})") from None
+        array = array.mean(axis=1)  # stereo (and more) mixed down to mono
+    if array.ndim > 1:
+        array = array.mean(axis=-1)
+    if rate != sampling_rate:
+        array = AF.resample(torch.from_numpy(np.ascontiguousarray(array)), rate, sampling_rate).numpy()
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def fit_length(array: np.ndarray, length: int | None, random_offset: bool) -> np.ndarray:
+    """Crop a clip to `length` samples (a random window when `random_offset`, else the start)
+    or pad it with silence at the end; None leaves it as is."""
+    if length is None:
+        return array
+    if len(array) > length:
+        start = int(torch.randint(0, len(array) - length + 1, ()).item()) if random_offset else 0
+        return array[start : start + length]
+    return np.pad(array, (0, length - len(array)))
+
+
+def augment(array: np.ndarray, sampling_rate: int) -> np.ndarray:
+    """Training augmentation: random gain (±6 dB), a time shift of up to 0.1 s (the gap
+    filled with silence) and white noise at 15-40 dB SNR; torch's RNG, so the Trainer's
+    seed makes it repeatable."""
+    wave = torch.from_numpy(array)
+    wave = AF.gain(wave, float(torch.empty(()).uniform_(-6.0, 6.0)))
+    max_shift = min(len(wave) // 10, sampling_rate // 10)
+    if max_shift > 0:
+        shift = int(torch.randint(-max_shift, max_shift + 1, ()))
+        wave = torch.roll(wave, shift)
+        if shift > 0:
+            wave[:shift] = 0.0
+        elif shift < 0:
+            wave[shift:] = 0.0
+    if wave.abs().max() > 0:
+        snr = torch.empty(1).uniform_(15.0, 40.0)
+        wave = AF.add_noise(wave[None], torch.randn(1, len(wave)), snr)[0]
+    return wave.numpy().astype(np.float32)
+
+
+# --------------------------------------------------------------------------- transcripts
+
+
+def normalise_transcript(text: str, chars_to_ignore: str, lowercase: bool) -> str:
+    """The transcript as the CTC model learns it: ignored characters removed, lowercased
+    (when asked) and whitespace collapsed to single spaces."""
+    if chars_to_ignore:
+        text = re.sub(f"[{re.escape(chars_to_ignore)}]", "", text)
+    if lowercase:
+        text = text.lower()
+    return " ".join(text.split())
+
+
+def build_ctc_tokenizer(characters: set[str], directory: Path) -> Wav2Vec2CTCTokenizer:
+    """A character-level CTC tokenizer: [PAD] (the CTC blank, id 0), [UNK], the word
+    delimiter | (for spaces) and the sorted characters of the training transcripts.
+
+    The blank is id 0 on purpose: the Trainer pads logits of different lengths with
+    -100, whose argmax is 0, so padded frames decode as blanks.
+    """
+    chars = sorted(c for c in characters if not c.isspace())
+    vocab = {PAD: 0, UNK: 1, WORD: 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    path = directory / "vocab.json"
+    path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    return Wav2Vec2CTCTokenizer(
+        str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD, bos_token=None, eos_token=None
+    )
+
+
+def feature_extractor_of(processor: Any) -> Any:
+    return getattr(processor, "feature_extractor", processor)
+
+
+def blank_padded_frames(model: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+    """Forward hook of CTC models: frames that only cover batch padding decode as blank.
+
+    The CTC loss already ignores them (it reads the lengths from the attention mask),
+    but their logits are untrained, and greedy decoding of a padded batch (the
+    Trainer's evaluation, `tlhub predict` of several files) would read letters there.
+    Needs the attention mask; feature extractors without one (wav2vec2-base's) pad
+    with silence, which the model learns to read as blank.
+    """
+    mask = kwargs.get("attention_mask")
+    logits = getattr(output, "logits", None)
+    if mask is None or logits is None or not hasattr(model, "_get_feat_extract_output_lengths"):
+        return output
+    lengths = model._get_feat_extract_output_lengths(mask.sum(-1)).to(logits.device)
+    padded = torch.arange(logits.shape[1], device=logits.device)[None, :] >= lengths[:, None]
+    if not padded.any():
+        return output
+    blank = torch.full_like(logits, -1e4)
+    blank[..., model.config.pad_token_id] = 0.0
+    output.logits = torch.where(padded[..., None], blank, logits)
+    return output
+
+
+# --------------------------------------------------------------------------- collator
+
+
+class AudioCollator:
+    """Pads waveforms with the feature extractor (to the longest clip, or to
+    ``data.max_duration_s``) and labels: class ids as a tensor, CTC token ids padded
+    with -100 so the loss ignores them."""
+
+    def __init__(self, processor: Any, max_samples: int | None, ctc: bool) -> None:
+        self.processor = processor
+        self.feature_extractor = feature_extractor_of(processor)
+        self.max_samples = max_samples
+        self.ctc = ctc
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        inputs = [{k: v for k, v in f.items() if k != "labels"} for f in features]
+        padding = {"padding": "max_length", "max_length": self.max_samples} if self.max_samples else {"padding": True}
+        batch = dict(self.feature_extractor.pad(inputs, return_tensors="pt", **padding))
+        if features and "labels" in features[0]:
+            labels = [f["labels"] for f in features]
+            if self.ctc:
+                padded = self.processor.tokenizer.pad({"input_ids": labels}, return_tensors="pt")
+                batch["labels"] = padded["input_ids"].masked_fill(padded["attention_mask"].ne(1), -100)
+            else:
+                batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        return batch
+
+
+# --------------------------------------------------------------------------- the modality
+
+
+@MODALITIES.register("audio")
+class AudioModality(Modality):
+    name = "audio"
+    tasks = ("classification", "speech_recognition")
+
+    def __init__(self) -> None:
+        self.transcript_chars: set[str] | None = None  # set by prepare() of data.train (CTC)
+        self.tokenizer_size: int | None = None  # set by load_processor() (CTC)
+        self.pad_token_id: int | None = None
+
+    def required_columns(self, cfg: RunConfig) -> dict[str, str]:
+        data = cfg.data
+        columns = {"data.audio_column": data.audio_column}
+        if cfg.task == "speech_recognition":
+            columns["data.target_column"] = data.target_column
+        else:
+            columns["data.label_column"] = data.label_column
+        return columns
+
+    def load_folder(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
+        """``<label>/<clip>.wav|flac|ogg`` -> rows of (absolute path, label)."""
+        if cfg.task != "classification":
+            raise DataError(
+                f"{key}: {path} is a folder; speech recognition reads a manifest (.csv .json .jsonl) with the columns "
+                f"'{cfg.data.audio_column}' (path) and '{cfg.data.target_column}' (transcript)"
+            )
+        rows = [
+            {cfg.data.audio_column: str(f), cfg.data.label_column: sub.name}
+            for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+            for f in sorted(sub.iterdir())
+            if f.suffix.lower() in AUDIO_EXTENSIONS
+        ]
+        if not rows:
+            raise DataError(
+                f"{key}: {path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in label subfolders; "
+                "expected <label>/<clip>.wav, or pass a manifest file"
+            )
+        ds = datasets.Dataset.from_list(rows)
+        ds.info.description = str(path)
+        return ds
+
+    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, key: str) -> tuple[datasets.Dataset, int]:
+        """Resolve paths, skip (and count) unreadable clips, normalise transcripts.
+
+        Fails when more than ``data.max_bad_fraction`` of the rows is unreadable, naming
+        the first bad files.
+        """
+        data = cfg.data
+        column = data.audio_column
+        if isinstance(ds.features[column], datasets.Audio):  # Hub dataset: read undecoded, decode with soundfile
+            ds = ds.cast_column(column, datasets.Audio(decode=False))
+        good: list[int] = []
+        paths: list[Any] = []
+        bad: list[str] = []
+        for row, value in enumerate(ds[column]):
+            try:
+                check_clip(value, base_dir)
+            except AudioReadError as exc:
+                bad.append(f"row {row + 1}: {exc}")
+                continue
+            good.append(row)
+            if isinstance(value, str):
+                path = Path(value).expanduser()
+                paths.append(str(base_dir / path if base_dir is not None and not path.is_absolute() else path))
+        if bad:
+            fraction = len(bad) / len(ds)
+            shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+            if fraction > data.max_bad_fraction:
+                raise DataError(
+                    f"{where(ds, key)}: {len(bad)} of {len(ds)} audio clips ({fraction:.0%}) are unreadable, more than "
+                    f"data.max_bad_fraction={data.max_bad_fraction}: {shown}"
+                )
+            logger.warning("%s: skipped %d unreadable audio clip(s): %s", where(ds, key), len(bad), shown)
+        description = ds.info.description
+        if len(good) < len(ds):
+            ds = ds.select(good)
+        if paths and len(paths) == len(ds):  # plain path cells: store absolute paths
+            ds = ds.remove_columns(column).add_column(column, paths)
+        if cfg.task == "speech_recognition":
+            ds = self._prepare_transcripts(ds, cfg, key)
+        ds.info.description = description
+        return ds, len(bad)
+
+    def _prepare_transcripts(self, ds: datasets.Dataset, cfg: RunConfig, key: str) -> datasets.Dataset:
+        data = cfg.data
+        texts = []
+        for row, value in enumerate(ds[data.target_column], 1):
+            text = normalise_transcript(value, data.chars_to_ignore, data.lowercase_transcripts) if isinstance(value, str) else ""
+            if not text:
+                raise DataError(
+                    f"{where(ds, key)}: row {row}: empty transcript in column '{data.target_column}' "
+                    "(after removing data.chars_to_ignore); fill it in or drop the row"
+                )
+            texts.append(text)
+        if key == "data.train":
+            self.transcript_chars = set("".join(texts))
+        return ds.remove_columns(data.target_column).add_column(data.target_column, texts)
+
+    def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
+        """The feature extractor (classification) or a Wav2Vec2Processor (CTC).
+
+        For CTC training (no `source`) the tokenizer is built from the characters of the
+        training transcripts that `prepare` recorded; a finished run (`source`) loads
+        the processor saved with it.
+        """
+        name = source or cfg.model.name_or_path
+        common = {"revision": None if source else cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code}
+        try:
+            if cfg.task != "speech_recognition":
+                extractor = AutoFeatureExtractor.from_pretrained(name, **common)
+                return fit_extractor(extractor, window_seconds(cfg.data.max_duration_s))  # Whisper: a short window
+            if source is not None or self.transcript_chars is None:
+                processor = AutoProcessor.from_pretrained(name, **common)
+                if not hasattr(processor, "tokenizer"):
+                    raise ModelError(
+                        f"model.name_or_path: '{name}' has no CTC tokenizer; speech recognition builds one from "
+                        "the training transcripts (data.train)"
+                    )
+            else:
+                feature_extractor = AutoFeatureExtractor.from_pretrained(name, **common)
+                tokenizer = build_ctc_tokenizer(self.transcript_chars, Path(tempfile.mkdtemp(prefix="tlhub-vocab-")))
+                processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+        except (OSError, ValueError, KeyError) as exc:
+            raise model_error(cfg.model, exc) from None
+        self.tokenizer_size, self.pad_token_id = len(processor.tokenizer), processor.tokenizer.pad_token_id
+        return processor
+
+    def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
+        if cfg.task == "speech_recognition":
+            if self.tokenizer_size is None:
+                raise ModelError("speech recognition: load the processor (load_processor) before the model, to size the CTC head")
+            model = load_auto_model(
+                AutoModelForCTC,
+                cfg.model,
+                vocab_size=self.tokenizer_size,
+                pad_token_id=self.pad_token_id,
+                ctc_loss_reduction="mean",
+                ctc_zero_infinity=True,  # a clip too short for its transcript gives no inf loss
+            )
+            model.register_forward_hook(blank_padded_frames, with_kwargs=True)
+            return model
+        assert label_names is not None
+        model = load_auto_model(
+            AutoModelForAudioClassification,
+            cfg.model,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+        )
+        return fit_encoder(model, window_seconds(cfg.data.max_duration_s))  # Whisper: a short window
+
+    def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
+        data = cfg.data
+        extractor = feature_extractor_of(processor)
+        rate = int(extractor.sampling_rate)
+        max_samples = int(round(data.max_duration_s * rate)) if data.max_duration_s else None
+        augmenting = train and data.augment
+        ctc = cfg.task == "speech_recognition"
+
+        def apply(batch: dict[str, list]) -> dict[str, list]:
+            arrays = []
+            for value in batch[data.audio_column]:
+                array = load_clip(value, rate)
+                if max_samples is not None and len(array) > max_samples:
+                    array = fit_length(array, max_samples, random_offset=augmenting and not ctc)
+                if augmenting:
+                    array = augment(array, rate)
+                arrays.append(array)
+            out = dict(extractor(arrays, sampling_rate=rate))
+            if ctc and data.target_column in batch:
+                out["labels"] = processor.tokenizer(batch[data.target_column])["input_ids"]
+            elif "labels" in batch:
+                out["labels"] = batch["labels"]
+            return out
+
+        return apply
+
+    def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:
+        rate = int(feature_extractor_of(processor).sampling_rate)
+        max_samples = int(round(cfg.data.max_duration_s * rate)) if cfg.data.max_duration_s else None
+        if is_whisper_extractor(feature_extractor_of(processor)):
+            max_samples = None  # fixed-size log-mel features, already padded to the window
+        return AudioCollator(processor, max_samples, ctc=cfg.task == "speech_recognition")
+
+    def blocks(self, model: nn.Module) -> list[nn.ModuleList] | None:
+        """The transformer layers (``encoder.layers``), not the convolutional feature encoder."""
+        layers = getattr(getattr(backbone_of(model), "encoder", None), "layers", None)
+        return [layers] if isinstance(layers, nn.ModuleList) and len(layers) > 0 else None
+
+    def peft_task_type(self, task: str) -> str | None:
+        return None  # a plain PeftModel; the head is kept trainable through modules_to_save
+
+    def input_row(self, value: str, cfg: RunConfig) -> dict[str, Any]:
+        try:
+            check_clip(value)
+        except AudioReadError as exc:
+            raise DataError(f"predict: {exc}") from None
+        return {cfg.data.audio_column: str(Path(value).expanduser().resolve())}

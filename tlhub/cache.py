@@ -26,7 +26,8 @@ folder named by a key that hashes everything the features depend on:
   and weight files; for random weights (``model.pretrained: false``) the seed;
 - the preprocessing: the processor's saved files (tokenizer vocabulary, image processor
   or feature extractor settings), the data settings that feed the transform
-  (``max_length``, columns, ...), the modality, task and pooling;
+  (``max_length``, columns, ...), the modality, task and pooling (and whether every
+  layer is pooled, for ``strategy.weighted_layer_sum``: the head then learns the mix);
 - the data: the split's name and the ``datasets`` fingerprint of the raw split, which
   changes with its contents, sampling and label encoding.
 
@@ -119,10 +120,17 @@ def model_identity(cfg: RunConfig) -> dict[str, Any]:
 
     A local folder: the content of its config.json and the name, size and modification
     time (ns) of each weight file. A Hub id: name, revision, and the commit of the
-    locally cached snapshot when there is one. Random weights: also the seed.
+    locally cached snapshot when there is one. Always: ``model.config_overrides`` and
+    ``model.dtype``. Random weights: also the seed.
     """
     model = cfg.model
-    identity: dict[str, Any] = {"name_or_path": model.name_or_path, "revision": model.revision, "pretrained": model.pretrained}
+    identity: dict[str, Any] = {
+        "name_or_path": model.name_or_path,
+        "revision": model.revision,
+        "pretrained": model.pretrained,
+        "config_overrides": model.config_overrides,
+        "dtype": model.dtype,
+    }
     path = Path(model.name_or_path).expanduser()
     if path.is_dir():
         identity["name_or_path"] = str(path.resolve())
@@ -219,7 +227,8 @@ def extract_features(
     progress: bool = True,
     sort_window: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pooled backbone features (float32, one row per example, in order) and labels.
+    """Pooled backbone features (float32, one row per example, in order; a row is
+    (layers, width) when the model pools every layer) and labels.
 
     The rows are transformed and padded as for evaluation (`transform` with
     ``train=False`` and the modality's collator), so the features equal what the
@@ -251,7 +260,7 @@ def extract_features(
                     with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                         pooled = model.features(**batch).float().cpu()
                     if features is None:
-                        features = torch.empty(n, pooled.shape[-1])
+                        features = torch.empty(n, *pooled.shape[1:])  # (n, width) or (n, layers, width)
                     index = torch.tensor(chunk) + start
                     features[index] = pooled
                     if batch_labels is not None:
@@ -308,7 +317,7 @@ def load_or_extract(
     parts = key_parts(
         cfg,
         processor_hash or processor_identity(processor),
-        model.pooling,
+        model.pooling if model.layer_weights is None else f"{model.pooling} of every layer",
         split,
         ds._fingerprint,
         str(autocast_dtype or torch.float32).removeprefix("torch."),

@@ -8,6 +8,11 @@ then sits between the backbone and the head. :class:`PooledClassifier` pools the
 backbone's hidden states itself (mean over tokens, frames or pixels by default; CLS
 token or the model's pooler on request), for every modality.
 
+With ``weighted_layer_sum=True`` it pools every hidden layer (the embeddings' output and
+each block's) and learns a softmax-weighted sum of them, as the SUPERB benchmark does
+for frozen speech models: lower layers of wav2vec2 or Whisper often hold what a task
+needs better than the last one, and the weights cost one parameter per layer.
+
 A saved run holds the backbone as a normal transformers folder (``AutoModel.
 from_pretrained(run_dir)`` loads it) plus ``pooled_head.safetensors`` and
 ``pooled_head.json``; :meth:`PooledClassifier.from_pretrained` loads the whole model.
@@ -58,6 +63,12 @@ def pool(outputs: Any, pooling: str, attention_mask: torch.Tensor | None = None)
             raise ValueError("this model has no pooler_output; use strategy.pooling: mean or cls")
         return pooled.flatten(1)
     hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+    return pool_hidden(hidden, pooling, attention_mask)
+
+
+def pool_hidden(hidden: torch.Tensor, pooling: str, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One hidden-state tensor (batch, tokens, width) or feature map (batch, channels,
+    height, width) pooled to (batch, width) by ``mean`` or ``cls``; see :func:`pool`."""
     if hidden.dim() == 4:  # (batch, channels, height, width) from a convolutional backbone
         if pooling == "cls":
             raise ValueError("a convolutional backbone has no CLS token; use strategy.pooling: mean")
@@ -110,11 +121,21 @@ def _backbone_class(directory: Path) -> Any:
     return AutoModel
 
 
-class PooledClassifier(nn.Module):
-    """backbone -> pool -> dropout -> linear, trained with cross-entropy.
+def hidden_layer_count(config: PretrainedConfig) -> int:
+    """How many hidden states a backbone returns with ``output_hidden_states``: one per
+    block plus the embeddings' output (``num_hidden_layers + 1``)."""
+    layers = getattr(config, "num_hidden_layers", None)
+    if not isinstance(layers, int):
+        raise ValueError(f"cannot tell how many layers a {type(config).__name__} has")
+    return layers + 1
 
-    `forward` also accepts precomputed ``features`` (the pooled vectors), which is how
-    the feature cache trains the head without running the backbone again.
+
+class PooledClassifier(nn.Module):
+    """backbone -> pool -> [weighted sum of layers] -> dropout -> linear, trained with cross-entropy.
+
+    `forward` also accepts precomputed ``features`` (the pooled vectors, or with
+    `weighted_layer_sum` the pooled vectors of every layer), which is how the feature cache
+    trains the head without running the backbone again.
     """
 
     def __init__(
@@ -124,6 +145,7 @@ class PooledClassifier(nn.Module):
         pooling: str = "mean",
         dropout: float = 0.1,
         freeze_backbone: bool = True,
+        weighted_layer_sum: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -132,6 +154,8 @@ class PooledClassifier(nn.Module):
         self.freeze_backbone = freeze_backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(feature_dim(backbone.config, backbone), num_labels)
+        # Zeros: the softmax starts as the plain average of all layers.
+        self.layer_weights = nn.Parameter(torch.zeros(hidden_layer_count(backbone.config))) if weighted_layer_sum else None
         if freeze_backbone:
             self.backbone.requires_grad_(False)
 
@@ -142,8 +166,11 @@ class PooledClassifier(nn.Module):
         return self
 
     def features(self, **inputs: torch.Tensor) -> torch.Tensor:
-        """The pooled backbone output for a batch of model inputs."""
+        """The pooled backbone output for a batch of model inputs: (batch, width), or
+        (batch, layers, width) with `weighted_layer_sum` (every hidden layer pooled)."""
         inputs.pop("labels", None)
+        if self.layer_weights is not None:
+            inputs["output_hidden_states"] = True
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             outputs = self.backbone(**inputs)
         mask = inputs.get("attention_mask")
@@ -153,22 +180,46 @@ class PooledClassifier(nn.Module):
             # mean leaves out padding and a clip's features do not depend on its batch.
             to_frames = getattr(self.backbone, "_get_feature_vector_attention_mask", None)
             mask = to_frames(hidden.shape[1], mask) if to_frames is not None else None
-        return pool(outputs, self.pooling, mask)
+        if self.layer_weights is None:
+            return pool(outputs, self.pooling, mask)
+        layers = getattr(outputs, "hidden_states", None) or ()
+        if len(layers) != len(self.layer_weights) or len({h.shape[-1] for h in layers}) != 1:
+            raise ValueError(
+                f"strategy.weighted_layer_sum: {type(self.backbone).__name__} returned {len(layers)} hidden states "
+                f"where {len(self.layer_weights)} of one width were expected; set weighted_layer_sum: false for this model"
+            )
+        return torch.stack([pool_hidden(h, self.pooling, mask) for h in layers], dim=1)
+
+    def combine(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-layer features (batch, layers, width) -> their softmax-weighted sum (batch, width)."""
+        if self.layer_weights is None:
+            return features
+        weights = self.layer_weights.softmax(0).to(features.dtype)
+        return (features * weights[None, :, None]).sum(1)
 
     def forward(
         self, labels: torch.Tensor | None = None, features: torch.Tensor | None = None, **inputs: torch.Tensor
     ) -> SequenceClassifierOutput:
         if features is None:
             features = self.features(**inputs)
-        logits = self.head(self.dropout(features.to(self.head.weight.dtype)))
+        features = self.combine(features.to(self.head.weight.dtype))
+        logits = self.head(self.dropout(features))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
         directory = Path(save_directory)
         self.backbone.save_pretrained(directory, **kwargs)
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(directory / HEAD_WEIGHTS))
-        info = {"pooling": self.pooling, "num_labels": self.head.out_features, "dropout": self.dropout.p}
+        tensors = {k: v.contiguous() for k, v in self.head.state_dict().items()}
+        if self.layer_weights is not None:
+            tensors["layer_weights"] = self.layer_weights.detach().contiguous()
+        save_file(tensors, str(directory / HEAD_WEIGHTS))
+        info = {
+            "pooling": self.pooling,
+            "num_labels": self.head.out_features,
+            "dropout": self.dropout.p,
+            "weighted_layer_sum": self.layer_weights is not None,
+        }
         (directory / HEAD_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
 
     @classmethod
@@ -177,8 +228,12 @@ class PooledClassifier(nn.Module):
         directory = Path(directory)
         info = json.loads((directory / HEAD_CONFIG).read_text())
         backbone = _backbone_class(directory).from_pretrained(directory, **kwargs)
-        model = cls(backbone, info["num_labels"], info["pooling"], info.get("dropout", 0.1))
-        model.head.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)))
+        weighted = bool(info.get("weighted_layer_sum", False))
+        model = cls(backbone, info["num_labels"], info["pooling"], info.get("dropout", 0.1), weighted_layer_sum=weighted)
+        tensors = load_file(str(directory / HEAD_WEIGHTS))
+        if weighted:
+            model.layer_weights.data.copy_(tensors.pop("layer_weights"))
+        model.head.load_state_dict(tensors)
         return model
 
     @staticmethod

@@ -39,13 +39,18 @@ def feature_extraction(model: nn.Module, cfg: StrategyConfig, modality: Modality
 
     Classification: a :class:`PooledClassifier` pools the backbone's hidden states
     (`strategy.pooling`; ``auto`` is the mean, which suits checkpoints with an untrained
-    pooler) into a new linear head. Other tasks keep the model's own head (a CTC layer,
-    a T5 decoder) and freeze the encoder below it.
+    pooler; with `strategy.weighted_layer_sum` every layer's, mixed by learned weights)
+    into a new linear head. Other tasks keep the model's own head (a CTC layer, a T5
+    decoder) and freeze the encoder below it.
     """
     if task == "classification":
         pooling = "mean" if cfg.pooling == "auto" else cfg.pooling
-        wrapped = PooledClassifier(feature_backbone(model, backbone_of(model)), model.config.num_labels, pooling)
-        return Applied(wrapped, notes=[f"pooling: {pooling}"])
+        backbone = feature_backbone(model, backbone_of(model))
+        try:
+            wrapped = PooledClassifier(backbone, model.config.num_labels, pooling, weighted_layer_sum=cfg.weighted_layer_sum)
+        except ValueError as exc:  # no layer count in the config: a model without stacked layers
+            raise ConfigError(f"strategy.weighted_layer_sum: {exc}; set it to false for this model") from None
+        return Applied(wrapped, notes=[f"pooling: {pooling}" + (", weighted sum of layers" if cfg.weighted_layer_sum else "")])
     model.requires_grad_(True)
     encoder = model.get_encoder() if model.config.is_encoder_decoder else backbone_of(model)
     encoder.requires_grad_(False)

@@ -16,7 +16,7 @@ from tests.tiny_models import make_tiny_wav2vec2
 from tlhub.cli import main
 from tlhub.config import config_from_dict
 from tlhub.data import load_data
-from tlhub.errors import DataError
+from tlhub.errors import ConfigError, DataError
 from tlhub.modalities import get_modality
 from tlhub.pipeline import compute_metrics_for, finetune, load_run, predict
 from tlhub.strategies import STRATEGIES, count_parameters
@@ -273,3 +273,77 @@ def test_speech_recognition_trains_saves_and_transcribes(tiny_w2v: Path, tmp_pat
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert [line[1] for line in lines] == files
     assert sum(text == truth for (text, _), truth in zip(lines, transcripts)) >= 6, (lines, transcripts[:8].tolist())
+
+
+def test_weighted_layer_sum_learns_a_mix_of_layers_cached_or_not(
+    tiny_w2v: Path, tones: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SUPERB-style feature extraction: every hidden layer (the feature projection's output
+    and the 2 transformer layers' outputs) pooled, mixed by 3 learned weights, then the head."""
+    from safetensors.torch import load_file
+
+    from tlhub.models import PooledClassifier
+
+    monkeypatch.setenv("TLHUB_CACHE", str(tmp_path / "cache"))
+    folder, _ = tones
+    strategy = {"name": "feature_extraction", "weighted_layer_sum": True}
+    training = {"num_train_epochs": 40, "learning_rate": 0.05, "eval_strategy": "no", "logging_strategy": "no"}
+    results = {}
+    for cache in (True, False):
+        cfg = audio_config(tiny_w2v, folder, tmp_path / f"cache-{cache}", strategy={**strategy, "cache": cache},
+                           data={"audio_column": "audio", "augment": False, "max_duration_s": 0.4}, training=training)
+        results[cache] = finetune(config_from_dict(cfg))
+    assert results[True]["trainable_params"] == 32 * 2 + 2 + 3  # the 2-way head and one weight per hidden state
+    assert results[True]["feature_cache_hit"] is False and "feature_cache_hit" not in results[False]
+    assert results[True]["eval_accuracy"] >= 0.9, results[True]
+    # The cache stores every layer's pooled features: (clips, 3 layers, 32)
+    (entry,) = [p for p in Path(results[True]["feature_cache_dir"]).iterdir() if (p / "key.json").read_text().count('"train"')]
+    assert load_file(str(entry / "features.safetensors"))["features"].shape[1:] == (3, 32)
+    # Same features either way (clips cut to one length: no padding for group norm to see),
+    # so the two runs learn the same mix and the same head
+    saved = [load_file(str(tmp_path / f"cache-{c}" / "pooled_head.safetensors")) for c in (True, False)]
+    assert torch.allclose(saved[0]["layer_weights"], saved[1]["layer_weights"], atol=1e-4)
+    assert saved[0]["layer_weights"].abs().max() > 1e-3  # moved from the uniform start
+    # The saved run loads back whole and predicts as the trained model did
+    model = PooledClassifier.from_pretrained(tmp_path / "cache-True")
+    assert model.layer_weights is not None and torch.equal(model.layer_weights.data, saved[0]["layer_weights"])
+    rows = predict(load_run(tmp_path / "cache-True"), [str(folder / "low" / "1.wav"), str(folder / "high" / "1.wav")])
+    assert [r["label"] for r in rows] == ["low", "high"]
+
+
+def test_weighted_layer_sum_config_errors(tiny_w2v: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = audio_config(tiny_w2v, tmp_path, tmp_path / "run", strategy={"name": "feature_extraction", "weighted_layer_sum": True, "pooling": "pooler"})
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg))
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "tlhub: error: strategy.weighted_layer_sum: pools every hidden layer with strategy.pooling mean or cls; "
+        "the pooler reads the last layer only"
+    )
+
+
+def test_config_overrides_reach_the_model_and_heavy_spec_augment_warns(
+    tiny_w2v: Path, tones: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SpecAugment masks at least mask_time_min_masks x mask_time_length frames per clip: on
+    short clips that is most of the clip, so loading warns and names the override to set."""
+    folder, _ = tones  # 0.4-0.7 s clips: ~20-35 frames of 20 ms
+    modality = get_modality("audio")
+
+    def load(overrides: dict | None) -> torch.nn.Module:
+        mapping = audio_config(tiny_w2v, folder, tmp_path / "run", data={"audio_column": "audio"})
+        mapping["model"]["config_overrides"] = overrides
+        cfg = config_from_dict(mapping)
+        loaded = load_data(cfg, modality)  # records the clips' median length
+        return modality.load_model(cfg, loaded.label_names)
+
+    caplog.clear()
+    model = load({"mask_time_length": 10, "hidden_dropout": 0.3})  # at least 2 x 10 frames masked
+    assert model.config.mask_time_length == 10 and model.config.hidden_dropout == 0.3
+    warning = next(r.getMessage() for r in caplog.records if "SpecAugment" in r.getMessage())
+    assert "masks at least 20 of the ~" in warning and "model.config_overrides: {mask_time_min_masks: 0}" in warning
+    caplog.clear()
+    load({"mask_time_length": 10, "mask_time_min_masks": 0})
+    assert not [r for r in caplog.records if "SpecAugment" in r.getMessage()]
+
+    with pytest.raises(ConfigError, match=r"^model.config_overrides.mask_tim_length: not a setting of Wav2Vec2Config \(did you mean 'mask_time_length'\?\)$"):
+        load({"mask_tim_length": 10})

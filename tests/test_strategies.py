@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from tests.conftest import text_config
 from tlhub import finetune, load_run, predict
 from tlhub.config import config_from_dict, load_config
+from tlhub.errors import ConfigError
 from tlhub.modalities import get_modality
 from tlhub.strategies import STRATEGIES, block_lr_scales, count_parameters, find_blocks
 
@@ -126,3 +127,27 @@ def test_partial_rejects_more_blocks_than_the_model_has(tiny_bert: Path, toy_csv
 
 def test_text_modality_is_registered() -> None:
     assert get_modality("text").tasks == ("classification", "text2text")
+
+
+def test_half_precision_checkpoint_trains_in_float32_unless_asked(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
+    """transformers 5 loads weights in the checkpoint's dtype by default; tlhub loads float32
+    (model.dtype), so a checkpoint stored in float16 does not train in pure float16."""
+    half = tmp_path / "half"
+    AutoModelForSequenceClassification.from_pretrained(tiny_bert).half().save_pretrained(half)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_bert / name).is_file():
+            (half / name).write_bytes((tiny_bert / name).read_bytes())
+    assert {str(t.dtype) for t in weights(half).values() if t.is_floating_point()} == {"torch.float16"}
+    modality = get_modality("text")
+    for dtype, expected in (("float32", torch.float32), ("auto", torch.float16), ("bfloat16", torch.bfloat16)):
+        cfg = text_config(half, toy_csv, tmp_path / "run")
+        cfg["model"]["dtype"] = dtype
+        cfg = config_from_dict(cfg)
+        assert {p.dtype for p in modality.load_model(cfg, ["neg", "pos"]).parameters()} == {expected}
+    results = train(text_config(half, toy_csv, tmp_path / "run"))
+    assert results["eval_accuracy"] >= 0.9
+    assert {str(t.dtype) for t in weights(tmp_path / "run").values() if t.is_floating_point()} == {"torch.float32"}
+    bad = text_config(half, toy_csv, tmp_path / "run")
+    bad["model"]["dtype"] = "fp16"
+    with pytest.raises(ConfigError, match=r"^model.dtype: unknown dtype 'fp16' \(did you mean 'float16'\?\); choose one of: float32, bfloat16, float16, auto$"):
+        config_from_dict(bad)

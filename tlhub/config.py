@@ -24,6 +24,7 @@ from tlhub.errors import ConfigError, closest
 MODALITY_NAMES = ("text", "image", "audio")
 TASK_NAMES = ("classification", "text2text", "speech_recognition")
 POOLING_NAMES = ("auto", "cls", "mean", "pooler")
+MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 # Keys of the `training` section that tlhub reads itself instead of passing them to
 # TrainingArguments.
@@ -74,9 +75,25 @@ class ModelConfig:
     allow_pickle: bool = _help(
         "Allow loading .bin/.pt (pickle) weights; safetensors is always preferred.", default=False
     )
+    config_overrides: dict[str, Any] | None = _help(
+        "Settings of the model's config to change before it loads, as transformers' example scripts allow, e.g. "
+        "{hidden_dropout: 0.2, mask_time_prob: 0.0, layerdrop: 0.0}; each must be a setting the config has.",
+        default=None,
+    )
+    dtype: str = _help(
+        "Precision the weights are loaded in: float32 (trains safely everywhere; use training.bf16 or fp16 for "
+        "mixed precision) | bfloat16 | float16 | auto (the checkpoint's own, which transformers 5 uses by default: "
+        "a checkpoint stored in float16 would then train in pure float16).",
+        default="float32",
+    )
 
     def __post_init__(self) -> None:
         _check(bool(self.name_or_path), "model.name_or_path", "must be a Hub id or a local directory")
+        _check(
+            self.dtype in MODEL_DTYPES,
+            "model.dtype",
+            f"unknown dtype '{self.dtype}'{closest(self.dtype, MODEL_DTYPES)}; choose one of: {', '.join(MODEL_DTYPES)}",
+        )
         if self.name_or_path.startswith(PACKAGE_PREFIX):
             self.name_or_path = str(package_path(self.name_or_path, "model.name_or_path"))
 
@@ -188,6 +205,11 @@ class StrategyConfig:
         "auto = mean over tokens/frames/pixels (safe when the pooler is untrained).",
         default="auto",
     )
+    weighted_layer_sum: bool = _help(
+        "feature_extraction: pool every hidden layer and train a softmax-weighted sum of them with the head "
+        "(as SUPERB does for speech models) instead of reading the last layer alone.",
+        default=False,
+    )
     cache: bool = _help("feature_extraction: cache the frozen backbone's features on disk.", default=True)
     lora: LoraSettings = _help("LoRA settings (strategy.name: lora).", default_factory=LoraSettings)
 
@@ -205,6 +227,11 @@ class StrategyConfig:
             self.pooling in POOLING_NAMES,
             "strategy.pooling",
             f"unknown pooling '{self.pooling}'{closest(self.pooling, POOLING_NAMES)}; choose one of: {', '.join(POOLING_NAMES)}",
+        )
+        _check(
+            not (self.weighted_layer_sum and self.pooling == "pooler"),
+            "strategy.weighted_layer_sum",
+            "pools every hidden layer with strategy.pooling mean or cls; the pooler reads the last layer only",
         )
 
 

@@ -96,6 +96,8 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
         values.setdefault("ddp_static_graph", True)
     else:
         values.setdefault("ddp_find_unused_parameters", True)
+    # Pinned host memory speeds copies to a GPU; without one it only warns.
+    values.setdefault("dataloader_pin_memory", torch.cuda.is_available() and not values.get("use_cpu"))
     # Per-device mean losses averaged by DDP, not token counts gathered across devices
     # (tlhub's heads ignore those counts; see make_trainer).
     values.setdefault("average_tokens_across_devices", False)

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datasets
+import torch
 from torch import nn
 from transformers import AutoConfig
 
-from tlhub.errors import DataError, ModelError
+from tlhub.errors import ConfigError, DataError, ModelError, closest
 from tlhub.registry import Registry
 
 if TYPE_CHECKING:
@@ -91,23 +92,41 @@ def load_auto_model(auto_class: Any, model: ModelConfig, **config_kwargs: Any) -
     architecture from random weights when ``model.pretrained`` is false.
 
     Weights load from safetensors only unless ``model.allow_pickle``; remote code runs
-    only with ``model.trust_remote_code``. Every failure becomes a ModelError that says
-    what to do.
+    only with ``model.trust_remote_code``; the weights come in ``model.dtype`` (float32
+    unless asked: transformers 5 would otherwise keep a half-precision checkpoint in
+    half precision). Every failure becomes a ModelError that says what to do.
     """
     common = {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
+    dtype = None if model.dtype == "auto" else getattr(torch, model.dtype)
+    new_head = bool(config_kwargs)  # num_labels and kin: a new head replaces the checkpoint's
     try:
+        if model.config_overrides:
+            check_config_overrides(AutoConfig.from_pretrained(model.name_or_path, **common), model.config_overrides)
+            config_kwargs = {**model.config_overrides, **config_kwargs}
         if model.pretrained:
             return auto_class.from_pretrained(
                 model.name_or_path,
-                ignore_mismatched_sizes=bool(config_kwargs),  # a new head replaces the checkpoint's
+                ignore_mismatched_sizes=new_head,
                 use_safetensors=None if model.allow_pickle else True,
+                dtype=dtype or "auto",
                 **common,
                 **config_kwargs,
             )
         config = AutoConfig.from_pretrained(model.name_or_path, **common, **config_kwargs)
-        return auto_class.from_config(config, trust_remote_code=model.trust_remote_code)
+        return auto_class.from_config(config, trust_remote_code=model.trust_remote_code, dtype=dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise model_error(model, exc) from None
+
+
+def check_config_overrides(config: Any, overrides: dict[str, Any]) -> None:
+    """Fail, naming the key, for a ``model.config_overrides`` key the model's config lacks
+    (transformers would store it silently and nothing would read it)."""
+    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
+    for key in overrides:
+        if key not in known:
+            raise ConfigError(
+                f"model.config_overrides.{key}: not a setting of {type(config).__name__}{closest(key, known)}"
+            )
 
 
 def model_error(model: ModelConfig, exc: Exception) -> ModelError:

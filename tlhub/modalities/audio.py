@@ -90,10 +90,11 @@ def _open(value: Any, base_dir: Path | None = None) -> tuple[Any, str]:
     return str(path), str(path)
 
 
-def check_clip(value: Any, base_dir: Path | None = None) -> None:
-    """Raise AudioReadError unless the cell is audio soundfile can read, with samples in it."""
+def check_clip(value: Any, base_dir: Path | None = None) -> float:
+    """The clip's duration in seconds; AudioReadError unless the cell is audio soundfile
+    can read, with samples in it."""
     if isinstance(value, dict) and value.get("array") is not None:
-        return
+        return len(value["array"]) / float(value["sampling_rate"])
     source, name = _open(value, base_dir)
     try:
         info = sf.info(source)
@@ -101,6 +102,7 @@ def check_clip(value: Any, base_dir: Path | None = None) -> None:
         raise AudioReadError(f"{name}: unreadable audio ({str(exc).strip().splitlines()[0][:120]})") from None
     if info.frames <= 0:
         raise AudioReadError(f"{name}: the clip holds no samples")
+    return info.frames / float(info.samplerate)
 
 
 def load_clip(value: Any, sampling_rate: int) -> np.ndarray:
@@ -138,21 +140,29 @@ def fit_length(array: np.ndarray, length: int | None, random_offset: bool) -> np
     return np.pad(array, (0, length - len(array)))
 
 
-def augment(array: np.ndarray, sampling_rate: int) -> np.ndarray:
-    """Training augmentation: random gain (±6 dB), a time shift of up to 0.1 s (the gap
-    filled with silence) and white noise at 15-40 dB SNR; torch's RNG, so the Trainer's
-    seed makes it repeatable."""
+def augment(array: np.ndarray, sampling_rate: int, shift: bool = True, p: float = 0.5) -> np.ndarray:
+    """Training augmentation, each step with probability `p`: random gain (±6 dB), a time
+    shift of up to 0.1 s (the gap filled with silence; `shift=False` for speech
+    recognition, where it would cut letters off the transcript's clip) and white noise
+    at 15-40 dB SNR. Torch's RNG, so the Trainer's seed makes it repeatable.
+
+    Every step is applied to only part of the clips so that training still sees clean
+    audio like the evaluation's: a CTC model trained on noise-filled silence alone read
+    the clean clips of the very speakers it trained on as blanks (eval loss 5.8 against
+    2.1 without augmentation, FSDD, 6 epochs).
+    """
     wave = torch.from_numpy(array)
-    wave = AF.gain(wave, float(torch.empty(()).uniform_(-6.0, 6.0)))
+    if torch.rand(()) < p:
+        wave = AF.gain(wave, float(torch.empty(()).uniform_(-6.0, 6.0)))
     max_shift = min(len(wave) // 10, sampling_rate // 10)
-    if max_shift > 0:
-        shift = int(torch.randint(-max_shift, max_shift + 1, ()))
-        wave = torch.roll(wave, shift)
-        if shift > 0:
-            wave[:shift] = 0.0
-        elif shift < 0:
-            wave[shift:] = 0.0
-    if wave.abs().max() > 0:
+    if shift and max_shift > 0 and torch.rand(()) < p:
+        offset = int(torch.randint(-max_shift, max_shift + 1, ()))
+        wave = torch.roll(wave, offset)
+        if offset > 0:
+            wave[:offset] = 0.0
+        elif offset < 0:
+            wave[offset:] = 0.0
+    if wave.abs().max() > 0 and torch.rand(()) < p:
         snr = torch.empty(1).uniform_(15.0, 40.0)
         wave = AF.add_noise(wave[None], torch.randn(1, len(wave)), snr)[0]
     return wave.numpy().astype(np.float32)
@@ -214,6 +224,34 @@ def blank_padded_frames(model: nn.Module, args: tuple, kwargs: dict, output: Any
     return output
 
 
+def warn_heavy_spec_augment(model: nn.Module, seconds: float | None) -> None:
+    """Warn when SpecAugment would mask much of a typical clip.
+
+    wav2vec2-style configs mask at least ``mask_time_min_masks`` spans of
+    ``mask_time_length`` frames (20 ms each) per clip in training, whatever its length:
+    with the defaults (2 x 10) that is 40 % of a 1 s clip. Measured on FSDD digits, a
+    CTC model trained so (2 x 5 of ~25 frames) decoded every clean clip as blank.
+    """
+    config = model.config
+    prob, length, floor = (getattr(config, k, 0) or 0 for k in ("mask_time_prob", "mask_time_length", "mask_time_min_masks"))
+    ratio = getattr(config, "inputs_to_logits_ratio", None)
+    if seconds is None or not prob or not ratio or not getattr(config, "apply_spec_augment", True):
+        return
+    frames = seconds * 16000 / ratio  # the wav2vec2 family reads 16 kHz; ratio = samples per frame (320)
+    masked = max(floor * length, prob * frames)
+    if frames > 0 and masked / frames > 0.25:
+        logger.warning(
+            "SpecAugment masks at least %d of the ~%d frames of a median training clip (%.1f s): "
+            "mask_time_min_masks=%d x mask_time_length=%d. A model trained so may read clean clips as silence; "
+            "set model.config_overrides: {mask_time_min_masks: 0} (or a smaller mask_time_length)",
+            round(masked),
+            round(frames),
+            seconds,
+            floor,
+            length,
+        )
+
+
 # --------------------------------------------------------------------------- collator
 
 
@@ -254,6 +292,7 @@ class AudioModality(Modality):
         self.transcript_chars: set[str] | None = None  # set by prepare() of data.train (CTC)
         self.tokenizer_size: int | None = None  # set by load_processor() (CTC)
         self.pad_token_id: int | None = None
+        self.median_seconds: float | None = None  # set by prepare() of data.train
 
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
         data = cfg.data
@@ -299,9 +338,10 @@ class AudioModality(Modality):
         good: list[int] = []
         paths: list[Any] = []
         bad: list[str] = []
+        seconds: list[float] = []
         for row, value in enumerate(ds[column]):
             try:
-                check_clip(value, base_dir)
+                seconds.append(check_clip(value, base_dir))
             except AudioReadError as exc:
                 bad.append(f"row {row + 1}: {exc}")
                 continue
@@ -325,6 +365,8 @@ class AudioModality(Modality):
             ds = ds.remove_columns(column).add_column(column, paths)
         if cfg.task == "speech_recognition":
             ds = self._prepare_transcripts(ds, cfg, key)
+        if key == "data.train" and seconds:
+            self.median_seconds = float(np.median(seconds))
         ds.info.description = description
         return ds, len(bad)
 
@@ -385,6 +427,7 @@ class AudioModality(Modality):
                 ctc_zero_infinity=True,  # a clip too short for its transcript gives no inf loss
             )
             model.register_forward_hook(blank_padded_frames, with_kwargs=True)
+            warn_heavy_spec_augment(model, self.clip_seconds(cfg))
             return model
         assert label_names is not None
         model = load_auto_model(
@@ -394,7 +437,14 @@ class AudioModality(Modality):
             id2label=dict(enumerate(label_names)),
             label2id={name: i for i, name in enumerate(label_names)},
         )
+        warn_heavy_spec_augment(model, self.clip_seconds(cfg))
         return fit_encoder(model, window_seconds(cfg.data.max_duration_s))  # Whisper: a short window
+
+    def clip_seconds(self, cfg: RunConfig) -> float | None:
+        """How long a typical training clip is as the model sees it (the median, cut to max_duration_s)."""
+        if self.median_seconds is None:
+            return None
+        return min(self.median_seconds, cfg.data.max_duration_s or self.median_seconds)
 
     def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
         data = cfg.data
@@ -411,7 +461,7 @@ class AudioModality(Modality):
                 if max_samples is not None and len(array) > max_samples:
                     array = fit_length(array, max_samples, random_offset=augmenting and not ctc)
                 if augmenting:
-                    array = augment(array, rate)
+                    array = augment(array, rate, shift=not ctc)
                 arrays.append(array)
             out = dict(extractor(arrays, sampling_rate=rate))
             if ctc and data.target_column in batch:

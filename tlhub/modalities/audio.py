@@ -22,7 +22,6 @@ finished run loads back with ``Wav2Vec2Processor.from_pretrained(run_dir)``.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -46,7 +45,7 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
-from tlhub.data import where
+from tlhub.data import UnreadableExample, cell_source, drop_unreadable, where
 from tlhub.errors import DataError, ModelError
 from tlhub.modalities import MODALITIES, Modality, load_auto_model, model_error
 from tlhub.modalities.whisper_window import fit_encoder, fit_extractor, is_whisper_extractor, window_seconds
@@ -64,30 +63,8 @@ PAD, UNK, WORD = "[PAD]", "[UNK]", "|"
 # --------------------------------------------------------------------------- decoding
 
 
-class AudioReadError(Exception):
+class AudioReadError(UnreadableExample):
     """A clip that soundfile cannot read (or that holds no samples)."""
-
-
-def _open(value: Any, base_dir: Path | None = None) -> tuple[Any, str]:
-    """What soundfile reads for one cell (a path or a BytesIO) and how to name it in messages.
-
-    A cell is a path (relative to `base_dir`), raw bytes, or a Hub Audio cell read with
-    ``decode=False``: ``{"bytes": ..., "path": ...}``.
-    """
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return io.BytesIO(value["bytes"]), str(value.get("path") or "<bytes>")
-        value = value.get("path")
-    if isinstance(value, (bytes, bytearray)):
-        return io.BytesIO(value), "<bytes>"
-    if not isinstance(value, str) or not value.strip():
-        raise AudioReadError(f"no audio (cell is {value!r})")
-    path = Path(value).expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = base_dir / path
-    if not path.is_file():
-        raise AudioReadError(f"{path}: no such file")
-    return str(path), str(path)
 
 
 def check_clip(value: Any, base_dir: Path | None = None) -> float:
@@ -95,7 +72,7 @@ def check_clip(value: Any, base_dir: Path | None = None) -> float:
     can read, with samples in it."""
     if isinstance(value, dict) and value.get("array") is not None:
         return len(value["array"]) / float(value["sampling_rate"])
-    source, name = _open(value, base_dir)
+    source, name = cell_source(value, base_dir, AudioReadError, "audio")
     try:
         info = sf.info(source)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -115,7 +92,7 @@ def load_clip(value: Any, sampling_rate: int) -> np.ndarray:
         array, rate = np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
     else:
         try:
-            source, name = _open(value)
+            source, name = cell_source(value, None, AudioReadError, "audio")
             array, rate = sf.read(source, dtype="float32", always_2d=True)
         except AudioReadError as exc:
             raise DataError(f"audio: {exc}") from None
@@ -335,40 +312,14 @@ class AudioModality(Modality):
         column = data.audio_column
         if isinstance(ds.features[column], datasets.Audio):  # Hub dataset: read undecoded, decode with soundfile
             ds = ds.cast_column(column, datasets.Audio(decode=False))
-        good: list[int] = []
-        paths: list[Any] = []
-        bad: list[str] = []
-        seconds: list[float] = []
-        for row, value in enumerate(ds[column]):
-            try:
-                seconds.append(check_clip(value, base_dir))
-            except AudioReadError as exc:
-                bad.append(f"row {row + 1}: {exc}")
-                continue
-            good.append(row)
-            if isinstance(value, str):
-                path = Path(value).expanduser()
-                paths.append(str(base_dir / path if base_dir is not None and not path.is_absolute() else path))
-        if bad:
-            fraction = len(bad) / len(ds)
-            shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-            if fraction > data.max_bad_fraction:
-                raise DataError(
-                    f"{where(ds, key)}: {len(bad)} of {len(ds)} audio clips ({fraction:.0%}) are unreadable, more than "
-                    f"data.max_bad_fraction={data.max_bad_fraction}: {shown}"
-                )
-            logger.warning("%s: skipped %d unreadable audio clip(s): %s", where(ds, key), len(bad), shown)
-        description = ds.info.description
-        if len(good) < len(ds):
-            ds = ds.select(good)
-        if paths and len(paths) == len(ds):  # plain path cells: store absolute paths
-            ds = ds.remove_columns(column).add_column(column, paths)
+        ds, bad, seconds = drop_unreadable(
+            ds, column, lambda value: check_clip(value, base_dir), key, base_dir, data.max_bad_fraction, "audio clips"
+        )
         if cfg.task == "speech_recognition":
             ds = self._prepare_transcripts(ds, cfg, key)
         if key == "data.train" and seconds:
             self.median_seconds = float(np.median(seconds))
-        ds.info.description = description
-        return ds, len(bad)
+        return ds, bad
 
     def _prepare_transcripts(self, ds: datasets.Dataset, cfg: RunConfig, key: str) -> datasets.Dataset:
         data = cfg.data
@@ -407,7 +358,8 @@ class AudioModality(Modality):
                     )
             else:
                 feature_extractor = AutoFeatureExtractor.from_pretrained(name, **common)
-                tokenizer = build_ctc_tokenizer(self.transcript_chars, Path(tempfile.mkdtemp(prefix="tlhub-vocab-")))
+                with tempfile.TemporaryDirectory(prefix="tlhub-vocab-") as tmp:  # read at once; saved with the run
+                    tokenizer = build_ctc_tokenizer(self.transcript_chars, Path(tmp))
                 processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
         except (OSError, ValueError, KeyError) as exc:
             raise model_error(cfg.model, exc) from None

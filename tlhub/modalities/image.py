@@ -19,8 +19,6 @@ composited on white), and EXIF orientation is applied.
 
 from __future__ import annotations
 
-import io
-import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -33,14 +31,12 @@ from torch import nn
 from torchvision.transforms import v2
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from tlhub.data import where
+from tlhub.data import UnreadableExample, cell_source, drop_unreadable
 from tlhub.errors import DataError
 from tlhub.modalities import MODALITIES, Modality, load_auto_model, model_error
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
-
-logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLIT_FOLDERS = {"data.train": ("train",), "data.validation": ("val", "validation", "valid"), "data.test": ("test",)}
@@ -50,32 +46,16 @@ MIN_CROP_SCALE = 0.08  # RandomResizedCrop's default lower bound of the crop are
 # --------------------------------------------------------------------------- decoding
 
 
-class ImageReadError(Exception):
+class ImageReadError(UnreadableExample):
     """An image PIL cannot decode (missing, not an image, truncated)."""
 
 
 def _source(value: Any, base_dir: Path | None = None) -> tuple[Any, str]:
-    """What PIL opens for one cell (a path or a BytesIO) and how messages name it.
-
-    A cell is a path (relative to `base_dir`), raw bytes, a PIL image, or a Hub Image
-    cell read with ``decode=False``: ``{"bytes": ..., "path": ...}``.
-    """
+    """What PIL opens for one cell and how messages name it: a PIL image as it is, else
+    as `tlhub.data.cell_source` (a path relative to `base_dir`, bytes, a Hub Image cell)."""
     if isinstance(value, Image.Image):
         return value, "<image>"
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return io.BytesIO(value["bytes"]), str(value.get("path") or "<bytes>")
-        value = value.get("path")
-    if isinstance(value, (bytes, bytearray)):
-        return io.BytesIO(value), "<bytes>"
-    if not isinstance(value, str) or not value.strip():
-        raise ImageReadError(f"no image (cell is {value!r})")
-    path = Path(value).expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = base_dir / path
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
-    return str(path), str(path)
+    return cell_source(value, base_dir, ImageReadError, "image")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -300,34 +280,10 @@ class ImageModality(Modality):
         column = data.image_column
         if isinstance(ds.features[column], datasets.Image):  # Hub / saved dataset: keep bytes, decode here
             ds = ds.cast_column(column, datasets.Image(decode=False))
-        good: list[int] = []
-        paths: list[str] = []
-        bad: list[str] = []
-        for row, value in enumerate(ds[column]):
-            try:
-                load_image(value, base_dir, min_size=64)
-            except ImageReadError as exc:
-                bad.append(f"row {row + 1}: {exc}")
-                continue
-            good.append(row)
-            if isinstance(value, str):
-                paths.append(_source(value, base_dir)[1])
-        if bad:
-            fraction = len(bad) / len(ds)
-            shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-            if fraction > data.max_bad_fraction:
-                raise DataError(
-                    f"{where(ds, key)}: {len(bad)} of {len(ds)} images ({fraction:.0%}) are unreadable, more than "
-                    f"data.max_bad_fraction={data.max_bad_fraction}: {shown}"
-                )
-            logger.warning("%s: skipped %d unreadable image(s): %s", where(ds, key), len(bad), shown)
-        description = ds.info.description
-        if len(good) < len(ds):
-            ds = ds.select(good)
-        if paths and len(paths) == len(ds):  # plain path cells: store absolute paths
-            ds = ds.remove_columns(column).add_column(column, paths)
-        ds.info.description = description
-        return ds, len(bad)
+        ds, bad, _ = drop_unreadable(
+            ds, column, lambda value: load_image(value, base_dir, min_size=64), key, base_dir, data.max_bad_fraction, "images"
+        )
+        return ds, bad
 
     def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
         name = source or cfg.model.name_or_path

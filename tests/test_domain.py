@@ -241,3 +241,30 @@ def test_missing_target_column_is_named(tiny_bert, domains, tmp_path, capsys) ->
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err
     assert "domain_adaptation.target" in err and "no column 'body' (set by domain_adaptation.text_column)" in err
+
+
+def test_image_and_audio_models_adapt_through_the_pipeline(tmp_path: Path) -> None:
+    """The same Trainer subclass aligns a ViT's patch tokens (dann, full) and a wav2vec2's
+    frames (coral, lora): the domain loss is logged and the target scored."""
+    from tests.test_audio import audio_config, write_tones
+    from tests.test_image import image_config
+    from tests.tiny_models import make_tiny_vit, make_tiny_wav2vec2, toy_image_folder
+
+    images = toy_image_folder(tmp_path / "images", n_per_class=8)
+    target_images = toy_image_folder(tmp_path / "target-images", n_per_class=4, seed=1)
+    image = image_config(make_tiny_vit(tmp_path / "vit"), images, tmp_path / "image-run", "full")
+    image["domain_adaptation"] = {"target": str(target_images), "method": "dann", "compare_source_only": False}
+
+    write_tones(tmp_path / "tones", per_class=8)
+    write_tones(tmp_path / "target-tones", per_class=4, rate=22050, seed=1)  # another recording rate
+    audio = audio_config(make_tiny_wav2vec2(tmp_path / "w2v"), tmp_path / "tones", tmp_path / "audio-run", strategy={"name": "lora", "lora": {"r": 4}}, data={"audio_column": "audio"})
+    audio["domain_adaptation"] = {"target": str(tmp_path / "target-tones"), "method": "coral", "weight": 100.0, "compare_source_only": False}
+
+    for cfg, method, n_target in ((image, "dann", 8), (audio, "coral", 8)):
+        cfg["training"].update(num_train_epochs=2, logging_steps=1)
+        results = finetune(config_from_dict(cfg))
+        assert results["domain_adaptation_method"] == method and results["target_samples"] == n_target
+        assert 0.0 <= results["target_accuracy"] <= 1.0
+        state = json.loads((Path(cfg["training"]["output_dir"]) / "trainer_state.json").read_text())
+        logged = [entry["domain_loss"] for entry in state["log_history"] if "domain_loss" in entry]
+        assert logged and all(np.isfinite(logged)) and max(logged) > 0, (method, logged)

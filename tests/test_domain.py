@@ -18,7 +18,7 @@ from tests.conftest import text_config
 from tests.tiny_models import toy_sentiment_rows, write_rows
 from tlhub.cli import main
 from tlhub.config import DomainAdaptationConfig, config_from_dict
-from tlhub.errors import ConfigError
+from tlhub.errors import ConfigError, DataError
 from tlhub.pipeline import finetune
 from tlhub.strategies.domain import (
     DomainAdaptationTrainer,
@@ -268,3 +268,22 @@ def test_image_and_audio_models_adapt_through_the_pipeline(tmp_path: Path) -> No
         state = json.loads((Path(cfg["training"]["output_dir"]) / "trainer_state.json").read_text())
         logged = [entry["domain_loss"] for entry in state["log_history"] if "domain_loss" in entry]
         assert logged and all(np.isfinite(logged)) and max(logged) > 0, (method, logged)
+
+
+def test_image_target_reads_the_split_folder_it_names(tmp_path: Path) -> None:
+    """A root with train/ and val/: data.train reads train/, and the target reads the folder
+    of domain_adaptation.target_split (val/), not train/ again."""
+    from tests.test_image import image_config
+    from tests.tiny_models import toy_image_folder
+    from tlhub.modalities import get_modality
+    from tlhub.strategies.domain import _read_target
+
+    toy_image_folder(tmp_path / "root" / "train", n_per_class=6)
+    toy_image_folder(tmp_path / "root" / "val", n_per_class=3, seed=1)
+    cfg = image_config(tmp_path / "unused-model", tmp_path / "root" / "train", tmp_path / "run")
+    cfg["domain_adaptation"] = {"target": str(tmp_path / "root"), "target_split": "val", "method": "mmd"}
+    _, target, _, label_column = _read_target(config_from_dict(cfg), get_modality("image"))
+    assert len(target) == 6 and target.info.description == str(tmp_path / "root" / "val") and label_column == "label"
+    cfg["domain_adaptation"]["target_split"] = "test"
+    with pytest.raises(DataError, match=r"^domain_adaptation.target: .*root has a train/ folder but no test/ folder for this split$"):
+        _read_target(config_from_dict(cfg), get_modality("image"))

@@ -283,7 +283,9 @@ class DomainAdaptationConfig:
         default="auto",
     )
     discriminator_hidden: int = _help("dann: width of the domain classifier's hidden layer.", default=256)
-    target_split: str = _help("Split of a Hub target dataset.", default="train")
+    target_split: str = _help(
+        "Split of a Hub target dataset, or of an image folder with train/ and val/ (or test/) folders.", default="train"
+    )
     text_column: str | None = _help("Target's text column; null: data.text_column.", default=None)
     image_column: str | None = _help("Target's image column; null: data.image_column.", default=None)
     audio_column: str | None = _help("Target's audio column; null: data.audio_column.", default=None)
@@ -556,9 +558,11 @@ def describe(cls: type | None = None, prefix: str = "") -> list[str]:
     lines = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines.append(f"{prefix}{f.name}:  {f.metadata.get('help', '')}")
-            lines += describe(tp, f"{prefix}{f.name}.")
+        section = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
+        if len(section) == 1 and dataclasses.is_dataclass(section[0]):  # a section, or an optional one
+            optional = " (optional section)" if section[0] is not tp else ""
+            lines.append(f"{prefix}{f.name}:{optional}  {f.metadata.get('help', '')}")
+            lines += describe(section[0], f"{prefix}{f.name}.")
             continue
         if f.default is not dataclasses.MISSING:
             default = "null" if f.default is None else f.default

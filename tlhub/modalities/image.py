@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from tlhub.config import RunConfig
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-SPLIT_FOLDERS = {"data.train": ("train",), "data.validation": ("val", "validation", "valid"), "data.test": ("test",)}
+SPLIT_FOLDERS = {"train": ("train",), "validation": ("val", "validation", "valid"), "test": ("test",)}
+KEY_SPLITS = {"data.train": "train", "data.validation": "validation", "data.test": "test"}
 MIN_CROP_SCALE = 0.08  # RandomResizedCrop's default lower bound of the crop area
 
 
@@ -234,17 +235,22 @@ class ImageModality(Modality):
 
         A root with ``train/``, ``val/`` (or ``validation/``) and ``test/`` folders of
         that shape serves every split: data.train reads train/, data.validation val/,
-        data.test test/, so all three keys may name the same root.
+        data.test test/ (so all three keys may name the same root), and a domain
+        adaptation target the folder of ``domain_adaptation.target_split``.
         """
         root = path
         if _is_split_root(path):
-            names = SPLIT_FOLDERS.get(key, ("train",))
+            split = KEY_SPLITS.get(key, "train")
+            if cfg.domain_adaptation is not None and key == "domain_adaptation.target":
+                split = cfg.domain_adaptation.target_split
+                split = "validation" if split in SPLIT_FOLDERS["validation"] else split
+            names = SPLIT_FOLDERS.get(split, (split,))
             found = [path / n for n in names if (path / n).is_dir()]
             if not found:
                 raise DataError(f"{key}: {path} has a train/ folder but no {' or '.join(n + '/' for n in names)} folder for this split")
             path = found[0]
             if key == "data.train" and cfg.data.validation is None:
-                val = [root / n for n in SPLIT_FOLDERS["data.validation"] if (root / n).is_dir()]
+                val = [root / n for n in SPLIT_FOLDERS["validation"] if (root / n).is_dir()]
                 if val:
                     raise DataError(
                         f"data.validation: {root} has train/ and {val[0].name}/ folders; set data.validation: {root} "

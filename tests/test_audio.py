@@ -347,3 +347,44 @@ def test_config_overrides_reach_the_model_and_heavy_spec_augment_warns(
 
     with pytest.raises(ConfigError, match=r"^model.config_overrides.mask_tim_length: not a setting of Wav2Vec2Config \(did you mean 'mask_time_length'\?\)$"):
         load({"mask_tim_length": 10})
+
+
+def test_whisper_encoder_reads_a_short_window_and_trains_with_each_strategy(tones: tuple[Path, Path], tmp_path: Path) -> None:
+    """WhisperForAudioClassification with data.max_duration_s: 1 reads 1 s of log-mel frames
+    (100, not Whisper's 3,000) through a positional table cut to 50 rows; every strategy
+    trains what it should; the run loads back with the short window and predicts."""
+    from tests.tiny_models import make_tiny_whisper
+
+    folder, _ = tones
+    whisper = make_tiny_whisper(tmp_path / "whisper")
+    modality = get_modality("audio")
+    cfg = config_from_dict(audio_config(whisper, folder, tmp_path / "run", data={"audio_column": "audio", "max_duration_s": 1.0}))
+    processor = modality.load_processor(cfg)
+    model = modality.load_model(cfg, ["high", "low"])
+    assert type(model).__name__ == "WhisperForAudioClassification"
+    assert model.encoder.embed_positions.num_embeddings == 50 and model.config.max_source_positions == 50
+    features = modality.transform(processor, cfg, train=False)({"audio": [str(folder / "low" / "0.wav")], "labels": [1]})
+    batch = modality.collator(processor, cfg, model)([{k: v[0] for k, v in features.items()}])
+    assert batch["input_features"].shape == (1, 80, 100)
+    with torch.no_grad():
+        assert model(**batch).logits.shape == (1, 2)
+
+    encoder_layer = sum(p.numel() for p in model.encoder.layers[-1].parameters())
+    head = sum(p.numel() for m in (model.projector, model.classifier) for p in m.parameters())
+    expected = {
+        "feature_extraction": 32 * 2 + 2,  # a new head on the mean of the encoder's frames
+        "partial": encoder_layer + model.encoder.layer_norm.weight.numel() * 2 + head,  # last layer, final norm, head
+        "lora": 2 * 2 * (4 * 32 + 32 * 4) + head,  # r=4 on the encoder's q_proj and v_proj, the head in full
+        "full": None,
+    }
+    for name, trainable in expected.items():
+        strategy = {"name": name, "unfreeze_last_n": 1, "lora": {"r": 4}}
+        mapping = audio_config(whisper, folder, tmp_path / name, strategy=strategy, data={"audio_column": "audio", "max_duration_s": 1.0})
+        mapping["training"].update(num_train_epochs=1)
+        results = finetune(config_from_dict(mapping))
+        assert results["trainable_params"] == (trainable or results["total_params"]), name
+        rows = predict(load_run(tmp_path / name), [str(folder / "high" / "1.wav")])
+        assert rows[0]["label"] in ("high", "low") and 0.5 <= rows[0]["score"] <= 1.0
+    saved = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert saved["max_source_positions"] == 50
+    assert json.loads((tmp_path / "full" / "preprocessor_config.json").read_text())["chunk_length"] == 1

@@ -173,3 +173,33 @@ def toy_image_folder(root: Path, n_per_class: int = 12, size: int = 32, seed: in
             image = image.convert("RGBA") if mode == "RGBA" else image.convert(mode)
             image.save(folder / f"{label}_{i}.png")
     return root
+
+
+def make_tiny_whisper(path: Path, d_model: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A 2+1-layer Whisper (80 mel bins, the real model's 30 s window) and its feature
+    extractor, saved like a converted checkpoint: loads as audio classification."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = WhisperConfig(
+        vocab_size=64,
+        d_model=d_model,
+        encoder_layers=layers,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=d_model * 2,
+        decoder_ffn_dim=d_model * 2,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        max_target_positions=32,
+        classifier_proj_size=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
+    WhisperForConditionalGeneration(config).save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
+    return path

@@ -51,12 +51,17 @@ def test_encoder_families(family: str) -> None:
 
 
 def test_t5_has_encoder_and_decoder_stacks() -> None:
+    """partial on T5: the last block of the encoder and of the decoder and the final norms.
+    The LM head is the input embedding itself (transformers 5 always ties T5's), so it
+    stays frozen with the embeddings."""
     model = T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2))
     assert [len(s) for s in find_blocks(backbone_of(model))] == [2, 2]
     assert auto_target_modules(model) == ["q", "v"]
     partial = STRATEGIES.get("partial")(model, StrategyConfig(name="partial", unfreeze_last_n=1), get_modality("text"), "text2text").model
     trainable = {n for n, p in partial.named_parameters() if p.requires_grad}
     assert {"encoder.final_layer_norm.weight", "decoder.final_layer_norm.weight"} <= trainable
-    assert partial.get_output_embeddings().weight.requires_grad  # the LM head (tied to the embeddings here)
+    assert partial.get_output_embeddings().weight is partial.get_input_embeddings().weight
+    assert not partial.get_input_embeddings().weight.requires_grad
     assert not any(".block.0." in n for n in trainable)
-    assert count_parameters(partial)[0] < count_parameters(partial)[1]
+    blocks = sum(p.numel() for stack in ("encoder", "decoder") for p in getattr(model, stack).block[-1].parameters())
+    assert count_parameters(partial)[0] == blocks + 2 * 16  # + the two final norms

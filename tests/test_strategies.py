@@ -36,6 +36,9 @@ def test_full_learns_the_toy_task(tiny_bert: Path, toy_csv: Path, tmp_path: Path
     assert (tmp_path / "run" / "trainer_state.json").is_file()
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"}
+    before, after = weights(tiny_bert), weights(tmp_path / "run")
+    assert before.keys() == after.keys()
+    assert [k for k in before if torch.equal(before[k], after[k])] == []  # every weight moved
 
 
 def test_feature_extraction_trains_only_the_head(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
@@ -151,3 +154,15 @@ def test_half_precision_checkpoint_trains_in_float32_unless_asked(tiny_bert: Pat
     bad["model"]["dtype"] = "fp16"
     with pytest.raises(ConfigError, match=r"^model.dtype: unknown dtype 'fp16' \(did you mean 'float16'\?\); choose one of: float32, bfloat16, float16, auto$"):
         config_from_dict(bad)
+
+
+def test_gpu_defaults_fill_only_what_the_config_leaves_out() -> None:
+    from tlhub.pipeline import gpu_defaults
+
+    assert gpu_defaults("text", {}, gpu=False, bf16_supported=False) == {"dataloader_pin_memory": False}
+    on_gpu = gpu_defaults("audio", {}, gpu=True, bf16_supported=True)
+    assert on_gpu["bf16"] is True and on_gpu["dataloader_pin_memory"] is True and 1 <= on_gpu["dataloader_num_workers"] <= 4
+    assert "bf16" not in gpu_defaults("text", {"fp16": True}, gpu=True, bf16_supported=True)
+    assert "bf16" not in gpu_defaults("text", {"bf16": False}, gpu=True, bf16_supported=True)
+    assert "bf16" not in gpu_defaults("text", {}, gpu=True, bf16_supported=False)  # a V100: fp16 only on request
+    assert "dataloader_num_workers" not in gpu_defaults("text", {}, gpu=True, bf16_supported=True)  # tokenizing is cheap

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from tests.conftest import text_config
 from tlhub import finetune, load_run, predict
@@ -43,3 +44,15 @@ def test_t5_lora_adapts_q_and_v(tiny_t5: Path, toy_csv: Path, tmp_path: Path) ->
     # r=8 on q and v: 6 attention blocks (2 encoder self, 2 decoder self, 2 cross); q,v are 32 -> 32 (2 heads x 16)
     assert results["trainable_params"] == 6 * 2 * (8 * 32 + 32 * 8)
     assert torch.tensor(results["eval_loss"]).isfinite()
+
+
+def test_t5_partial_changes_only_the_last_blocks_and_final_norms(tiny_t5: Path, toy_csv: Path, tmp_path: Path) -> None:
+    cfg = t5_config(tiny_t5, toy_csv, tmp_path / "run", "partial", num_train_epochs=1)
+    cfg["strategy"]["unfreeze_last_n"] = 1
+    finetune(config_from_dict(cfg))
+    before = load_file(str(tiny_t5 / "model.safetensors"))
+    after = load_file(str(tmp_path / "run" / "model.safetensors"))
+    for key in before:
+        trains = ".block.1." in key or "final_layer_norm" in key
+        assert torch.equal(before[key], after[key]) != trains, key
+    assert torch.equal(before["shared.weight"], after["shared.weight"])  # embeddings (and the tied LM head) frozen

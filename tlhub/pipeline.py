@@ -96,8 +96,9 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
         values.setdefault("ddp_static_graph", True)
     else:
         values.setdefault("ddp_find_unused_parameters", True)
-    # Pinned host memory speeds copies to a GPU; without one it only warns.
-    values.setdefault("dataloader_pin_memory", torch.cuda.is_available() and not values.get("use_cpu"))
+    gpu = torch.cuda.is_available() and not values.get("use_cpu")
+    for key, value in gpu_defaults(cfg.modality, user, gpu, gpu and torch.cuda.is_bf16_supported()).items():
+        values.setdefault(key, value)
     # Per-device mean losses averaged by DDP, not token counts gathered across devices
     # (tlhub's heads ignore those counts; see make_trainer).
     values.setdefault("average_tokens_across_devices", False)
@@ -112,6 +113,21 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
         return cls(**values)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"training: {str(exc).strip().splitlines()[0]}") from None
+
+
+def gpu_defaults(modality: str, user: dict[str, Any], gpu: bool, bf16_supported: bool) -> dict[str, Any]:
+    """Throughput settings tlhub picks where the config leaves them out.
+
+    On a GPU: pinned host memory (without one it only warns); bfloat16 mixed precision
+    where the GPU has it (Ampere or newer) and neither ``bf16`` nor ``fp16`` is set; and
+    for images and audio, whose decoding runs on the CPU, dataloader worker processes.
+    """
+    out: dict[str, Any] = {"dataloader_pin_memory": gpu}
+    if gpu and bf16_supported and "bf16" not in user and "fp16" not in user:
+        out["bf16"] = True
+    if gpu and modality in ("image", "audio"):
+        out["dataloader_num_workers"] = min(4, max(1, (os.cpu_count() or 2) // 2))
+    return out
 
 
 def compute_metrics_for(task: str, processor: Any) -> Any:

@@ -60,7 +60,8 @@ def feature_extraction(model: nn.Module, cfg: StrategyConfig, modality: Modality
 @STRATEGIES.register("partial")
 def partial(model: nn.Module, cfg: StrategyConfig, modality: Modality, task: str) -> Applied:
     """Embeddings and lower blocks frozen; the last `unfreeze_last_n` blocks of each stack,
-    what sits above them (final norms, poolers) and the head train."""
+    what sits above them (final norms, poolers) and the head train. A seq2seq LM whose
+    output projection is tied to its input embeddings (t5-small) keeps both frozen."""
     stacks = _stacks(model, modality)
     n = cfg.unfreeze_last_n
     if n > max(len(s) for s in stacks):
@@ -68,8 +69,10 @@ def partial(model: nn.Module, cfg: StrategyConfig, modality: Modality, task: str
     backbone = backbone_of(model)
     model.requires_grad_(True)
     backbone.requires_grad_(False)
-    if backbone is model:  # seq2seq LMs: the head is the output embedding
-        model.get_output_embeddings().requires_grad_(True)
+    if backbone is model:  # seq2seq LMs: the head is the output projection...
+        head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+        if head is not None and (embeddings is None or head.weight is not embeddings.weight):
+            head.requires_grad_(True)  # ...unless it is the (frozen) input embedding itself, as in t5-small
     if n > 0:
         in_stack = {id(p): i for i, stack in enumerate(stacks) for p in stack.parameters()}
         params = list(backbone.parameters())

@@ -107,4 +107,9 @@ def test_config_lists_keys_with_help(capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out.splitlines()
     assert "strategy.lora.r [int] = 8:  Rank of the LoRA update matrices." in out
     assert all(line.startswith("strategy.lora") for line in out)
+    assert main(["config", "domain_adaptation"]) == 0  # an optional section lists its keys too
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("domain_adaptation: (optional section)")
+    assert "domain_adaptation.weight [float] = 1.0:  Weight of the domain loss added to the task loss." in out
+    assert any(line.startswith("domain_adaptation.dapt.mlm_probability [float] = 0.15") for line in out)
     assert error_of(["config", "nope"], capsys) == "tlhub: error: config: no section or key starts with 'nope'"

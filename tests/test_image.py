@@ -355,6 +355,14 @@ def test_timm_wrapper_models_train_with_each_strategy(tmp_path: Path) -> None:
     applied = STRATEGIES.get("feature_extraction")(model, fe.strategy, modality, "classification")
     assert count_parameters(applied.model)[0] == width * 2 + 2  # the new 2-way head alone
 
+    # From random weights: timm's own initialisation, not transformers' N(0, 0.02), under which
+    # a deep convnet's activations vanish (EfficientNet-Lite0: ~1e-21 by the last stage)
+    scratch = image_config(tmp_path / "timm", tmp_path, tmp_path, "full")
+    scratch["model"]["pretrained"] = False
+    model = modality.load_model(config_from_dict(scratch), ["a", "b"]).eval()
+    fan_out = model.timm_model.conv_stem.weight[0].numel() // 3 * model.timm_model.conv_stem.out_channels
+    assert model.timm_model.conv_stem.weight.std().item() == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.3)  # 0.096, not 0.02
+
     lora = config_from_dict(image_config(tmp_path / "timm", tmp_path, tmp_path, "lora"))
     model = modality.load_model(lora, ["a", "b"])
     with pytest.raises(ConfigError, match=r"found no attention projections .*name the layers to adapt, e\.g\. target_modules: \[conv"):

@@ -202,6 +202,22 @@ def collate_images(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return batch
 
 
+def timm_initialisation(model: nn.Module) -> None:
+    """Give a timm-wrapped model built from its config timm's own random initialisation.
+
+    transformers re-initialises every convolution of a TimmWrapper model with N(0, 0.02),
+    which suits transformers but not a deep convnet: in EfficientNet-Lite0 the activations
+    then shrink to ~1e-21 by the last stage, so the "random weights" baseline reads zeros.
+    A fresh ``timm.create_model`` of the same architecture has timm's fan-out init (the
+    features of a random network, ~1.4 on average), which is the baseline that matters.
+    """
+    import timm
+
+    config = model.config
+    fresh = timm.create_model(config.architecture, pretrained=False, num_classes=config.num_labels, **(config.model_args or {}))
+    model.timm_model.load_state_dict(fresh.state_dict())
+
+
 # --------------------------------------------------------------------------- folders
 
 
@@ -313,6 +329,8 @@ class ImageModality(Modality):
             id2label=dict(enumerate(label_names)),
             label2id={name: i for i, name in enumerate(label_names)},
         )
+        if not cfg.model.pretrained and getattr(model, "timm_model", None) is not None:
+            timm_initialisation(model)
         return model
 
     def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:

@@ -30,6 +30,8 @@ from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from tlhub.errors import ConfigError
+
 HEAD_WEIGHTS = "pooled_head.safetensors"
 HEAD_CONFIG = "pooled_head.json"
 
@@ -184,7 +186,7 @@ class PooledClassifier(nn.Module):
             return pool(outputs, self.pooling, mask)
         layers = getattr(outputs, "hidden_states", None) or ()
         if len(layers) != len(self.layer_weights) or len({h.shape[-1] for h in layers}) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"strategy.weighted_layer_sum: {type(self.backbone).__name__} returned {len(layers)} hidden states "
                 f"where {len(self.layer_weights)} of one width were expected; set weighted_layer_sum: false for this model"
             )

@@ -388,3 +388,26 @@ def test_whisper_encoder_reads_a_short_window_and_trains_with_each_strategy(tone
     saved = json.loads((tmp_path / "full" / "config.json").read_text())
     assert saved["max_source_positions"] == 50
     assert json.loads((tmp_path / "full" / "preprocessor_config.json").read_text())["chunk_length"] == 1
+
+
+def test_hub_style_audio_column_is_decoded_without_ffmpeg(tiny_w2v: Path, tmp_path: Path) -> None:
+    """A datasets `Audio` column (a Hub dataset, here through save_to_disk) is read undecoded,
+    as bytes, and decoded with soundfile: the run never touches torchcodec or FFmpeg."""
+    import io
+
+    import datasets
+
+    rng = np.random.default_rng(0)
+    cells, labels = [], []
+    for i in range(16):
+        label = ("low", "high")[i % 2]
+        buffer = io.BytesIO()
+        sf.write(buffer, tone(TONES[label], 0.5, 8000, rng), 8000, format="WAV")
+        cells.append({"bytes": buffer.getvalue(), "path": f"{i}.wav"})
+        labels.append(label)
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_dict({"audio": cells, "label": labels}).cast_column("audio", datasets.Audio()).save_to_disk(str(saved))
+    cfg = audio_config(tiny_w2v, saved, tmp_path / "run", data={"audio_column": "audio"}, training={"num_train_epochs": 1})
+    results = finetune(config_from_dict(cfg))
+    assert results["train_samples"] + results["eval_samples"] == 16 and results["skipped_examples"] == {}
+    assert 0.0 <= results["eval_accuracy"] <= 1.0

@@ -31,6 +31,18 @@ def toy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_rows(tmp_path_factory.mktemp("toy") / "train.csv", toy_sentiment_rows(240))
 
 
+def cpu_training(out: Path, **values) -> dict:
+    """The `training` section of a test run: on the CPU, no checkpoints, quiet, seeded."""
+    return {"output_dir": str(out), "save_strategy": "no", "use_cpu": True, "disable_tqdm": True, "seed": 0, **values}
+
+
+def with_sections(cfg: dict, sections: dict) -> dict:
+    """`cfg` with each of `sections` merged in (mappings updated, other values replaced)."""
+    for section, values in sections.items():
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
+    return cfg
+
+
 def text_config(model: Path, data: Path, out: Path, strategy: str = "full", **sections) -> dict:
     """A minimal text classification config as a mapping (the YAML file's shape)."""
     cfg = {
@@ -39,20 +51,9 @@ def text_config(model: Path, data: Path, out: Path, strategy: str = "full", **se
         "model": {"name_or_path": str(model)},
         "data": {"train": str(data), "validation_split": 0.25},
         "strategy": {"name": strategy},
-        "training": {
-            "output_dir": str(out),
-            "num_train_epochs": 8,
-            "learning_rate": 1e-3,
-            "per_device_train_batch_size": 16,
-            "save_strategy": "no",
-            "use_cpu": True,
-            "disable_tqdm": True,
-            "seed": 0,
-        },
+        "training": cpu_training(out, num_train_epochs=8, learning_rate=1e-3, per_device_train_batch_size=16),
     }
-    for section, values in sections.items():
-        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
-    return cfg
+    return with_sections(cfg, sections)
 
 
 def requires_shared(name: str) -> Path:

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from tests.conftest import cpu_training, with_sections
 from tests.tiny_models import make_tiny_wav2vec2
 from tlhub.cli import main
 from tlhub.config import config_from_dict
@@ -63,20 +64,9 @@ def audio_config(model: Path, train: Path, out: Path, task: str = "classificatio
         "model": {"name_or_path": str(model)},
         "data": {"train": str(train), "validation_split": 0.25, "audio_column": "path", "target_column": "transcript"},
         "strategy": strategy if isinstance(strategy, dict) else {"name": strategy},
-        "training": {
-            "output_dir": str(out),
-            "num_train_epochs": 6,
-            "learning_rate": 3e-3,
-            "per_device_train_batch_size": 8,
-            "save_strategy": "no",
-            "use_cpu": True,
-            "disable_tqdm": True,
-            "seed": 0,
-        },
+        "training": cpu_training(out, num_train_epochs=6, learning_rate=3e-3, per_device_train_batch_size=8),
     }
-    for section, values in sections.items():
-        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
-    return cfg
+    return with_sections(cfg, sections)
 
 
 def test_8khz_stereo_clip_reaches_the_model_at_16khz(tiny_w2v: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
+from tests.conftest import cpu_training, with_sections
 from tests.tiny_models import make_tiny_resnet, make_tiny_vit, toy_image_folder
 from tlhub.cli import main
 from tlhub.config import config_from_dict
@@ -47,21 +48,9 @@ def image_config(model: Path, train: str | Path, out: Path, method: str = "full"
         "model": {"name_or_path": str(model)},
         "data": {"train": str(train), "validation_split": 0.25},
         "strategy": {"name": method, "unfreeze_last_n": 1},
-        "training": {
-            "output_dir": str(out),
-            "num_train_epochs": 4,
-            "learning_rate": 3e-3,
-            "per_device_train_batch_size": 8,
-            "save_strategy": "no",
-            "eval_strategy": "no",
-            "use_cpu": True,
-            "disable_tqdm": True,
-            "seed": 0,
-        },
+        "training": cpu_training(out, num_train_epochs=4, learning_rate=3e-3, per_device_train_batch_size=8, eval_strategy="no"),
     }
-    for section, values in sections.items():
-        cfg[section] = {**cfg.get(section, {}), **values}
-    return cfg
+    return with_sections(cfg, sections)
 
 
 def error_of(argv: list[str], capsys: pytest.CaptureFixture) -> str:

@@ -205,7 +205,7 @@ def test_outputs_are_written_whole_and_renamed(tmp_path: Path, tiny_bert: Path, 
     assert {"all_results.json", "config.yaml", "tlhub_run.json", "trainer_state.json", "adapter_model.safetensors", "merged"} <= names
     assert not [n for n in names if n.startswith(".")]
     first = json.loads((out / "all_results.json").read_text())
-    cfg["training"]["max_steps"] = 3
+    cfg["training"].update(max_steps=3, overwrite_output_dir=True)  # another config: replaces the run
     assert main(["train", str(_write(tmp_path / "c.yaml", cfg))]) == 0
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
     assert json.loads((out / "all_results.json").read_text()).keys() == first.keys()

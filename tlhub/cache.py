@@ -29,7 +29,11 @@ folder named by a key that hashes everything the features depend on:
   (``max_length``, columns, ...), the modality, task and pooling (and whether every
   layer is pooled, for ``strategy.weighted_layer_sum``: the head then learns the mix);
 - the data: the split's name and the ``datasets`` fingerprint of the raw split, which
-  changes with its contents, sampling and label encoding.
+  changes with its contents, sampling and label encoding, and for image and audio files
+  named by path the size and modification time of each file (an edit in place keeps the
+  path, so the fingerprint alone would miss it);
+- the libraries: the versions of torch, transformers and tlhub; for audio, the eval
+  batch size (see above: it changes wav2vec2's features).
 
 Any change of these recomputes; anything else (learning rate, epochs, output_dir, the
 head's dropout) reuses the cache. Folders are written atomically (a temporary folder
@@ -64,7 +68,7 @@ if TYPE_CHECKING:
     from tlhub.strategies import Applied
 
 CACHE_ENV = "TLHUB_CACHE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FEATURES_FILE = "features.safetensors"
 KEY_FILE = "key.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
@@ -79,6 +83,7 @@ SPLIT_KEYS = frozenset(
         "dataset_config",
         "train_split",
         "eval_split",
+        "test_split",
         "validation_split",
         "train_fraction",
         "max_train_samples",
@@ -195,12 +200,57 @@ def feature_key(parts: dict[str, Any]) -> str:
     return _sha256(json.dumps(parts, sort_keys=True, default=str).encode())[:32]
 
 
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries that compute features (a new release may change them)."""
+    import transformers
+
+    from tlhub import __version__
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "tlhub": __version__}
+
+
+def media_identity(ds: datasets.Dataset, column: str | None) -> str | None:
+    """A hash of the name, size and modification time of every media file a split reads.
+
+    The split's fingerprint covers the *paths* of image and audio files, not their
+    contents: a file edited in place keeps its path. Cells holding the bytes themselves
+    are in the fingerprint already; only cells that name a file are stat'ed here.
+    """
+    if column is None or column not in ds.column_names:
+        return None
+    digest = hashlib.sha256()
+    for cell in ds.with_format("arrow")[column].to_pylist():  # the stored cells, not decoded
+        if isinstance(cell, dict):
+            path = None if cell.get("bytes") else cell.get("path")
+        else:
+            path = cell if isinstance(cell, str) else None
+        if not path:
+            continue
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()
+
+
 def key_parts(
-    cfg: RunConfig, processor_hash: str, pooling: str, split: str, fingerprint: str, dtype: str = "float32"
+    cfg: RunConfig,
+    processor_hash: str,
+    pooling: str,
+    split: str,
+    fingerprint: str,
+    dtype: str = "float32",
+    media: str | None = None,
+    eval_batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Everything the cached features of one split depend on (see the module docstring)."""
     return {
         "format": FORMAT_VERSION,
+        "versions": library_versions(),
+        "media": media,
+        # wav2vec2-style group norm sees the padding of the batch a clip is computed in
+        "eval_batch_size": eval_batch_size if cfg.modality == "audio" else None,
         "model": model_identity(cfg),
         "processor": processor_hash,
         "preprocessing": preprocessing_settings(cfg),
@@ -314,6 +364,8 @@ def load_or_extract(
     autocast_dtype = None
     if args is not None and device.type == "cuda" and (args.bf16 or args.fp16):
         autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16
+    batch_size = args.per_device_eval_batch_size if args is not None else 32
+    media_column = {"image": cfg.data.image_column, "audio": cfg.data.audio_column}.get(cfg.modality)
     parts = key_parts(
         cfg,
         processor_hash or processor_identity(processor),
@@ -321,6 +373,8 @@ def load_or_extract(
         split,
         ds._fingerprint,
         str(autocast_dtype or torch.float32).removeprefix("torch."),
+        media=media_identity(ds, media_column),
+        eval_batch_size=batch_size,
     )
     folder = (root or cache_root()) / feature_key(parts)
     if (folder / FEATURES_FILE).is_file():
@@ -330,7 +384,6 @@ def load_or_extract(
                 return CachedSplit(_as_dataset(tensors["features"], tensors.get("labels")), folder, True, time.perf_counter() - start)
         except Exception:  # noqa: BLE001 - an unreadable entry is recomputed and replaced
             pass
-    batch_size = args.per_device_eval_batch_size if args is not None else 32
     features, labels = extract_features(
         model,
         ds,

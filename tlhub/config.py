@@ -24,12 +24,52 @@ from tlhub.errors import ConfigError, closest
 MODALITY_NAMES = ("text", "image", "audio")
 TASK_NAMES = ("classification", "text2text", "speech_recognition")
 POOLING_NAMES = ("auto", "cls", "mean", "pooler")
+# The strategies tlhub.strategies registers (a test checks the two agree). Config knows
+# names only, so that it imports nothing of the code it configures.
+STRATEGY_NAMES = ("feature_extraction", "full", "lora", "partial")
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 # Keys of the `training` section that tlhub reads itself instead of passing them to
 # TrainingArguments.
 TLHUB_TRAINING_KEYS = {
     "early_stopping_patience": "stop when the main eval metric has not improved for this many evaluations",
+    "overwrite_output_dir": "true: a run into a folder that holds another config's run clears that folder first "
+    "(default false: such a run is refused)",
+}
+
+# Allowed ranges of the numeric `training` keys, checked before anything trains (a bad
+# value would otherwise train nothing and exit 0, or fail deep inside transformers).
+# (low, high, low inclusive, high inclusive); None: unbounded.
+NUMERIC_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "per_device_train_batch_size": (1, None, True, True),
+    "per_device_eval_batch_size": (1, None, True, True),
+    "gradient_accumulation_steps": (1, None, True, True),
+    "eval_accumulation_steps": (1, None, True, True),
+    "num_train_epochs": (0, None, False, True),
+    "learning_rate": (0, None, False, True),
+    "warmup_steps": (0, None, True, True),
+    "weight_decay": (0, None, True, True),
+    "adam_beta1": (0, 1, True, False),
+    "adam_beta2": (0, 1, True, False),
+    "adam_epsilon": (0, None, False, True),
+    "max_grad_norm": (0, None, True, True),
+    "label_smoothing_factor": (0, 1, True, False),
+    "neftune_noise_alpha": (0, None, True, True),
+    "torch_empty_cache_steps": (1, None, True, True),
+    "logging_steps": (0, None, False, True),
+    "eval_steps": (0, None, False, True),
+    "eval_delay": (0, None, True, True),
+    "save_steps": (0, None, False, True),
+    "save_total_limit": (0, None, True, True),
+    "seed": (0, 2**32 - 1, True, True),
+    "data_seed": (0, 2**32 - 1, True, True),
+    "dataloader_num_workers": (0, None, True, True),
+    "dataloader_prefetch_factor": (1, None, True, True),
+    "ddp_bucket_cap_mb": (1, None, True, True),
+    "ddp_timeout": (1, None, True, True),
+    "generation_max_length": (1, None, True, True),
+    "generation_num_beams": (1, None, True, True),
+    "early_stopping_patience": (1, None, True, True),
 }
 
 
@@ -106,6 +146,7 @@ class DataConfig:
         default=None,
     )
     test: str | None = _help("Optional test data, evaluated once at the end.", default=None)
+    test_split: str = _help("Split of a Hub dataset used when `test` names the same dataset.", default="test")
     dataset_config: str | None = _help("Config name of a Hub dataset (e.g. `sst2` for `glue`).", default=None)
     train_split: str = _help("Split of a Hub dataset to train on.", default="train")
     eval_split: str = _help("Split of a Hub dataset used when `validation` names the same dataset.", default="validation")
@@ -214,9 +255,11 @@ class StrategyConfig:
     lora: LoraSettings = _help("LoRA settings (strategy.name: lora).", default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
-        from tlhub.strategies import STRATEGIES
-
-        STRATEGIES.get(self.name)  # raises a ConfigError naming strategy.name
+        _check(
+            self.name in STRATEGY_NAMES,
+            "strategy.name",
+            f"unknown strategy '{self.name}'{closest(self.name, STRATEGY_NAMES)}; choose one of: {', '.join(sorted(STRATEGY_NAMES))}",
+        )
         _check(self.unfreeze_last_n >= 0, "strategy.unfreeze_last_n", f"must be 0 or more, got {self.unfreeze_last_n}")
         _check(
             self.layer_lr_decay is None or 0.0 < self.layer_lr_decay <= 1.0,
@@ -390,8 +433,32 @@ def _check_training(training: dict[str, Any], seq2seq: bool) -> dict[str, Any]:
         if value is False and "Strategy" in annotation:  # YAML 1.1 reads a bare `no` as false
             value = "no"
         out[key] = value
+    for key, value in out.items():
+        _check_number(key, value, str(known[key].type) if key in known else "int")
     _check(bool(out.get("output_dir")), "training.output_dir", "missing required key: where the run writes its results")
+    if "max_steps" in out:
+        steps = out["max_steps"]
+        _check(steps == -1 or steps > 0, "training.max_steps", f"must be -1 (train for num_train_epochs) or positive, got {steps}")
     return out
+
+
+def _check_number(key: str, value: Any, annotation: str) -> None:
+    """A numeric `training` value: finite, an integer where the field is one, within its range."""
+    import math
+
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    _check(math.isfinite(value), f"training.{key}", f"must be a finite number, got {value}")
+    integer = annotation.startswith("int") or "<class 'int'>" in annotation
+    _check(not integer or float(value).is_integer(), f"training.{key}", f"must be a whole number, got {value}")
+    if key not in NUMERIC_RANGES:
+        return
+    low, high, low_in, high_in = NUMERIC_RANGES[key]
+    ok = (low is None or value > low or (low_in and value == low)) and (high is None or value < high or (high_in and value == high))
+    if not ok:
+        left, right = ("[" if low_in else "("), ("]" if high_in else ")")
+        span = f"{left}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{right}"
+        raise ConfigError(f"training.{key}: must be in {span}, got {value}")
 
 
 # --------------------------------------------------------------------------- building

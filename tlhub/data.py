@@ -247,6 +247,7 @@ def label_names_from(ds: datasets.Dataset, column: str, key: str) -> list[str]:
     """The sorted distinct labels of `column`, checked for missing values and mixed types."""
     feature = ds.features[column]
     if isinstance(feature, datasets.ClassLabel):
+        check_class_ids(ds, column, key)
         return list(feature.names)
     values = ds[column]
     for row, value in enumerate(values, 1):
@@ -262,8 +263,23 @@ def label_names_from(ds: datasets.Dataset, column: str, key: str) -> list[str]:
     return sorted(str(v) for v in distinct)
 
 
+def check_class_ids(ds: datasets.Dataset, column: str, key: str) -> None:
+    """A ClassLabel column holds ids in [0, number of names): -1 marks an unlabelled row
+    (GLUE's test splits are all -1), which must never reach the loss."""
+    feature = ds.features[column]
+    for row, value in enumerate(ds[column], 1):
+        if value is None or not 0 <= value < feature.num_classes:
+            what = "no label (-1: an unlabelled row, as in GLUE's test splits)" if value in (-1, None) else f"label id {value}"
+            raise DataError(
+                f"{where(ds, key)}: row {row}: {what} in column '{column}' of {feature.num_classes} classes; "
+                "use a labelled split or drop such rows"
+            )
+
+
 def encode_labels(ds: datasets.Dataset, column: str, names: list[str], key: str) -> datasets.Dataset:
     """Add the integer ``labels`` column; a label not in `names` is an error naming its row."""
+    if isinstance(ds.features[column], datasets.ClassLabel):
+        check_class_ids(ds, column, key)
     if isinstance(ds.features[column], datasets.ClassLabel) and list(ds.features[column].names) == names:
         return ds.cast_column(column, datasets.ClassLabel(names=names)).map(
             lambda b: {LABELS: b[column]}, batched=True, features=_with_labels(ds, names)
@@ -350,7 +366,7 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
     }
     for name, spec in (("validation", data.validation), ("test", data.test)):
         if spec is not None:
-            split = data.eval_split if name == "validation" else "test"
+            split = data.eval_split if name == "validation" else data.test_split
             raw[name] = read_source(spec, split, f"data.{name}", cfg, modality)
 
     columns = modality.required_columns(cfg)

@@ -10,7 +10,9 @@ the results files that transformers' example scripts write.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -38,12 +40,12 @@ from tlhub.io import atomic_save_dir, atomic_write_json
 from tlhub.metrics import MAIN_METRIC, TASK_METRICS, load_task_metrics
 from tlhub.modalities import Modality, get_modality
 from tlhub.models import PooledClassifier
+from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, last_complete_checkpoint, prepare_output_dir, resume_checkpoint
 from tlhub.strategies import STRATEGIES, Applied, count_parameters
 from tlhub.strategies import domain
 from tlhub.strategies.domain import DomainAdaptationTrainer
 
-RUN_INFO = "tlhub_run.json"
-RUN_CONFIG = "config.yaml"
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- pieces
@@ -181,7 +183,7 @@ def make_trainer(
     """
     callbacks = []
     patience = cfg.training.get("early_stopping_patience")
-    if patience is not None:
+    if patience is not None and train is not None:  # an evaluation-only Trainer has nothing to stop
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(patience)))
     cls = Seq2SeqTrainer if cfg.task == "text2text" else Trainer
     extra: dict[str, Any] = {}
@@ -208,78 +210,35 @@ def make_trainer(
     return trainer
 
 
-def complete_checkpoint(folder: Path) -> bool:
-    """True when the Trainer finished writing checkpoint `folder`.
+def training_finished(state: dict[str, Any], args: TrainingArguments) -> bool:
+    """Whether a checkpoint's trainer state already reached the end the *current* settings ask for.
 
-    The Trainer writes a checkpoint in place: weights, optimizer, scheduler, RNG state,
-    and ``trainer_state.json`` last. A run killed while saving leaves a folder without
-    a readable trainer_state.json (or one for another step); such a folder is skipped.
+    The end is ``max_steps`` when set, else ``num_train_epochs``, read from the current
+    arguments, so a resume with more epochs or steps continues training. A run that early
+    stopping ended stays ended.
     """
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    try:
-        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-        step = int(folder.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-"))
-    except (OSError, ValueError):
-        return False
-    weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) or any(folder.glob("pytorch_model*"))
-    return state.get("global_step") == step and weights
-
-
-def last_complete_checkpoint(output_dir: Path) -> str | None:
-    """The newest complete ``checkpoint-N`` folder in `output_dir`, or None."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    if not output_dir.is_dir():
-        return None
-    found = []
-    for folder in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-        suffix = folder.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
-        if folder.is_dir() and suffix.isdigit() and complete_checkpoint(folder):
-            found.append((int(suffix), folder))
-    return str(max(found)[1]) if found else None
-
-
-def resume_checkpoint(cfg: RunConfig) -> str | None:
-    """The checkpoint to resume from, per ``training.resume_from_checkpoint``.
-
-    ``auto``: the last complete checkpoint in output_dir, or a fresh start when there is
-    none. ``true``: the same, but having none is an error. A path: that checkpoint.
-    Incomplete checkpoints (a run killed while saving) are skipped, not loaded.
-    """
-    value = cfg.training.get("resume_from_checkpoint")
-    if value in (None, False, "false", "False", ""):
-        return None
-    if value in ("auto", True, "true", "True"):
-        found = last_complete_checkpoint(cfg.output_dir)
-        if found is None and value != "auto":
-            raise ConfigError(
-                f"training.resume_from_checkpoint: no complete checkpoint in {cfg.output_dir}; "
-                "use auto to start fresh when there is none"
-            )
-        return found
-    path = Path(str(value))
-    if not complete_checkpoint(path):
-        raise ConfigError(
-            f"training.resume_from_checkpoint: {path} is not a complete checkpoint folder "
-            "(no trainer_state.json and weights); pass a checkpoint-N folder or auto"
-        )
-    return str(path)
+    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
+    step, epoch, planned = state.get("global_step", 0), state.get("epoch") or 0.0, state.get("max_steps", 0)
+    if control.get("should_training_stop") and step < planned:  # stopped before its planned end: early stopping
+        return True
+    if args.max_steps > 0:
+        return step >= args.max_steps
+    return step >= planned > 0 and epoch >= args.num_train_epochs - 1e-6
 
 
 def train_or_restore(trainer: Trainer, checkpoint: str | None) -> dict[str, float]:
     """``trainer.train()`` (resuming from `checkpoint`), returning its train_* metrics.
 
-    A checkpoint of the last step (a run killed after training, before its results were
-    written) is restored instead of resumed: transformers would run one more step past
-    max_steps when that is not the end of an epoch, or one more epoch after early stopping. The train_* metrics then come from
-    the checkpoint's log (train_loss: the mean of the logged losses, step-weighted;
-    timings 0), so all_results.json has the same keys as an uninterrupted run's.
+    A checkpoint that already reached the end of training (a run killed after training,
+    before its results were written) is restored instead of resumed: transformers would
+    run one more step past max_steps when that is not the end of an epoch, or one more
+    epoch after early stopping. The train_* metrics then come from the checkpoint's log
+    (train_loss: the mean of the logged losses, step-weighted; timings 0), so
+    all_results.json has the same keys as an uninterrupted run's. A checkpoint short of
+    the current end (more epochs or steps than it was trained for) resumes training.
     """
     state = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
-    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
-    finished = 0 < state.get("max_steps", 0) <= state.get("global_step", 0) or control.get("should_training_stop")
-    if not finished:  # (should_training_stop: early stopping had ended the run)
+    if not checkpoint or not training_finished(state, trainer.args):
         return dict(trainer.train(resume_from_checkpoint=checkpoint).metrics)
     from transformers import TrainerState
 
@@ -320,7 +279,12 @@ def save_model(trainer: Trainer, applied: Applied, processor: Any, output_dir: P
         if trainer.is_world_process_zero():
             applied.model.save_pretrained(staging)
     else:
-        trainer.save_model(str(staging))  # gathers sharded (FSDP/DeepSpeed) weights first
+        # The task model alone, also where the Trainer trained it inside a DomainAdaptedModel.
+        trained, trainer.model = trainer.model, applied.model
+        try:
+            trainer.save_model(str(staging))  # gathers sharded (FSDP/DeepSpeed) weights first
+        finally:
+            trainer.model = trained
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(staging))
@@ -333,6 +297,105 @@ def save_model(trainer: Trainer, applied: Applied, processor: Any, output_dir: P
         shutil.rmtree(staging, ignore_errors=True)
 
 
+# --------------------------------------------------------------------------- domain adaptation runs
+
+
+def source_only_config(cfg: RunConfig) -> RunConfig:
+    """The same run without adaptation, into OUTPUT_DIR/source_only (the baseline)."""
+    da = cfg.domain_adaptation
+    assert da is not None
+    baseline = dataclasses.replace(da, method="source_only", compare_source_only=False)
+    training = {**cfg.training, "output_dir": str(cfg.output_dir / "source_only")}
+    return dataclasses.replace(cfg, domain_adaptation=baseline, training=training)
+
+
+def source_only_baseline(cfg: RunConfig, modality: Modality) -> dict[str, Any] | None:
+    """Train the source-only baseline when the run asks for it and the target has labels."""
+    da = cfg.domain_adaptation
+    if da is None or da.method == "source_only" or not da.compare_source_only:
+        return None
+    if not domain.target_has_labels(cfg, modality):
+        logger.info("domain_adaptation: the target has no labels; no source-only comparison")
+        return None
+    logger.info("domain_adaptation: training the source-only baseline first (%s/source_only)", cfg.output_dir)
+    return finetune(source_only_config(cfg))
+
+
+def dapt_key(cfg: RunConfig, texts: list[str]) -> dict[str, Any]:
+    """Everything continued pretraining's output depends on: reuse it only when all are equal."""
+    from tlhub.cache import library_versions, model_identity
+
+    da = cfg.domain_adaptation
+    assert da is not None
+    return {
+        "model": model_identity(cfg),
+        "texts_sha256": hashlib.sha256("\0".join(texts).encode("utf-8")).hexdigest(),
+        "dapt": dataclasses.asdict(da.dapt),
+        "max_length": cfg.data.max_length,
+        "seed": int(cfg.training.get("seed", 42)),
+        "versions": library_versions(),
+    }
+
+
+def continue_pretraining(cfg: RunConfig, processor: Any, target: domain.TargetData, source_texts: list[str]) -> RunConfig:
+    """DAPT: masked-LM training of the pretrained model on the target text.
+
+    Writes the adapted backbone (and tokenizer) to ``OUTPUT_DIR/dapt`` and returns the
+    run's config with ``model.name_or_path`` pointing there, so the rest of the run
+    fine-tunes the adapted weights exactly as it would the original ones. A finished
+    ``dapt`` folder is reused only when its key (model, texts, settings, seed, library
+    versions; see :func:`dapt_key`) equals this run's; otherwise it is trained again.
+    """
+    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
+
+    from tlhub.modalities import load_auto_model
+
+    da = cfg.domain_adaptation
+    assert da is not None and target.texts is not None
+    settings = da.dapt
+    out = cfg.output_dir / "dapt"
+    done = out / "tlhub_dapt.json"
+    seed = int(cfg.training.get("seed", 42))
+    texts = list(target.texts) + (list(source_texts) if settings.include_source_text else [])
+    key = json.loads(json.dumps(dapt_key(cfg, texts), default=str))
+    try:
+        reuse = json.loads(done.read_text()).get("key") == key
+    except (OSError, ValueError):
+        reuse = False
+    if not reuse:
+        model = load_auto_model(AutoModelForMaskedLM, cfg.model)
+        corpus = datasets.Dataset.from_dict({"text": texts}).map(
+            lambda b: processor(b["text"], truncation=True, max_length=cfg.data.max_length, return_special_tokens_mask=True),
+            batched=True,
+            remove_columns=["text"],
+        )
+        inherited = {k: cfg.training[k] for k in ("use_cpu", "disable_tqdm", "fp16", "bf16", "logging_steps") if k in cfg.training}
+        args = TrainingArguments(
+            output_dir=str(out / "trainer"),
+            num_train_epochs=settings.epochs,
+            max_steps=settings.max_steps or -1,
+            learning_rate=settings.learning_rate,
+            per_device_train_batch_size=settings.batch_size,
+            save_strategy="no",
+            report_to="none",
+            seed=seed,
+            **inherited,
+        )
+        collator = DataCollatorForLanguageModeling(processor, mlm_probability=settings.mlm_probability, seed=seed)
+        trainer = Trainer(model=model, args=args, train_dataset=corpus, data_collator=collator, processing_class=processor)
+        if trainer.is_world_process_zero():
+            done.unlink(missing_ok=True)  # the old output is no longer this run's
+        result = trainer.train()
+        trainer.save_model(str(out))
+        if trainer.is_world_process_zero():
+            info = {"key": key, "target_texts": len(target.texts), "texts": len(texts), "train_loss": result.training_loss}
+            atomic_write_json(done, info)
+        trainer.accelerator.wait_for_everyone()
+        logger.info("dapt: %d masked-LM steps on %d target texts -> %s", result.global_step, len(texts), out)
+    set_seed(seed)  # the new head starts from the same random state as in the source-only run
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(out), pretrained=True))
+
+
 # --------------------------------------------------------------------------- a run
 
 
@@ -340,35 +403,41 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     """Train and evaluate one run; return (and write to OUTPUT_DIR/all_results.json) its results."""
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
     modality = get_modality(cfg.modality)
-    # Domain adaptation with a labelled target: the source-only baseline trains first
-    baseline = domain.source_only_baseline(cfg, modality) if cfg.domain_adaptation is not None else None
-    set_seed(int(cfg.training.get("seed", 42)))
     if cfg.task not in modality.tasks:
         raise ConfigError(f"task: the {cfg.modality} modality supports {', '.join(modality.tasks)}, not '{cfg.task}'")
     if cfg.strategy.name == "lora" and not cfg.model.pretrained:
         raise ConfigError("strategy.name: lora adapts pretrained weights; with model.pretrained: false use full")
-
-    # Data: read, check, split
-    loaded = load_data(cfg, modality)
-
-    # Model: pretrained (or random) body with a new head sized to the labels
-    processor = modality.load_processor(cfg)
-    target = None
-    if cfg.domain_adaptation is not None:  # the target domain; dapt first pretrains on its text
+    if cfg.domain_adaptation is not None:
         domain.check_supported(cfg)
-        target = domain.load_target(cfg, modality, processor, loaded.label_names)
-        if cfg.domain_adaptation.method == "dapt":
-            cfg = domain.continue_pretraining(cfg, processor, target, list(loaded.splits["train"][cfg.data.text_column]))
-    model = modality.load_model(cfg, loaded.label_names)
+    args = training_arguments(cfg, has_eval=True)
+    run_cfg = cfg  # what config.yaml records, also when dapt points the model elsewhere
+    set_seed(int(cfg.training.get("seed", 42)))
 
-    # Strategy: which weights train
+    # Data: read, check, split (and the target domain's rows)
+    loaded = load_data(cfg, modality)
+    processor = modality.load_processor(cfg)
+    target = domain.load_target(cfg, modality, processor, loaded.label_names) if cfg.domain_adaptation is not None else None
+
+    # Model: pretrained (or random) body with a new head sized to the labels; the strategy picks which weights train
+    model = modality.load_model(cfg, loaded.label_names)
     applied = STRATEGIES.get(cfg.strategy.name)(model, cfg.strategy, modality, cfg.task)
+
+    # Run folder: this config's alone (another config's run is refused, or cleared), and the
+    # checkpoint to resume from. Everything above only reads, so bad input fails first.
+    checkpoint = prepare_output_dir(cfg, args)
+
+    # Domain adaptation: the source-only baseline trains first (when the target has labels);
+    # dapt pretrains on the target text, and the model then loads from the adapted weights
+    baseline = source_only_baseline(cfg, modality) if cfg.domain_adaptation is not None else None
+    if target is not None and cfg.domain_adaptation.method == "dapt":
+        cfg = continue_pretraining(cfg, processor, target, list(loaded.splits["train"][cfg.data.text_column]))
+        model = modality.load_model(cfg, loaded.label_names)
+        applied = STRATEGIES.get(cfg.strategy.name)(model, cfg.strategy, modality, cfg.task)
     trainable, total = count_parameters(applied.model)
 
     # Feature extraction with strategy.cache: the frozen backbone runs once per example
     # and the head trains on the stored features (tlhub.cache). Otherwise preprocessing
     # is applied lazily as batches are drawn.
-    args = training_arguments(cfg, has_eval=True)
     cache = cached_splits(cfg, modality, processor, applied.model, loaded.splits, args) if uses_feature_cache(cfg, applied) else None
     if cache is not None:
         loaded.splits = datasets.DatasetDict(cache.splits)
@@ -382,7 +451,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     trainer = make_trainer(cfg, modality, processor, applied, args, loaded.splits["train"], loaded.splits["validation"], aligned)
     if cache is not None:
         trainer.data_collator = feature_collator
-    train_metrics = train_or_restore(trainer, resume_checkpoint(cfg))
+    train_metrics = train_or_restore(trainer, checkpoint)
 
     # Evaluate on validation (and test)
     results: dict[str, Any] = dict(train_metrics)
@@ -408,8 +477,14 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     output_dir = cfg.output_dir
     save_model(trainer, applied, processor, output_dir)
     if trainer.is_world_process_zero():
-        save_config(cfg, output_dir / RUN_CONFIG)
-        info = {"modality": cfg.modality, "task": cfg.task, "strategy": cfg.strategy.name, "label_names": loaded.label_names}
+        save_config(run_cfg, output_dir / RUN_CONFIG)
+        info = {
+            "modality": cfg.modality,
+            "task": cfg.task,
+            "strategy": cfg.strategy.name,
+            "label_names": loaded.label_names,
+            "base_model": cfg.model.name_or_path,  # what a LoRA adapter applies to (dapt: OUTPUT_DIR/dapt)
+        }
         atomic_write_json(output_dir / RUN_INFO, info)
         if cfg.strategy.name == "lora" and cfg.strategy.lora.merge:
             merged = applied.model.merge_and_unload()
@@ -417,7 +492,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
         # trainer_state.json as Trainer.save_state() writes it, but atomically; then
         # all_results.json last: its presence marks a finished run.
         atomic_write_json(output_dir / "trainer_state.json", dataclasses.asdict(trainer.state))
-        atomic_write_json(output_dir / "all_results.json", results)
+        atomic_write_json(output_dir / RESULTS, results)
     return results
 
 
@@ -436,34 +511,50 @@ class Run:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Load a run directory written by :func:`finetune` (any strategy)."""
+    """Load a run directory written by :func:`finetune` (any strategy).
+
+    The model is read the way its strategy saved it (``tlhub_run.json`` says which), never
+    guessed from the files present, and only from a finished run (``all_results.json``).
+    """
     run_dir = Path(run_dir)
-    if not (run_dir / RUN_CONFIG).is_file() or not (run_dir / RUN_INFO).is_file():
-        raise DataError(f"{run_dir}: not a finished tlhub run (no {RUN_CONFIG} and {RUN_INFO}); pass training.output_dir of a run")
+    if not all((run_dir / name).is_file() for name in (RUN_CONFIG, RUN_INFO, RESULTS)):
+        raise DataError(
+            f"{run_dir}: not a finished tlhub run (no {RUN_CONFIG}, {RUN_INFO} and {RESULTS}); pass training.output_dir of a run"
+        )
     cfg = build(RunConfig, read_yaml(run_dir / RUN_CONFIG))
     info = json.loads((run_dir / RUN_INFO).read_text())
     modality = get_modality(cfg.modality)
     label_names = info.get("label_names")
     processor = modality.load_processor(cfg, source=str(run_dir))
-    if PooledClassifier.is_saved_in(run_dir):
+    strategy = info.get("strategy", cfg.strategy.name)
+    if strategy == "feature_extraction" and PooledClassifier.is_saved_in(run_dir):
         model: nn.Module = PooledClassifier.from_pretrained(run_dir)
-    elif (run_dir / "adapter_config.json").is_file():
+    elif strategy == "lora":
         from peft import PeftModel
 
-        base = modality.load_model(cfg, label_names)  # the pretrained model the adapter was trained on
+        base_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=info.get("base_model", cfg.model.name_or_path)))
+        base = modality.load_model(base_cfg, label_names)  # the pretrained model the adapter was trained on
         model = PeftModel.from_pretrained(base, str(run_dir))
     else:
         local = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(run_dir), pretrained=True))
         model = modality.load_model(local, label_names)
+    model.to(inference_device())
     model.eval()
     return Run(cfg, modality, model, processor, label_names)
+
+
+def inference_device() -> torch.device:
+    """Where a loaded run predicts: the GPU when there is one, as training would use."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _batch(run: Run, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     raw = {key: [row[key] for row in rows] for key in rows[0]}
     features = run.modality.transform(run.processor, run.cfg, train=False)(raw)
     examples = [{k: v[i] for k, v in features.items()} for i in range(len(rows))]
-    return run.modality.collator(run.processor, run.cfg, run.model)(examples)
+    batch = run.modality.collator(run.processor, run.cfg, run.model)(examples)
+    device = next(run.model.parameters()).device
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -479,7 +570,8 @@ def predict(run: Run, inputs: list[str], batch_size: int = 32) -> list[dict[str,
             names = run.label_names or [str(i) for i in range(probs.shape[-1])]
             out += [{"input": v, "label": names[i], "score": float(s)} for v, i, s in zip(chunk, ids.tolist(), scores)]
         elif run.cfg.task == "text2text":
-            generated = run.model.generate(**batch, max_new_tokens=run.cfg.data.max_target_length)
+            # max_length, as Seq2SeqTrainer passes generation_max_length: the same outputs as evaluation's
+            generated = run.model.generate(**batch, max_length=run.cfg.data.max_target_length)
             texts = run.processor.batch_decode(generated, skip_special_tokens=True)
             out += [{"input": v, "text": t} for v, t in zip(chunk, texts)]
         else:
@@ -490,7 +582,16 @@ def predict(run: Run, inputs: list[str], batch_size: int = 32) -> list[dict[str,
 
 
 def evaluate_run(run: Run, data: str, output_dir: str | Path | None = None) -> dict[str, float]:
-    """Metrics of a finished run on a labelled file or dataset (same columns as training)."""
+    """Metrics of a finished run on a labelled file or dataset (same columns as training).
+
+    The Trainer's scratch folder is `output_dir`, or a temporary folder removed after:
+    never a path saved at training time, which may be relative to another working folder.
+    """
+    if output_dir is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="tlhub-evaluate-") as scratch:
+            return evaluate_run(run, data, scratch)
     cfg = run.cfg
     ds, base_dir = read_source(data, cfg.data.eval_split, "--data", cfg, run.modality)
     require_columns(ds, run.modality.required_columns(cfg), "--data")
@@ -498,7 +599,7 @@ def evaluate_run(run: Run, data: str, output_dir: str | Path | None = None) -> d
     if cfg.task == "classification":
         ds = encode_labels(ds, cfg.data.label_column, run.label_names, "--data")
     ds.set_transform(run.modality.transform(run.processor, cfg, train=False))
-    scratch = Path(output_dir) if output_dir else cfg.output_dir / "evaluate"
+    scratch = Path(output_dir)
     values = {"report_to": "none", "per_device_eval_batch_size": cfg.training.get("per_device_eval_batch_size", 8)}
     args_cls = Seq2SeqTrainingArguments if cfg.task == "text2text" else TrainingArguments
     extra = {"predict_with_generate": True, "generation_max_length": cfg.data.max_target_length} if cfg.task == "text2text" else {}

@@ -15,9 +15,12 @@ Four methods, chosen by ``domain_adaptation.method``:
 
 The first three need a loss of their own, hence :class:`DomainAdaptationTrainer`, the
 one ``transformers.Trainer`` subclass in tlhub: it draws a target batch for every
-source batch, pools both batches' last hidden states (``tlhub.models.pool``, so it
-works for any modality whose model returns ``hidden_states``) and adds the domain
-loss. Everything else (data, models, strategies, saving) is the ordinary pipeline.
+source batch and trains a :class:`DomainAdaptedModel` (the task model plus dann's
+domain classifier, one module for DDP, checkpoints and resume), which pools both
+batches' last hidden states (``tlhub.models.pool``, so it works for any modality whose
+model returns ``hidden_states``) and adds the domain loss. Everything else (data,
+models, strategies, saving) is the ordinary pipeline; dapt and the source-only
+baseline are runs of it (``tlhub.pipeline``).
 
 The target's labels, where it has them, are never trained on: they measure the
 adaptation (``target_accuracy``) beside a source-only run of the same config
@@ -38,7 +41,7 @@ import datasets
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import Trainer
 
 from tlhub.data import LABELS, encode_labels, read_source, require_columns, sample, where
 from tlhub.errors import ConfigError, DataError
@@ -150,37 +153,84 @@ def pooled_features(outputs: Any, pooling: str, attention_mask: torch.Tensor | N
 # --------------------------------------------------------------------------- the Trainer
 
 
+class DomainAdaptedModel(nn.Module):
+    """The task model and what a method adds to it (dann's domain classifier), as one module.
+
+    The Trainer prepares, wraps (DDP), checkpoints and restores this module, so the
+    domain classifier's gradients are all-reduced with the model's, its weights are in
+    every checkpoint and a resume restores them with their optimizer state. One forward
+    computes the task outputs on the source batch and the domain loss on both batches
+    (DDP needs one forward per backward). Without ``target_inputs`` (evaluation) it is the
+    task model alone. The final run folder holds the task model only.
+    """
+
+    def __init__(self, model: nn.Module, settings: DomainAdaptationConfig) -> None:
+        super().__init__()
+        if settings.method not in ALIGNMENT_METHODS:
+            raise ConfigError(f"domain_adaptation.method: {settings.method} has no domain loss; expected one of {ALIGNMENT_METHODS}")
+        self.model = model
+        self.settings = settings
+        self.config = model.config
+        self.domain_classifier = (
+            DomainClassifier(feature_dim(model.config), settings.discriminator_hidden) if settings.method == "dann" else None
+        )
+
+    def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
+        self.model.gradient_checkpointing_enable(**kwargs)
+
+    def forward(
+        self, labels: torch.Tensor | None = None, target_inputs: dict[str, Any] | None = None, coefficient: float = 1.0, **inputs: Any
+    ) -> Any:
+        # `labels` by name: the Trainer finds a model's label arguments in its forward's signature
+        if labels is not None:
+            inputs["labels"] = labels
+        if target_inputs is None:
+            return self.model(**inputs)
+        pooling = self.settings.pooling
+        outputs = self.model(**inputs, output_hidden_states=True)
+        source = pooled_features(outputs, pooling, inputs.get("attention_mask"))
+        target_outputs = self.model(**target_inputs, output_hidden_states=True)
+        target = pooled_features(target_outputs, pooling, target_inputs.get("attention_mask"))
+        outputs["domain_loss"] = self.domain_loss(source, target, coefficient)
+        return outputs
+
+    def domain_loss(self, source: torch.Tensor, target: torch.Tensor, coefficient: float) -> torch.Tensor:
+        """The method's weighted domain loss for pooled source and target features."""
+        s = self.settings
+        if self.domain_classifier is not None:
+            self.domain_classifier.reversal.coefficient = coefficient
+            logits = self.domain_classifier(torch.cat([source, target]).float())
+            domains = torch.cat([torch.zeros(len(source)), torch.ones(len(target))]).to(logits.device)
+            return s.weight * nn.functional.binary_cross_entropy_with_logits(logits, domains)
+        loss = coral_loss(source, target) if s.method == "coral" else mmd_loss(source, target)
+        return s.weight * coefficient * loss
+
+
 class DomainAdaptationTrainer(Trainer):
     """A Trainer whose training loss is the task loss plus a domain loss.
 
-    For every source batch it draws a batch of the (unlabelled) target dataset, runs
-    the model on both with ``output_hidden_states=True``, pools the last hidden states
-    and adds ``weight * domain_loss``. Evaluation is the plain Trainer's. The domain
-    classifier of ``dann`` lives beside the model (it is not saved with it) and trains
-    in its own optimizer parameter group.
+    It trains a :class:`DomainAdaptedModel` around the task model: for every source batch
+    it draws a batch of the (unlabelled) target dataset and hands both to that module's
+    forward, which adds ``weight * domain_loss``. Evaluation is the plain Trainer's.
     """
 
     def __init__(self, *args: Any, target_dataset: datasets.Dataset, settings: DomainAdaptationConfig, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if settings.method not in ALIGNMENT_METHODS:
-            raise ConfigError(f"domain_adaptation.method: {settings.method} has no domain loss; expected one of {ALIGNMENT_METHODS}")
+        model = kwargs.pop("model")
+        super().__init__(*args, model=model if isinstance(model, DomainAdaptedModel) else DomainAdaptedModel(model, settings), **kwargs)
         self.settings = settings
         self.target_dataset = target_dataset
         self._target_iter: Iterator[dict[str, Any]] | None = None
         self._target_epoch = 0
         self._domain_losses: list[float] = []
         self._coefficient = 0.0
-        self.domain_classifier: DomainClassifier | None = None
-        if settings.method == "dann":
-            dim = feature_dim(self.model.config)
-            self.domain_classifier = DomainClassifier(dim, settings.discriminator_hidden).to(self.args.device)
 
-    # The domain classifier trains with the model: one more parameter group, added
-    # before the learning-rate scheduler is built so that it follows the schedule too.
+    # With an optimizer built from tlhub's learning-rate groups (layer_lr_decay), the
+    # domain classifier is one more group, added before the scheduler is built.
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
-        if self.domain_classifier is not None:
-            params = list(self.domain_classifier.parameters())
+        classifier = self.model.domain_classifier
+        if classifier is not None:
+            params = list(classifier.parameters())
             present = {id(p) for group in optimizer.param_groups for p in group["params"]}
             if id(params[0]) not in present:
                 optimizer.add_param_group({"params": params, "weight_decay": 0.0})
@@ -207,21 +257,6 @@ class DomainAdaptationTrainer(Trainer):
         batch.pop(LABELS, None)
         return self._prepare_inputs(batch)
 
-    def domain_loss(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The method's domain loss for pooled source and target features (ramped)."""
-        s = self.settings
-        progress = self.state.global_step / max(self.state.max_steps or 1, 1)
-        self._coefficient = ramp(progress, s.ramp_gamma) if s.schedule == "ramp" else 1.0
-        if s.method == "dann":
-            assert self.domain_classifier is not None
-            self.domain_classifier.train()
-            self.domain_classifier.reversal.coefficient = self._coefficient
-            logits = self.domain_classifier(torch.cat([source, target]).float())
-            domains = torch.cat([torch.zeros(len(source)), torch.ones(len(target))]).to(logits.device)
-            return s.weight * nn.functional.binary_cross_entropy_with_logits(logits, domains)
-        loss = coral_loss(source, target) if s.method == "coral" else mmd_loss(source, target)
-        return s.weight * self._coefficient * loss
-
     def compute_loss(
         self,
         model: nn.Module,
@@ -231,14 +266,12 @@ class DomainAdaptationTrainer(Trainer):
     ) -> Any:
         if not model.training:  # evaluation: the plain task loss
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        pooling = self.settings.pooling
-        loss, outputs = super().compute_loss(
-            model, {**inputs, "output_hidden_states": True}, return_outputs=True, num_items_in_batch=num_items_in_batch
-        )
-        source = pooled_features(outputs, pooling, inputs.get("attention_mask"))
-        target_inputs = self._next_target_batch()
-        target = pooled_features(model(**target_inputs, output_hidden_states=True), pooling, target_inputs.get("attention_mask"))
-        domain = self.domain_loss(source, target)
+        s = self.settings
+        progress = self.state.global_step / max(self.state.max_steps or 1, 1)
+        self._coefficient = ramp(progress, s.ramp_gamma) if s.schedule == "ramp" else 1.0
+        inputs = {**inputs, "target_inputs": self._next_target_batch(), "coefficient": self._coefficient}
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        domain = outputs["domain_loss"]
         scaled = (
             self.loss_is_scaled_for_ga
             if self.loss_is_scaled_for_ga is not None
@@ -343,87 +376,7 @@ def load_target(cfg: RunConfig, modality: Modality, processor: Any, label_names:
     return TargetData(tcfg, unlabelled, labelled, texts)
 
 
-# --------------------------------------------------------------------------- dapt
-
-
-def continue_pretraining(cfg: RunConfig, processor: Any, target: TargetData, source_texts: list[str]) -> RunConfig:
-    """DAPT: masked-LM training of the pretrained model on the target text.
-
-    Writes the adapted backbone (and tokenizer) to ``OUTPUT_DIR/dapt`` and returns the
-    run's config with ``model.name_or_path`` pointing there, so the rest of the run
-    fine-tunes the adapted weights exactly as it would the original ones. A finished
-    ``dapt`` folder from an earlier attempt of the same run is reused.
-    """
-    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
-
-    from tlhub.modalities import load_auto_model
-
-    da = cfg.domain_adaptation
-    assert da is not None and target.texts is not None
-    settings = da.dapt
-    out = cfg.output_dir / "dapt"
-    done = out / "tlhub_dapt.json"
-    seed = int(cfg.training.get("seed", 42))
-    if not done.is_file():
-        model = load_auto_model(AutoModelForMaskedLM, cfg.model)
-        texts = list(target.texts) + (list(source_texts) if settings.include_source_text else [])
-        corpus = datasets.Dataset.from_dict({"text": texts}).map(
-            lambda b: processor(b["text"], truncation=True, max_length=cfg.data.max_length, return_special_tokens_mask=True),
-            batched=True,
-            remove_columns=["text"],
-        )
-        inherited = {k: cfg.training[k] for k in ("use_cpu", "disable_tqdm", "fp16", "bf16", "logging_steps") if k in cfg.training}
-        args = TrainingArguments(
-            output_dir=str(out / "trainer"),
-            num_train_epochs=settings.epochs,
-            max_steps=settings.max_steps or -1,
-            learning_rate=settings.learning_rate,
-            per_device_train_batch_size=settings.batch_size,
-            save_strategy="no",
-            report_to="none",
-            seed=seed,
-            **inherited,
-        )
-        collator = DataCollatorForLanguageModeling(processor, mlm_probability=settings.mlm_probability, seed=seed)
-        trainer = Trainer(model=model, args=args, train_dataset=corpus, data_collator=collator, processing_class=processor)
-        result = trainer.train()
-        trainer.save_model(str(out))
-        if trainer.is_world_process_zero():
-            import json
-
-            info = {"target_texts": len(target.texts), "texts": len(texts), "train_loss": result.training_loss}
-            done.write_text(json.dumps(info, indent=2) + "\n")
-        trainer.accelerator.wait_for_everyone()
-        logger.info("dapt: %d masked-LM steps on %d target texts -> %s", result.global_step, len(texts), out)
-    set_seed(seed)  # the new head starts from the same random state as in the source-only run
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(out), pretrained=True))
-
-
-# --------------------------------------------------------------------------- source-only vs adapted
-
-
-def source_only_config(cfg: RunConfig) -> RunConfig:
-    """The same run without adaptation, into OUTPUT_DIR/source_only (the baseline)."""
-    da = cfg.domain_adaptation
-    assert da is not None
-    baseline = dataclasses.replace(da, method="source_only", compare_source_only=False)
-    training = {**cfg.training, "output_dir": str(cfg.output_dir / "source_only")}
-    return dataclasses.replace(cfg, domain_adaptation=baseline, training=training)
-
-
-def source_only_baseline(cfg: RunConfig, modality: Modality) -> dict[str, Any] | None:
-    """Train the source-only baseline when the run asks for it and the target has labels."""
-    da = cfg.domain_adaptation
-    if da is None or da.method == "source_only" or not da.compare_source_only:
-        return None
-    check_supported(cfg)
-    if not target_has_labels(cfg, modality):
-        logger.info("domain_adaptation: the target has no labels; no source-only comparison")
-        return None
-    from tlhub.pipeline import finetune
-
-    logger.info("domain_adaptation: training the source-only baseline first (%s/source_only)", cfg.output_dir)
-    return finetune(source_only_config(cfg))
+# --------------------------------------------------------------------------- results
 
 
 def target_results(trainer: Trainer, target: TargetData, baseline: dict[str, Any] | None, method: str) -> dict[str, Any]:

@@ -1,0 +1,256 @@
+"""One run per folder: claiming ``training.output_dir``, checking a resume, clearing a used folder.
+
+A run folder holds the files of one config. ``config.yaml`` is written when a run starts
+(so every checkpoint in the folder is known to come from it) and again at the end;
+``tlhub_run.json`` and ``all_results.json``, written last, mark a finished run. Before
+anything trains, :func:`prepare_output_dir` compares the config of the run with the one
+the folder holds:
+
+- a fresh run (no resume) into a folder of *another* config is refused, naming what
+  differs, unless ``training.overwrite_output_dir: true``; then, and for a rerun of the
+  same config, the folder is cleared first, so that no file of the earlier run (a LoRA
+  adapter, a pooled head, checkpoints) can be loaded as the new run's;
+- a resume (``training.resume_from_checkpoint``) needs the checkpoint's config to be the
+  current one, except for how long training goes (``num_train_epochs``, ``max_steps``,
+  ``early_stopping_patience``), which may grow to continue a run;
+- settings that do not change what is trained (logging, progress bars, trackers, data
+  loader workers, the resume and overwrite switches themselves) are ignored.
+
+Clearing renames the folder aside in one step and removes it after, so a crash midway
+leaves either the old run whole or an empty folder, never a mix that loads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tlhub.config import read_yaml, save_config
+from tlhub.errors import ConfigError, TlhubError
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+    from tlhub.config import RunConfig
+
+RUN_CONFIG = "config.yaml"
+RUN_INFO = "tlhub_run.json"
+RESULTS = "all_results.json"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+# `training` keys that say how a run is carried out or watched, not what it trains.
+NOT_IDENTITY = frozenset(
+    {
+        "output_dir",
+        "resume_from_checkpoint",
+        "overwrite_output_dir",
+        "logging_steps",
+        "logging_strategy",
+        "logging_first_step",
+        "logging_dir",
+        "logging_nan_inf_filter",
+        "disable_tqdm",
+        "report_to",
+        "run_name",
+        "project",
+        "trackio_space_id",
+        "dataloader_num_workers",
+        "dataloader_persistent_workers",
+        "dataloader_prefetch_factor",
+        "dataloader_pin_memory",
+        "save_total_limit",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_strategy",
+        "hub_token",
+        "hub_private_repo",
+        "hub_always_push",
+        "hub_revision",
+    }
+)
+# How long training goes: a resume may raise these to continue a finished run.
+LENGTH_KEYS = frozenset({"training.num_train_epochs", "training.max_steps", "training.early_stopping_patience"})
+
+
+def identity(config: dict[str, Any]) -> dict[str, str]:
+    """The settings that define a run, flattened to dotted keys (``strategy.lora.r``)."""
+    flat: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                if prefix == "training." and key in NOT_IDENTITY:
+                    continue
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix.rstrip(".")] = repr(node)
+
+    walk(config, "")
+    return flat
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for each defining setting that differs between two configs."""
+    a, b = identity(old), identity(new)
+    missing = repr(None)
+    return [f"{key}: {a.get(key, missing)} -> {b.get(key, missing)}" for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)]
+
+
+def _shown(diffs: list[str]) -> str:
+    return "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether `folder` holds (part of) a tlhub run: its config, results or checkpoints."""
+    if not folder.is_dir():
+        return False
+    if any((folder / name).exists() for name in (RUN_CONFIG, RUN_INFO, RESULTS)):
+        return True
+    return any(child.name.startswith(CHECKPOINT_PREFIX) for child in folder.iterdir())
+
+
+def stored_config(folder: Path) -> dict[str, Any] | None:
+    """The config a run folder was written by (None when it has no readable config.yaml)."""
+    try:
+        return read_yaml(folder / RUN_CONFIG)
+    except TlhubError:
+        return None
+
+
+def check_output_dir(path: Path) -> None:
+    """A usable output folder: not a file, creatable."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"training.output_dir: {path} is a file; name a folder for the run's outputs")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"training.output_dir: cannot create {path} ({exc.strerror or exc}); choose a writable folder") from None
+
+
+def clear_run_dir(path: Path) -> None:
+    """Remove every file of the run in `path` and leave it empty.
+
+    The folder is renamed aside in one step (the old run leaves output_dir at once), then
+    deleted. Where that rename is impossible (a mount point), the files that mark a
+    finished run go first, so a crash midway never leaves a folder that loads.
+    """
+    path = path.resolve()
+    cwd = Path.cwd().resolve()
+    if path == cwd or path in cwd.parents:
+        raise ConfigError(
+            f"training.output_dir: {path} is the working folder or above it; tlhub clears a used run folder "
+            "before a new run, so give the run a folder of its own"
+        )
+    trash = path.with_name(f".{path.name}.tlhub-replaced")
+    shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.replace(path, trash)
+    except OSError:
+        for name in (RESULTS, RUN_INFO, RUN_CONFIG):
+            (path / name).unlink(missing_ok=True)
+        for child in path.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def prepare_output_dir(cfg: RunConfig, args: TrainingArguments) -> str | None:
+    """Make ``training.output_dir`` this run's folder; return the checkpoint to resume from.
+
+    The main process checks, clears and claims the folder first; the other processes then
+    only look up the checkpoint, which is the same for all.
+    """
+    out = cfg.output_dir
+    current = cfg.to_dict()
+    overwrite = bool(cfg.training.get("overwrite_output_dir"))
+    with args.main_process_first(desc="run folder", local=False):
+        if not args.process_index == 0:
+            return resume_checkpoint(cfg)
+        check_output_dir(out)
+        checkpoint = resume_checkpoint(cfg)
+        source = Path(checkpoint).parent if checkpoint else out
+        if checkpoint is not None or holds_run(out):
+            old = stored_config(source)
+            diffs = differences(old, current) if old is not None else [f"{source / RUN_CONFIG}: missing, so its config is unknown"]
+            defining = [d for d in diffs if d.split(":")[0] not in LENGTH_KEYS]
+            if checkpoint is not None and defining:
+                if not overwrite:
+                    raise ConfigError(
+                        f"training.resume_from_checkpoint: {checkpoint} was written by another config ({_shown(defining)}); "
+                        "resume with that config, or set training.overwrite_output_dir=true to start afresh"
+                    )
+                checkpoint = None
+            if checkpoint is None:
+                if diffs and not overwrite:
+                    raise ConfigError(
+                        f"training.output_dir: {out} holds a run of another config ({_shown(diffs)}); "
+                        "set training.overwrite_output_dir=true to replace it, or choose another output_dir"
+                    )
+                clear_run_dir(out)
+            elif diffs:  # a resume that trains longer: the finished run's results no longer hold
+                for name in (RESULTS, RUN_INFO):
+                    (out / name).unlink(missing_ok=True)
+        save_config(cfg, out / RUN_CONFIG)  # every checkpoint from now on is this config's
+        return checkpoint
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def complete_checkpoint(folder: Path) -> bool:
+    """True when the Trainer finished writing checkpoint `folder`.
+
+    The Trainer writes a checkpoint in place: weights, optimizer, scheduler, RNG state,
+    and ``trainer_state.json`` last. A run killed while saving leaves a folder without
+    a readable trainer_state.json (or one for another step); such a folder is skipped.
+    """
+    import json
+
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        step = int(folder.name.removeprefix(CHECKPOINT_PREFIX))
+    except (OSError, ValueError):
+        return False
+    weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) or any(folder.glob("pytorch_model*"))
+    return state.get("global_step") == step and weights
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder in `output_dir`, or None."""
+    if not output_dir.is_dir():
+        return None
+    found = []
+    for folder in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+        suffix = folder.name.removeprefix(CHECKPOINT_PREFIX)
+        if folder.is_dir() and suffix.isdigit() and complete_checkpoint(folder):
+            found.append((int(suffix), folder))
+    return str(max(found)[1]) if found else None
+
+
+def resume_checkpoint(cfg: RunConfig) -> str | None:
+    """The checkpoint to resume from, per ``training.resume_from_checkpoint``.
+
+    ``auto``: the last complete checkpoint in output_dir, or a fresh start when there is
+    none. ``true``: the same, but having none is an error. A path: that checkpoint.
+    Incomplete checkpoints (a run killed while saving) are skipped, not loaded.
+    """
+    value = cfg.training.get("resume_from_checkpoint")
+    if value in (None, False, "false", "False", ""):
+        return None
+    if value in ("auto", True, "true", "True"):
+        found = last_complete_checkpoint(cfg.output_dir)
+        if found is None and value != "auto":
+            raise ConfigError(
+                f"training.resume_from_checkpoint: no complete checkpoint in {cfg.output_dir}; "
+                "use auto to start fresh when there is none"
+            )
+        return found
+    path = Path(str(value))
+    if not complete_checkpoint(path):
+        raise ConfigError(
+            f"training.resume_from_checkpoint: {path} is not a complete checkpoint folder "
+            "(no trainer_state.json and weights); pass a checkpoint-N folder or auto"
+        )
+    return str(path)

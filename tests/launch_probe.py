@@ -12,7 +12,13 @@ the Trainer it builds also
   process's distributed setup (``$TLHUB_PROBE_DIR/rank<RANK>.env.json``), so a test
   can check that processes saw different shards;
 - with ``TLHUB_PROBE_STALL_AT=N``, after the checkpoint of step N is saved, writes
-  ``$TLHUB_PROBE_DIR/saved-N`` and sleeps, so a test can SIGKILL a run at a known point.
+  ``$TLHUB_PROBE_DIR/saved-N`` and sleeps, so a test can SIGKILL a run at a known point;
+- with ``TLHUB_PROBE_STALL_IN_SAVE=1``, in the final save after the model files are in
+  place and before trainer_state.json and all_results.json, writes
+  ``$TLHUB_PROBE_DIR/final-save`` and sleeps;
+- at the end of training, writes a hash of every parameter the Trainer trained (the
+  model and what a method adds, such as DANN's domain classifier) to
+  ``$TLHUB_PROBE_DIR/rank<RANK>.params.json``, so a test can check that processes agree.
 """
 
 from __future__ import annotations
@@ -42,6 +48,27 @@ class Stall(TrainerCallback):
         if state.global_step == self.step and state.is_world_process_zero:
             (PROBE_DIR / f"saved-{self.step}").write_text("saved\n")
             time.sleep(300)
+
+
+class ParameterHash(TrainerCallback):
+    """At the end of training, a hash of each trained parameter on this process."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        import hashlib
+
+        hashes = {name: hashlib.sha256(p.detach().cpu().float().numpy().tobytes()).hexdigest()[:16]
+                  for name, p in model.named_parameters() if p.requires_grad}  # fmt: skip
+        (PROBE_DIR / f"rank{RANK}.params.json").write_text(json.dumps(hashes, sort_keys=True))
+
+
+def _stalling_final_save(write_json):  # noqa: ANN001
+    def write(path, data):  # noqa: ANN001, ANN202
+        if Path(path).name == "trainer_state.json":
+            (PROBE_DIR / "final-save").write_text("saving\n")
+            time.sleep(300)
+        return write_json(path, data)
+
+    return write
 
 
 def _recording(collate):  # noqa: ANN001
@@ -90,6 +117,7 @@ def _probed(make_trainer):  # noqa: ANN001
                 "ddp_find_unused_parameters": trainer.args.ddp_find_unused_parameters,
             }
             (PROBE_DIR / f"rank{RANK}.env.json").write_text(json.dumps(env))
+            trainer.add_callback(ParameterHash())
         if os.environ.get("TLHUB_PROBE_STALL_AT"):
             trainer.add_callback(Stall(int(os.environ["TLHUB_PROBE_STALL_AT"])))
         return trainer
@@ -100,6 +128,8 @@ def _probed(make_trainer):  # noqa: ANN001
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tlhub.pipeline.make_trainer = _probed(tlhub.pipeline.make_trainer)
+    if os.environ.get("TLHUB_PROBE_STALL_IN_SAVE"):
+        tlhub.pipeline.atomic_write_json = _stalling_final_save(tlhub.pipeline.atomic_write_json)
     if sys.argv[1].endswith(".py"):
         import runpy
 

@@ -42,6 +42,9 @@ def _yaml(tiny_bert: Path, toy_csv: Path, tmp_path: Path, epochs: int = 2) -> Pa
         (["--fractions", "half"], "--fractions: 'half' is not a number; give fractions of the training data in (0, 1], e.g. 0.1,0.5,1.0"),
         (["--fractions", "0.5", "--baseline", "scrach"], "--baseline: unknown baseline 'scrach' (did you mean 'scratch'?); choose from: scratch, none"),
         (["data.max_length=0", "--strategies", "full"], "data.max_length: must be positive, got 0"),
+        # dotted overrides after the flags count too, as users type them
+        (["--strategies", "full", "data.max_length=0"], "data.max_length: must be positive, got 0"),
+        (["--fractions", "0.5", "training.num_train_epochs=-2"], "training.num_train_epochs: must be in (0, inf], got -2"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, message, tiny_bert: Path, toy_csv: Path, tmp_path: Path, capsys) -> None:
@@ -51,6 +54,13 @@ def test_bad_arguments_exit_2_with_one_line(args, message, tiny_bert: Path, toy_
     err = capsys.readouterr().err
     assert err == f"tlhub: error: {message}\n"
     assert not (tmp_path / "run" / "compare").exists()  # nothing trained
+
+
+def test_unknown_words_after_the_flags_are_still_an_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(tmp_path / "c.yaml"), "--strategies", "full", "--nope"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("tlhub: error: unrecognized arguments: --nope")
 
 
 def test_missing_config_exits_2(tmp_path: Path, capsys) -> None:

@@ -149,6 +149,36 @@ def test_two_processes_lora_through_recipe(tmp_path: Path, tiny_bert: Path) -> N
     assert (out / "adapter_model.safetensors").is_file()
 
 
+def test_two_processes_dann_keep_the_domain_classifier_in_sync(tmp_path: Path, tiny_bert: Path) -> None:
+    """DANN's domain classifier is part of the module DDP wraps: its gradients are
+    all-reduced like the model's, so both processes end with the same weights, and the
+    checkpoints hold it."""
+    data = write_rows(tmp_path / "target.csv", [{"review": r["text"]} for r in unique_rows(32)])
+    out, probe = tmp_path / "run", tmp_path / "probe"
+    config = run_config(tmp_path, tiny_bert, "full", out)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["domain_adaptation"] = {"target": str(data), "text_column": "review", "method": "dann"}
+    cfg["training"].update(save_strategy="steps", save_steps=STEPS)
+    config.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TLHUB_PROBE_DIR": str(probe), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [*LAUNCH, "--main_process_port", str(free_port()), str(ROOT / "tests" / "launch_probe.py"), "train", str(config)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hashes = [json.loads((probe / f"rank{r}.params.json").read_text()) for r in (0, 1)]
+    classifier = [name for name in hashes[0] if "domain_classifier" in name]
+    assert classifier and hashes[0] == hashes[1]
+    from safetensors import safe_open
+
+    with safe_open(str(out / f"checkpoint-{STEPS}" / "model.safetensors"), "pt") as f:
+        assert any(key.startswith("domain_classifier.") for key in f.keys())
+    with safe_open(str(out / "model.safetensors"), "pt") as f:  # the run's model: the task model alone
+        assert not any("domain_classifier" in key for key in f.keys())
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == STEPS and any("domain_loss" in e for e in state["log_history"])
+
+
 def test_accelerate_configs_name_their_launch_command() -> None:
     """recipes/accelerate/*.yaml: valid accelerate configs whose first line is the launch command."""
     configs = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))

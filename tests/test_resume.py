@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import text_config
+from tests.tiny_models import toy_sentiment_rows, write_rows
 from tlhub.cli import main
 from tlhub.config import config_from_dict
 from tlhub.pipeline import last_complete_checkpoint, resume_checkpoint, training_arguments
@@ -108,6 +110,56 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(tmp_pa
     after = [losses_b[step] for step in range(SAVE_EVERY + 1, STEPS + 1)]
     assert b["train_loss"] == pytest.approx(sum(after) / len(after), rel=1e-3)
     assert a["train_loss"] == pytest.approx(sum(losses_a.values()) / STEPS, rel=1e-3)
+
+
+def _kill_at(cfg: dict, workdir: Path, marker: str, **env: str) -> None:
+    """Start `tlhub train`, wait for the probe's `marker` file, SIGKILL it."""
+    probe = workdir / "probe"
+    shutil.rmtree(probe, ignore_errors=True)
+    proc = start(cfg, workdir, TLHUB_PROBE_DIR=str(probe), **env)
+    deadline = time.monotonic() + 180
+    while not (probe / marker).exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+
+def test_dann_killed_after_a_checkpoint_resumes_with_its_domain_classifier(tmp_path: Path, tiny_bert: Path, toy_csv: Path) -> None:
+    """The domain classifier is in the checkpoint, so the resumed run restores it (and its
+    optimizer state) instead of starting it again at random."""
+    target = write_rows(tmp_path / "target.csv", [{"review": r["text"]} for r in toy_sentiment_rows(40, seed=3)])
+    cfg = resume_config(tiny_bert, toy_csv, tmp_path / "run")
+    cfg["domain_adaptation"] = {"target": str(target), "text_column": "review", "method": "dann"}
+    _kill_at(cfg, tmp_path, f"saved-{SAVE_EVERY}", TLHUB_PROBE_STALL_AT=str(SAVE_EVERY))
+    out = tmp_path / "run"
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / f"checkpoint-{SAVE_EVERY}" / "model.safetensors"))
+    classifier = {k: v for k, v in saved.items() if k.startswith("domain_classifier.")}
+    assert classifier
+    finish(start(cfg, tmp_path))
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == STEPS and (out / "all_results.json").is_file()
+    later = load_file(str(out / f"checkpoint-{STEPS}" / "model.safetensors"))
+    assert all(later[k].shape == v.shape for k, v in classifier.items())
+
+
+def test_killed_during_the_final_save_never_loads_and_resumes(tmp_path: Path, tiny_bert: Path, toy_csv: Path) -> None:
+    """SIGKILL after the model files are renamed into place, before all_results.json: the
+    folder does not load as a run, and the same command finishes it."""
+    from tlhub.errors import DataError
+    from tlhub.pipeline import load_run
+
+    cfg = resume_config(tiny_bert, toy_csv, tmp_path / "run")
+    _kill_at(cfg, tmp_path, "final-save", TLHUB_PROBE_STALL_IN_SAVE="1")
+    out = tmp_path / "run"
+    assert (out / "model.safetensors").is_file() and not (out / "all_results.json").exists()
+    with pytest.raises(DataError, match="not a finished tlhub run"):
+        load_run(out)
+    finish(start(cfg, tmp_path))
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == STEPS
+    assert load_run(out).model is not None
 
 
 def test_crash_after_the_last_checkpoint_resumes_to_the_same_results(tmp_path: Path, tiny_bert: Path, toy_csv: Path) -> None:

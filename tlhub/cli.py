@@ -153,8 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with dotted overrides anywhere among the flags.
+
+    ``tlhub compare CONFIG --strategies a,b training.num_train_epochs=1``: argparse stops
+    the ``overrides`` list at the first flag (and its ``parse_intermixed_args`` does not
+    support subcommands), so the ``key=value`` words left after the flags join the
+    overrides, in the order typed. Anything else left over is an error, as usual.
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in word and not word.startswith("-") for word in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if not args.verbose:
         _quiet_libraries()
     try:

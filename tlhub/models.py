@@ -132,6 +132,20 @@ def hidden_layer_count(config: PretrainedConfig) -> int:
     return layers + 1
 
 
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The pretrained body of a transformers task model (``model.base_model``).
+
+    A classifier on the encoder alone of an encoder-decoder family has no base-model
+    attribute (``WhisperForAudioClassification``: encoder, projector, classifier): its
+    body is the encoder.
+    """
+    base = getattr(model, "base_model", model)
+    encoder = getattr(model, "encoder", None)
+    if base is model and isinstance(encoder, PreTrainedModel) and getattr(model, "decoder", None) is None:
+        return encoder
+    return base
+
+
 class PooledClassifier(nn.Module):
     """backbone -> pool -> [weighted sum of layers] -> dropout -> linear, trained with cross-entropy.
 

@@ -132,6 +132,27 @@ def gpu_defaults(modality: str, user: dict[str, Any], gpu: bool, bf16_supported:
     return out
 
 
+def check_sharding(cfg: RunConfig, args: TrainingArguments) -> None:
+    """Refuse what tlhub cannot save correctly from sharded (FSDP) weights, before training.
+
+    The pooled head of feature extraction and the merged LoRA model are written by the main
+    process from its own copy of the weights; under FSDP that copy is a shard.
+    """
+    fsdp = bool(getattr(args, "fsdp", None)) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+    if not fsdp:
+        return
+    if cfg.strategy.name == "feature_extraction":
+        raise ConfigError(
+            "strategy.name: feature_extraction trains a head of a few thousand weights, which FSDP would shard and "
+            "tlhub could not save whole; run it without FSDP (DDP: recipes/accelerate/multi_gpu.yaml)"
+        )
+    if cfg.strategy.name == "lora" and cfg.strategy.lora.merge:
+        raise ConfigError(
+            "strategy.lora.merge: merging the adapter needs the whole model on one process, which FSDP shards; "
+            "set merge: false and merge the saved adapter afterwards (PeftModel.from_pretrained(...).merge_and_unload())"
+        )
+
+
 def compute_metrics_for(task: str, processor: Any) -> Any:
     """The Trainer's `compute_metrics` for `task`, through the offline `evaluate` modules."""
     metrics = load_task_metrics(task)
@@ -410,6 +431,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     if cfg.domain_adaptation is not None:
         domain.check_supported(cfg)
     args = training_arguments(cfg, has_eval=True)
+    check_sharding(cfg, args)
     run_cfg = cfg  # what config.yaml records, also when dapt points the model elsewhere
     set_seed(int(cfg.training.get("seed", 42)))
 

@@ -47,9 +47,9 @@ from transformers import (
 
 from tlhub.data import UnreadableExample, cell_source, drop_unreadable, where
 from tlhub.errors import DataError, ModelError
-from tlhub.modalities import MODALITIES, Modality, load_auto_model, model_error
+from tlhub.modalities.base import MODALITIES, Modality, load_auto_model, model_error
 from tlhub.modalities.whisper_window import fit_encoder, fit_extractor, is_whisper_extractor, window_seconds
-from tlhub.strategies import backbone_of
+from tlhub.models import backbone_of
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig

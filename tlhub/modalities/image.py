@@ -33,7 +33,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from tlhub.data import UnreadableExample, cell_source, drop_unreadable
 from tlhub.errors import DataError
-from tlhub.modalities import MODALITIES, Modality, load_auto_model, model_error
+from tlhub.modalities.base import MODALITIES, Modality, load_auto_model, model_error
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig

@@ -19,7 +19,7 @@ from transformers import (
 
 from tlhub.data import where
 from tlhub.errors import DataError
-from tlhub.modalities import MODALITIES, Modality, load_auto_model, model_error
+from tlhub.modalities.base import MODALITIES, Modality, load_auto_model, model_error
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig

@@ -8,7 +8,7 @@ from torch import nn
 
 from tlhub.errors import ConfigError
 from tlhub.models import PooledClassifier, feature_backbone
-from tlhub.strategies import STRATEGIES, Applied, backbone_of, block_lr_scales, find_blocks
+from tlhub.strategies.base import STRATEGIES, Applied, backbone_of, block_lr_scales, find_blocks
 
 if TYPE_CHECKING:
     from tlhub.config import StrategyConfig

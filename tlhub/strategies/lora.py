@@ -8,7 +8,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from tlhub.errors import ConfigError
-from tlhub.strategies import STRATEGIES, Applied, backbone_of, head_names
+from tlhub.strategies.base import STRATEGIES, Applied, backbone_of, head_names
 
 if TYPE_CHECKING:
     from tlhub.config import StrategyConfig

@@ -201,3 +201,48 @@ def test_audio_cached_features_equal_uncached_and_train(tmp_path: Path) -> None:
     assert first["feature_cache_hit"] is False and second["feature_cache_hit"] is True
     assert second["eval_accuracy"] == pytest.approx(first["eval_accuracy"], abs=1e-6)
     assert first["trainable_params"] == 32 * 2 + 2
+
+
+# --------------------------------------------------------------------------- keys on content, versions, batch size
+
+
+def test_an_image_edited_in_place_recomputes_its_features(tmp_path: Path) -> None:
+    """The split's fingerprint sees image paths, not pixels: the key adds each file's size
+    and modification time, so an edit in place is a miss, an untouched rerun a hit."""
+    import os
+
+    from PIL import Image
+
+    from tests.tiny_models import make_tiny_vit, toy_image_folder
+
+    folder = toy_image_folder(tmp_path / "images", n_per_class=6)
+    mapping = {
+        "modality": "image",
+        "model": {"name_or_path": str(make_tiny_vit(tmp_path / "vit"))},
+        "data": {"train": str(folder), "validation_split": 0.25},
+        "strategy": {"name": "feature_extraction"},
+        "training": {"output_dir": str(tmp_path / "run"), "num_train_epochs": 1, "eval_strategy": "no", "save_strategy": "no",
+                     "use_cpu": True, "disable_tqdm": True, "seed": 0},
+    }  # fmt: skip
+    assert finetune(config_from_dict(mapping))["feature_cache_hit"] is False
+    assert finetune(config_from_dict(mapping))["feature_cache_hit"] is True
+    edited = next(folder.glob("dark/*.png"))
+    Image.new("RGB", (32, 32), (250, 250, 250)).save(edited)
+    stat = edited.stat()
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a new modification time, whatever the clock
+    assert finetune(config_from_dict(mapping))["feature_cache_hit"] is False
+
+
+def test_key_changes_with_library_versions_and_audio_eval_batch_size(tiny_bert: Path, toy_csv: Path, tmp_path: Path, monkeypatch) -> None:
+    import tlhub.cache
+
+    cfg = _cfg(tiny_bert, toy_csv, tmp_path / "a")
+    base = feature_key(key_parts(cfg, "p", "mean", "train", "f", eval_batch_size=8))
+    # text features do not depend on the batch (masked mean): the eval batch size is not in the key
+    assert feature_key(key_parts(cfg, "p", "mean", "train", "f", eval_batch_size=32)) == base
+    audio = config_from_dict({**text_config(tiny_bert, toy_csv, tmp_path / "b"), "modality": "audio"})
+    assert feature_key(key_parts(audio, "p", "mean", "train", "f", eval_batch_size=8)) != feature_key(
+        key_parts(audio, "p", "mean", "train", "f", eval_batch_size=32)
+    )
+    monkeypatch.setattr(tlhub.cache, "library_versions", lambda: {"torch": "9.9", "transformers": "9.9", "tlhub": "9.9"})
+    assert feature_key(key_parts(cfg, "p", "mean", "train", "f", eval_batch_size=8)) != base

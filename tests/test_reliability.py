@@ -241,3 +241,22 @@ def test_fsdp_refuses_what_it_could_not_save_whole(strategy, key, tiny_bert, toy
     err = error(capsys, ["train", str(write(tmp_path / "c.yaml", cfg))])
     assert err.startswith(f"tlhub: error: {key}: ") and "FSDP" in err
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- the model card (issue 13)
+
+
+def test_every_run_has_a_model_card_whose_metrics_are_the_results(tiny_bert, toy_csv, tmp_path) -> None:
+    from huggingface_hub import ModelCard
+
+    out = tmp_path / "run"
+    cfg = short(text_config(tiny_bert, toy_csv, out, "lora"))
+    cfg["data"]["test"] = str(toy_csv)
+    assert main(["train", str(write(tmp_path / "c.yaml", cfg))]) == 0
+    card = ModelCard.load(out / "README.md")
+    results = json.loads((out / "all_results.json").read_text())
+    assert card.data.library_name == "peft" and card.data.base_model == str(tiny_bert)
+    assert card.data.pipeline_tag == "text-classification" and "strategy-lora" in card.data.tags
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert values["eval_accuracy"] == results["eval_accuracy"] and values["test_f1"] == results["test_f1"]
+    assert "| eval_accuracy |" in card.text and "tlhub train config.yaml" in card.text

@@ -36,7 +36,8 @@ from tlhub.cache import cached_splits, feature_collator, uses_feature_cache
 from tlhub.config import TLHUB_TRAINING_KEYS, RunConfig, build, load_config, read_yaml, save_config
 from tlhub.data import LABELS, encode_labels, load_data, read_source, require_columns
 from tlhub.errors import ConfigError, DataError
-from tlhub.io import atomic_save_dir, atomic_write_json
+from tlhub.card import model_card
+from tlhub.io import atomic_save_dir, atomic_write_json, atomic_write_text
 from tlhub.metrics import MAIN_METRIC, TASK_METRICS, load_task_metrics
 from tlhub.modalities import Modality, get_modality
 from tlhub.models import PooledClassifier
@@ -511,6 +512,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
         if cfg.strategy.name == "lora" and cfg.strategy.lora.merge:
             merged = applied.model.merge_and_unload()
             atomic_save_dir(output_dir / "merged", lambda d: (merged.save_pretrained(d), processor.save_pretrained(d)))
+        atomic_write_text(output_dir / "README.md", model_card(run_cfg, results, run_cfg.model.name_or_path))
         # trainer_state.json as Trainer.save_state() writes it, but atomically; then
         # all_results.json last: its presence marks a finished run.
         atomic_write_json(output_dir / "trainer_state.json", dataclasses.asdict(trainer.state))

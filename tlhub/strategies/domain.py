@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer
+from transformers.utils import ModelOutput
 
 from tlhub.data import LABELS, encode_labels, read_source, require_columns, sample, where
 from tlhub.errors import ConfigError, DataError
@@ -153,6 +154,16 @@ def pooled_features(outputs: Any, pooling: str, attention_mask: torch.Tensor | N
 # --------------------------------------------------------------------------- the Trainer
 
 
+@dataclass
+class DomainAdaptedOutput(ModelOutput):
+    """A training step's outputs: the task loss and logits on the source batch, and the
+    weighted domain loss. A class of its own, as DDP rebuilds outputs from their fields."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    domain_loss: torch.Tensor | None = None
+
+
 class DomainAdaptedModel(nn.Module):
     """The task model and what a method adds to it (dann's domain classifier), as one module.
 
@@ -191,8 +202,7 @@ class DomainAdaptedModel(nn.Module):
         source = pooled_features(outputs, pooling, inputs.get("attention_mask"))
         target_outputs = self.model(**target_inputs, output_hidden_states=True)
         target = pooled_features(target_outputs, pooling, target_inputs.get("attention_mask"))
-        outputs["domain_loss"] = self.domain_loss(source, target, coefficient)
-        return outputs
+        return DomainAdaptedOutput(loss=outputs.loss, logits=outputs.logits, domain_loss=self.domain_loss(source, target, coefficient))
 
     def domain_loss(self, source: torch.Tensor, target: torch.Tensor, coefficient: float) -> torch.Tensor:
         """The method's weighted domain loss for pooled source and target features."""

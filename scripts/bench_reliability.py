@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.tiny_models import make_tiny_bert, toy_sentiment_rows, write_rows  # noqa: E402
 
-STEPS, SAVE_EVERY = 12, 2
+STEPS, SAVE_EVERY = 120, 10
 INPUTS = ["the food was excellent", "terrible, never again", "it was fine", "great service"]
 
 
@@ -60,7 +60,7 @@ def config(work: Path, model: Path, data: Path, out: Path, strategy: str = "full
         "strategy": {"name": strategy},
         "training": {"output_dir": str(out), "use_cpu": True, "disable_tqdm": True, "seed": 0, "learning_rate": 1e-3,
                      "per_device_train_batch_size": 8, "max_steps": STEPS, "save_strategy": "steps", "save_steps": SAVE_EVERY,
-                     "eval_strategy": "no", "resume_from_checkpoint": "auto", **training},
+                     "eval_strategy": "no", "resume_from_checkpoint": "auto", "logging_steps": 1, **training},
     }  # fmt: skip
     path = work / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -127,51 +127,76 @@ def reruns(work: Path, model: Path, data: Path) -> list[dict]:
     return rows
 
 
+def _launch(cfg: Path, work: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tlhub.cli", "train", str(cfg)], cwd=work, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _timeline(cfg: Path, work: Path, out: Path) -> tuple[float, float]:
+    """(seconds until the first checkpoint appears, seconds from then to the end) of one run."""
+    start = time.monotonic()
+    proc = _launch(cfg, work)
+    first = None
+    while proc.poll() is None:
+        if first is None and any(out.glob("checkpoint-*")):
+            first = time.monotonic() - start
+        time.sleep(0.02)
+    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    total = time.monotonic() - start
+    return first or total, total - (first or total)
+
+
 def kills(work: Path, model: Path, data: Path, n: int, seed: int) -> list[dict]:
-    """SIGKILL after a random delay, then the same command until it finishes."""
+    """SIGKILL at a random moment, then the same command until it finishes.
+
+    A fifth of the kills land in start-up (before the first checkpoint), the rest
+    anywhere from the first checkpoint to the end of the process: training steps,
+    checkpoint writes, the final save of the model, model card and results.
+    """
     reference = work / "reference"
     cfg = config(work, model, data, reference)
-    start = time.monotonic()
-    assert tlhub("train", str(cfg), cwd=work).returncode == 0
-    duration = time.monotonic() - start
+    startup, rest = _timeline(cfg, work, reference)
     expected = predictions(reference)
     expected_loss = results(reference)["eval_loss"]
+    losses = {e["step"]: e["loss"] for e in json.loads((reference / "trainer_state.json").read_text())["log_history"] if "loss" in e}
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         out = work / f"killed-{i}"
         cfg = config(work, model, data, out)
-        delay = rng.uniform(0.3, 1.05) * duration  # start-up, training, checkpoints, final save
-        proc = subprocess.Popen([sys.executable, "-m", "tlhub.cli", "train", str(cfg)], cwd=work, env=env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        delay = rng.uniform(0.2, 1.0) * startup if i % 5 == 0 else startup + rng.uniform(0.0, 1.0) * rest
+        proc = _launch(cfg, work)
         time.sleep(delay)
         killed = proc.poll() is None
         if killed:
             os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
-        steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
-        after_kill = predictions(out) if out.exists() else None
+        complete = [int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        resume_at = max(complete, default=0)
         finished_before = (out / "all_results.json").is_file()
+        after_kill = predictions(out) if out.exists() else None
         wrong = after_kill is not None and (not finished_before or after_kill != expected)
         reruns_needed = 0
         while not (out / "all_results.json").is_file() and reruns_needed < 3:
             reruns_needed += 1
-            rerun = tlhub("train", str(cfg), cwd=work)
-            if rerun.returncode != 0:
+            if tlhub("train", str(cfg), cwd=work).returncode != 0:
                 break
         state = json.loads((out / "trainer_state.json").read_text()) if (out / "trainer_state.json").is_file() else {}
         final = predictions(out)
         same = final == expected and abs(results(out)["eval_loss"] - expected_loss) < 1e-4 if final else False
-        resumed_from = min((e["step"] for e in state.get("log_history", []) if "loss" in e), default=None)
+        # The rerun's train_loss is the mean loss of the steps it trained itself: the steps
+        # after the newest complete checkpoint (all of them when training had finished).
+        trained = [losses[s] for s in losses if s > resume_at] if 0 < resume_at < STEPS else list(losses.values())
+        resumed_right = finished_before or abs(results(out)["train_loss"] - sum(trained) / len(trained)) < 1e-3 if final else False
         if wrong or (final is not None and not same):
             outcome = "wrong model"
-        elif state.get("global_step") != STEPS or reruns_needed > 1 or final is None:
+        elif state.get("global_step") != STEPS or reruns_needed > 1 or final is None or not resumed_right:
             outcome = "lost work"
         else:
             outcome = "ok"
-        rows.append({"kind": "sigkill", "case": f"kill {i} after {delay:.1f} s", "outcome": outcome, "killed": killed,
-                     "complete_checkpoints_at_kill": steps, "reruns": reruns_needed, "final_step": state.get("global_step"),
-                     "first_logged_step_after_resume": resumed_from})  # fmt: skip
+        phase = "finished" if finished_before else ("start-up" if not complete else f"after checkpoint {resume_at}")
+        rows.append({"kind": "sigkill", "case": f"kill {i} at {delay:.2f} s ({phase})", "outcome": outcome, "killed": killed,
+                     "resumed_from_step": resume_at, "reruns": reruns_needed, "final_step": state.get("global_step")})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
         shutil.rmtree(out, ignore_errors=True)
     return rows

@@ -35,7 +35,7 @@ def _yaml(tiny_bert: Path, toy_csv: Path, tmp_path: Path, epochs: int = 2) -> Pa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--strategies", "feature_extraction,lorra"], "--strategies: unknown strategy 'lorra' (did you mean 'lora'?); choose from: feature_extraction, full, lora, partial"),
+        (["--strategies", "feature_extraction,lorra"], "--strategies: unknown strategy 'lorra' (did you mean 'lora'?); choose from: contrastive, feature_extraction, full, lora, partial"),
         (["--strategies", "full,full"], "--strategies: 'full,full' names a strategy twice"),
         (["--fractions", "0.1,1.5"], "--fractions: 1.5 is not in (0, 1]; give fractions of the training data, e.g. 0.1,0.5,1.0"),
         (["--fractions", "0,0.5"], "--fractions: 0 is not in (0, 1]; give fractions of the training data, e.g. 0.1,0.5,1.0"),
@@ -45,6 +45,9 @@ def _yaml(tiny_bert: Path, toy_csv: Path, tmp_path: Path, epochs: int = 2) -> Pa
         # dotted overrides after the flags count too, as users type them
         (["--strategies", "full", "data.max_length=0"], "data.max_length: must be positive, got 0"),
         (["--fractions", "0.5", "training.num_train_epochs=-2"], "training.num_train_epochs: must be in (0, inf], got -2"),
+        (["--samples-per-class", "8,x"], "--samples-per-class: 'x' is not a whole number of at least 1; e.g. 8,16,32"),
+        (["--seeds", "0,0"], "--seeds: '0,0' names a value twice"),
+        (["--fractions", "0.5", "--samples-per-class", "8"], "--fractions, --samples-per-class: give one of them (fractions of the data, or rows per class)"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, message, tiny_bert: Path, toy_csv: Path, tmp_path: Path, capsys) -> None:
@@ -101,6 +104,27 @@ def test_data_efficiency_curve(tiny_bert: Path, toy_csv: Path, tmp_path: Path, c
     assert all(r["strategy"] == "full" for r in report["rows"])
     assert (out / "curve.png").read_bytes()[:8] == PNG_MAGIC
     assert "Data efficiency" in capsys.readouterr().out
+
+
+def test_few_shot_curves_per_strategy_over_seeds(tiny_bert: Path, toy_csv: Path, tmp_path: Path, capsys) -> None:
+    """One curve per strategy and scratch, at 4 and 8 rows per class, each point over 2 draws."""
+    config = _yaml(tiny_bert, toy_csv, tmp_path, epochs=1)
+    out = tmp_path / "few"
+    argv = ["compare", str(config), "--samples-per-class", "4,8", "--strategies", "feature_extraction,contrastive",
+            "--seeds", "0,1", "--output-dir", str(out), "strategy.contrastive.iterations=2"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "curve.json").read_text())
+    assert report["x"] == "samples_per_class" and report["samples_per_class"] == [4, 8] and report["seeds"] == [0, 1]
+    seen = {(r["weights"], r["strategy"], r["samples_per_class"]): r for r in report["rows"]}
+    assert set(seen) == {(w, s, n) for w, s in (("pretrained", "feature_extraction"), ("pretrained", "contrastive"), ("scratch", "full")) for n in (4, 8)}
+    for row in report["rows"]:
+        assert row["train_samples"] == 2 * row["samples_per_class"]
+        assert [run["seed"] for run in row["runs"]] == [0, 1] and row["metric_std"] >= 0.0
+        assert row["metric"] == pytest.approx(sum(run["metric"] for run in row["runs"]) / 2)
+    assert (out / "curve" / "pretrained-contrastive-4-shot" / "seed-1" / "all_results.json").is_file()
+    assert (out / "curve.png").read_bytes()[:8] == PNG_MAGIC
+    printed = capsys.readouterr().out
+    assert "mean ± std over 2 seeds" in printed and "contrastive" in printed and "best" in printed
 
 
 def test_fraction_is_stratified_seeded_and_nested() -> None:

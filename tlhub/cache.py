@@ -88,6 +88,7 @@ SPLIT_KEYS = frozenset(
         "train_fraction",
         "max_train_samples",
         "max_eval_samples",
+        "samples_per_class",
         "max_bad_fraction",
         "seed",
     }
@@ -103,9 +104,10 @@ def cache_root() -> Path:
 def uses_feature_cache(cfg: RunConfig, applied: Applied) -> bool:
     """True when the run trains a head on a frozen backbone and may cache its features."""
     model = applied.model
+    strategy = cfg.strategy
     return (
-        cfg.strategy.name == "feature_extraction"
-        and cfg.strategy.cache
+        # contrastive: the features of the tuned body, computed once per run (see cached_splits)
+        (strategy.name == "contrastive" or (strategy.name == "feature_extraction" and strategy.cache))
         and cfg.task == "classification"
         and isinstance(model, PooledClassifier)
         and model.freeze_backbone
@@ -357,8 +359,13 @@ def load_or_extract(
     args: TrainingArguments | None = None,
     processor_hash: str | None = None,
     root: Path | None = None,
+    store: bool = True,
 ) -> CachedSplit:
-    """The split's features from the cache, or computed now and stored there."""
+    """The split's features from the cache, or computed now and stored there.
+
+    ``store=False``: computed now and kept in memory only, for a body the key cannot
+    identify (contrastive tuning changed it during this run).
+    """
     start = time.perf_counter()
     device = args.device if args is not None else torch.device("cpu")
     autocast_dtype = None
@@ -377,7 +384,7 @@ def load_or_extract(
         eval_batch_size=batch_size,
     )
     folder = (root or cache_root()) / feature_key(parts)
-    if (folder / FEATURES_FILE).is_file():
+    if store and (folder / FEATURES_FILE).is_file():
         try:
             tensors = load_file(str(folder / FEATURES_FILE))
             if tensors["features"].shape[0] == len(ds):
@@ -403,7 +410,8 @@ def load_or_extract(
         save_file(tensors, str(tmp / FEATURES_FILE))
         (tmp / KEY_FILE).write_text(json.dumps(parts, indent=2, sort_keys=True, default=str) + "\n")
 
-    atomic_save_dir(folder, write)
+    if store:
+        atomic_save_dir(folder, write)
     return CachedSplit(_as_dataset(features, labels), folder, False, time.perf_counter() - start)
 
 
@@ -444,10 +452,12 @@ def cached_splits(
     import contextlib
 
     processor_hash = processor_identity(processor)
+    store = cfg.strategy.name != "contrastive"  # a tuned body: features of this run only
     guard = args.main_process_first(desc="feature cache") if args is not None else contextlib.nullcontext()
     with guard:
         entries = {
-            name: load_or_extract(cfg, modality, processor, model, ds, name, args, processor_hash) for name, ds in splits.items()
+            name: load_or_extract(cfg, modality, processor, model, ds, name, args, processor_hash, store=store)
+            for name, ds in splits.items()
         }
     return FeatureCache({name: entry.dataset for name, entry in entries.items()}, entries)
 

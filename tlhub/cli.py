@@ -73,7 +73,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from tlhub.compare import run_compare
 
-    run_compare(args.config, args.overrides, args.strategies, args.fractions, args.baseline, args.output_dir)
+    run_compare(args.config, args.overrides, args.strategies, args.fractions, args.baseline, args.output_dir, args.seeds, args.samples_per_class)
     return 0
 
 
@@ -131,9 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("config", help="YAML config (see recipes/configs/)")
     compare.add_argument("overrides", nargs="*", help="dotted overrides applied to every run")
     compare.add_argument(
-        "--strategies", help="comma-separated strategies, e.g. feature_extraction,partial,lora,full (the default without --fractions)"
+        "--strategies",
+        help="comma-separated strategies, e.g. feature_extraction,partial,lora,full (the default without --fractions); "
+        "with --fractions, one curve per strategy",
     )
     compare.add_argument("--fractions", help="comma-separated fractions of the training data in (0, 1], e.g. 0.05,0.1,0.25,0.5,1.0")
+    compare.add_argument(
+        "--samples-per-class", help="few-shot curve: labelled rows per class (data.samples_per_class), e.g. 8,16,32 (instead of --fractions)"
+    )
+    compare.add_argument("--seeds", help="repeat every run with these seeds (the data draw and training), report mean ± std, e.g. 0,1,2,3,4")
     compare.add_argument("--baseline", default="scratch", help="with --fractions: scratch (same model from random weights) or none")
     compare.add_argument("--output-dir", help="where runs, compare.json/png and curve.json/png go (default: training.output_dir/compare)")
     compare.set_defaults(func=cmd_compare)

@@ -75,6 +75,22 @@ def parse_fractions(text: str) -> list[float]:
     return sorted(set(values))
 
 
+def parse_ints(text: str, flag: str, example: str, minimum: int) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2] in the order given; each a whole number >= `minimum`."""
+    values = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if not item.lstrip("-").isdigit() or int(item) < minimum:
+            raise TlhubError(f"{flag}: '{item}' is not a whole number of at least {minimum}; e.g. {example}")
+        values.append(int(item))
+    if not values:
+        raise TlhubError(f"{flag}: give a comma-separated list, e.g. {example}")
+    if len(set(values)) != len(values):
+        raise TlhubError(f"{flag}: '{text}' names a value twice")
+    return values
+
+
 # --------------------------------------------------------------------------- measuring
 
 
@@ -122,7 +138,8 @@ def train_one(mapping: dict[str, Any]) -> dict[str, Any]:
     """Train one config; return its results with wall time, train time and peak memory."""
     from tlhub.pipeline import finetune
 
-    cfg: RunConfig = build(RunConfig, mapping)
+    # compare's run folders are its own: a second compare with other settings replaces them
+    cfg: RunConfig = build(RunConfig, merge({"training": {"overwrite_output_dir": True}}, mapping))
     gc.collect()
     start = time.perf_counter()
     with peak_memory() as memory:
@@ -131,6 +148,31 @@ def train_one(mapping: dict[str, Any]) -> dict[str, Any]:
     results["train_time_s"] = round(results.get("train_runtime", 0.0) + results.get("feature_cache_seconds", 0.0), 2)
     results.update(memory)
     return results
+
+
+def train_seeds(mapping: dict[str, Any], out: Path, seeds: list[int] | None, metric: str) -> dict[str, Any]:
+    """Train `mapping` once per seed (the data draw and the training seed) into `out`
+    (``out/seed-N`` with several seeds); return one row: the metric's mean and standard
+    deviation over the seeds, the first run's summary with mean times, and every run."""
+    import statistics
+
+    runs = []
+    for seed in seeds or [None]:
+        changes: dict[str, Any] = {"training": {"output_dir": str(out if seed is None else out / f"seed-{seed}")}}
+        if seed is not None:
+            changes = merge(changes, {"data": {"seed": seed}, "training": {"seed": seed}})
+        runs.append(train_one(merge(mapping, changes)))
+    values = [r[metric] for r in runs if r.get(metric) is not None]
+    row = _summary(runs[0])
+    for key in ("train_time_s", "wall_s"):
+        row[key] = round(statistics.mean(r[key] for r in runs), 2)
+    row.update(
+        metric=statistics.mean(values) if values else None,
+        metric_std=statistics.pstdev(values) if len(values) > 1 else 0.0,
+        seeds=seeds,
+        runs=[{"seed": seed, "metric": r.get(metric), "train_time_s": r["train_time_s"]} for seed, r in zip(seeds or [None], runs)],
+    )
+    return row
 
 
 def _main_metric(task: str) -> tuple[str, bool]:
@@ -154,8 +196,9 @@ def compare_strategies(
     overrides: list[str] | None = None,
     output_dir: str | Path | None = None,
     console: Any = None,
+    seeds: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Train `config` once per strategy; write compare.json and compare.png; return the report."""
+    """Train `config` once per strategy (and seed); write compare.json and compare.png; return the report."""
     base = base_mapping(config, overrides)
     out = Path(output_dir) if output_dir else default_output_dir(base)
     task = base.get("task", "classification")
@@ -163,10 +206,8 @@ def compare_strategies(
     rows = []
     for i, name in enumerate(strategies, 1):
         _say(console, f"[bold]compare {i}/{len(strategies)}[/bold]: strategy {name}")
-        mapping = merge(base, {"strategy": {"name": name}, "training": {"output_dir": str(out / name)}})
-        results = train_one(mapping)
-        rows.append({"strategy": name, "metric": results.get(metric), **_summary(results)})
-    report = {"kind": "strategies", "metric": metric, "greater_is_better": greater, "rows": rows, "output_dir": str(out)}
+        rows.append({"strategy": name, **train_seeds(merge(base, {"strategy": {"name": name}}), out / name, seeds, metric)})
+    report = {"kind": "strategies", "metric": metric, "greater_is_better": greater, "seeds": seeds, "rows": rows, "output_dir": str(out)}
     atomic_write_json(out / "compare.json", report)
     plot_strategies(report, out / "compare.png")
     report["plot"] = str(out / "compare.png")
@@ -205,7 +246,7 @@ def strategies_table(report: dict[str, Any]) -> Any:
     best = _best(rows, report["greater_is_better"])
     for row in rows:
         name = row["strategy"] + (" (cached features)" if row.get("feature_cache_hit") is not None else "")
-        value = "-" if row["metric"] is None else f"{row['metric']:.4f}"
+        value = "-" if row["metric"] is None else f"{row['metric']:.4f}" + (f" ± {row['metric_std']:.4f}" if row.get("seeds") else "")
         table.add_row(
             f"[bold]{name}[/bold]" if row is best else name,
             value,
@@ -264,49 +305,56 @@ def plot_strategies(report: dict[str, Any], path: Path) -> None:
 
 def data_efficiency(
     config: str | Path | dict[str, Any],
-    fractions: list[float],
+    fractions: list[float] | None,
     baseline: str = "scratch",
     overrides: list[str] | None = None,
     output_dir: str | Path | None = None,
     console: Any = None,
+    strategies: list[str] | None = None,
+    seeds: list[int] | None = None,
+    shots: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Train at each fraction of the training data, pretrained (and from scratch);
-    write curve.json and curve.png; return the report."""
+    """Train at each amount of training data with the pretrained weights (one curve per
+    strategy) and from scratch; write curve.json and curve.png; return the report.
+
+    The amounts are `fractions` of the training split (``data.train_fraction``) or
+    `shots`, labelled rows per class (``data.samples_per_class``); with `seeds`, each
+    point is the mean (and standard deviation) over that many draws.
+    """
     if baseline not in BASELINES:
         raise TlhubError(f"--baseline: unknown baseline '{baseline}'{closest(baseline, BASELINES)}; choose from: {', '.join(BASELINES)}")
     base = base_mapping(config, overrides)
     out = Path(output_dir) if output_dir else default_output_dir(base)
     task = base.get("task", "classification")
     metric, greater = _main_metric(task)
-    strategy = dict(base.get("strategy") or {}).get("name", "full")
-    variants = [("pretrained", True, strategy)]
+    names = strategies or [dict(base.get("strategy") or {}).get("name", "full")]
+    variants = [("pretrained", True, name) for name in names]
     if baseline == "scratch":
         # Random weights learn nothing frozen: the baseline trains every weight.
         variants.append(("scratch", False, "full"))
+    key, points = ("samples_per_class", shots) if shots else ("train_fraction", fractions or [1.0])
     rows = []
-    total = len(fractions) * len(variants)
+    total = len(points) * len(variants)
     step = 0
-    for fraction in fractions:
+    for point in points:
         for label, pretrained, strategy_name in variants:
             step += 1
-            _say(console, f"[bold]curve {step}/{total}[/bold]: {label}, {fraction:g} of the training data")
-            mapping = merge(
-                base,
-                {
-                    "model": {"pretrained": pretrained},
-                    "strategy": {"name": strategy_name},
-                    "data": {"train_fraction": fraction},
-                    "training": {"output_dir": str(out / "curve" / f"{label}-{fraction:g}")},
-                },
-            )
-            results = train_one(mapping)
-            rows.append({"weights": label, "strategy": strategy_name, "fraction": fraction, "metric": results.get(metric), **_summary(results)})
+            amount = f"{point} per class" if shots else f"{point:g} of the training data"
+            _say(console, f"[bold]curve {step}/{total}[/bold]: {label} {strategy_name}, {amount}")
+            mapping = merge(base, {"model": {"pretrained": pretrained}, "strategy": {"name": strategy_name}, "data": {key: point}})
+            folder = out / "curve" / f"{label}-{strategy_name}-{point:g}{'-shot' if shots else ''}"
+            row = train_seeds(mapping, folder, seeds, metric)
+            rows.append({"weights": label, "strategy": strategy_name, "fraction": None if shots else point,
+                         "samples_per_class": point if shots else None, **row})  # fmt: skip
     report = {
         "kind": "data_efficiency",
         "metric": metric,
         "greater_is_better": greater,
         "baseline": baseline,
-        "fractions": fractions,
+        "x": key,
+        "fractions": None if shots else points,
+        "samples_per_class": points if shots else None,
+        "seeds": seeds,
         "rows": rows,
         "output_dir": str(out),
     }
@@ -316,67 +364,79 @@ def data_efficiency(
     return report
 
 
+def _variant(row: dict[str, Any]) -> str:
+    return "scratch (full)" if row["weights"] == "scratch" else row["strategy"]
+
+
+def _point(row: dict[str, Any]) -> float:
+    return row["samples_per_class"] if row.get("samples_per_class") is not None else row["fraction"]
+
+
 def curve_table(report: dict[str, Any]) -> Any:
-    """A rich table of the curve: one row per fraction, pretrained vs scratch, with bars."""
+    """A rich table of the curves: one row per amount of data, one column per strategy
+    (and scratch), each cell the metric (± its spread over seeds) with a bar."""
     from rich.table import Table
 
     name = report["metric"].removeprefix("eval_")
-    by = {(r["weights"], r["fraction"]): r for r in report["rows"]}
-    has_scratch = any(r["weights"] == "scratch" for r in report["rows"])
-    table = Table(title=f"Data efficiency ({name} on the validation split)")
-    table.add_column("fraction", justify="right")
+    variants = list(dict.fromkeys(_variant(r) for r in report["rows"]))
+    by = {(_variant(r), _point(r)): r for r in report["rows"]}
+    shots = report.get("x") == "samples_per_class"
+    table = Table(title=f"Data efficiency ({name} on the validation split" + (f", mean ± std over {len(report['seeds'])} seeds)" if report.get("seeds") else ")"))
+    table.add_column("per class" if shots else "fraction", justify="right")
     table.add_column("train rows", justify="right")
-    table.add_column(f"pretrained {name}", justify="left")
-    if has_scratch:
-        table.add_column(f"scratch {name}", justify="left")
-        table.add_column("gain", justify="right")
-    for fraction in report["fractions"]:
-        pre = by.get(("pretrained", fraction))
-        cells = [f"{fraction:g}", str(pre["train_samples"]) if pre else "-", _bar(pre)]
-        if has_scratch:
-            scratch = by.get(("scratch", fraction))
-            cells.append(_bar(scratch))
-            gain = pre["metric"] - scratch["metric"] if pre and scratch and None not in (pre["metric"], scratch["metric"]) else None
-            cells.append("-" if gain is None else f"{gain:+.3f}")
-        table.add_row(*cells)
+    for variant in variants:
+        table.add_column(variant, justify="left")
+    table.add_column("best", justify="left")
+    greater = report["greater_is_better"]
+    for point in report["samples_per_class"] if shots else report["fractions"]:
+        cells = [f"{point:g}", str(next((by[(v, point)]["train_samples"] for v in variants if (v, point) in by), "-"))]
+        scored = []
+        for variant in variants:
+            row = by.get((variant, point))
+            cells.append(_bar(row))
+            if row is not None and row["metric"] is not None:
+                scored.append((row["metric"], variant))
+        best = (max(scored) if greater else min(scored))[1] if scored else "-"
+        table.add_row(*cells, best)
     return table
 
 
 def _bar(row: dict[str, Any] | None, width: int = 10) -> str:
-    """The metric and a bar of block characters (metrics in [0, 1] read as a plot)."""
+    """The metric (± std over seeds) and a bar of block characters (metrics in [0, 1] read as a plot)."""
     if row is None or row["metric"] is None:
         return "-"
     value = float(row["metric"])
     filled = int(round(max(0.0, min(1.0, value)) * width))
-    return f"{value:.3f} {'█' * filled}{'·' * (width - filled)}"
+    spread = f"±{row['metric_std']:.3f} " if row.get("seeds") else ""
+    return f"{value:.3f} {spread}{'█' * filled}{'·' * (width - filled)}"
 
 
 def plot_curve(report: dict[str, Any], path: Path) -> None:
-    """Main metric against training rows (log scale), one line per kind of weights."""
+    """Main metric against training rows (log scale), one line per strategy and for scratch,
+    with error bars (the standard deviation over seeds) when there are several."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, style in (("pretrained", "o-"), ("scratch", "s--")):
-        rows = sorted((r for r in report["rows"] if r["weights"] == label), key=lambda r: r["fraction"])
-        if not rows:
-            continue
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for variant in dict.fromkeys(_variant(r) for r in report["rows"]):
+        rows = sorted((r for r in report["rows"] if _variant(r) == variant), key=_point)
         xs = [r["train_samples"] for r in rows]
         ys = [r["metric"] for r in rows]
-        ax.plot(xs, ys, style, label=f"{label} ({rows[0]['strategy']})")
-        for x, y, r in zip(xs, ys, rows):
-            ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+        style = "s--" if variant.startswith("scratch") else "o-"
+        ax.errorbar(xs, ys, yerr=[r.get("metric_std") or 0.0 for r in rows], fmt=style, capsize=3, label=variant)
+        for x, y in zip(xs, ys):
+            ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
     ax.set_xscale("log")
     ticks = sorted({r["train_samples"] for r in report["rows"]})
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("training examples (log scale)")
     ax.set_ylabel(report["metric"].removeprefix("eval_"))
-    ax.set_title("Data efficiency: what pretraining buys")
+    ax.set_title("Data efficiency: which strategy wins at which data size")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -398,24 +458,35 @@ def run_compare(
     fractions: str | None = None,
     baseline: str = "scratch",
     output_dir: str | Path | None = None,
+    seeds: str | None = None,
+    shots: str | None = None,
 ) -> dict[str, Any]:
-    """What `tlhub compare` does: check the arguments first, then run, print and plot."""
+    """What `tlhub compare` does: check the arguments first, then run, print and plot.
+
+    Without --fractions or --samples-per-class: the strategies side by side. With one of
+    them: the data-efficiency curves, one per strategy given (default: the config's).
+    """
     from rich.console import Console
 
     console = Console()
-    names = parse_strategies(strategies) if strategies else (None if fractions else list(DEFAULT_STRATEGIES))
+    curve = bool(fractions or shots)
+    if fractions and shots:
+        raise TlhubError("--fractions, --samples-per-class: give one of them (fractions of the data, or rows per class)")
+    names = parse_strategies(strategies) if strategies else (None if curve else list(DEFAULT_STRATEGIES))
     points = parse_fractions(fractions) if fractions else None
+    per_class = parse_ints(shots, "--samples-per-class", "8,16,32", 1) if shots else None
+    draws = parse_ints(seeds, "--seeds", "0,1,2,3,4", 0) if seeds else None
     if baseline not in BASELINES:
         raise TlhubError(f"--baseline: unknown baseline '{baseline}'{closest(baseline, BASELINES)}; choose from: {', '.join(BASELINES)}")
     build(RunConfig, base_mapping(config, overrides))  # a bad config fails before any training
     out: dict[str, Any] = {}
-    if names:
-        report = compare_strategies(config, names, overrides, output_dir, console)
+    if names and not curve:
+        report = compare_strategies(config, names, overrides, output_dir, console, draws)
         console.print(strategies_table(report))
         console.print(f"Wrote {Path(report['output_dir']) / 'compare.json'} and {report['plot']}")
         out["strategies"] = report
-    if points:
-        report = data_efficiency(config, points, baseline, overrides, output_dir, console)
+    if curve:
+        report = data_efficiency(config, points, baseline, overrides, output_dir, console, names, draws, per_class)
         console.print(curve_table(report))
         console.print(f"Wrote {Path(report['output_dir']) / 'curve.json'} and {report['plot']}")
         out["curve"] = report
@@ -427,6 +498,7 @@ __all__ = [
     "curve_table",
     "data_efficiency",
     "parse_fractions",
+    "parse_ints",
     "parse_strategies",
     "peak_memory",
     "plot_curve",

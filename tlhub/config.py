@@ -26,7 +26,9 @@ TASK_NAMES = ("classification", "text2text", "speech_recognition")
 POOLING_NAMES = ("auto", "cls", "mean", "pooler")
 # The strategies tlhub.strategies registers (a test checks the two agree). Config knows
 # names only, so that it imports nothing of the code it configures.
-STRATEGY_NAMES = ("feature_extraction", "full", "lora", "partial")
+STRATEGY_NAMES = ("contrastive", "feature_extraction", "full", "lora", "partial")
+HEAD_KINDS = ("auto", "linear", "logistic")
+CONTRASTIVE_BODIES = ("full", "lora")
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 # Keys of the `training` section that tlhub reads itself instead of passing them to
@@ -170,6 +172,11 @@ class DataConfig:
         "stratified by label and seeded; smaller fractions are subsets of larger ones (data-efficiency curves).",
         default=1.0,
     )
+    samples_per_class: int | None = _help(
+        "Few-shot: train on this many labelled rows of each class (after the validation split): seeded by data.seed "
+        "(another seed, another draw), and nested, so the rows of N per class are among those of 2N.",
+        default=None,
+    )
     max_eval_samples: int | None = _help("Use at most this many validation/test examples.", default=None)
     max_bad_fraction: float = _help(
         "Unreadable examples (images, audio) are skipped and counted; fail when more than this fraction is bad.",
@@ -197,7 +204,7 @@ class DataConfig:
         _check(self.max_length > 0, "data.max_length", f"must be positive, got {self.max_length}")
         _check(self.max_target_length > 0, "data.max_target_length", f"must be positive, got {self.max_target_length}")
         _check(0.0 < self.train_fraction <= 1.0, "data.train_fraction", f"must be in (0, 1], got {self.train_fraction}")
-        for key in ("max_train_samples", "max_eval_samples"):
+        for key in ("max_train_samples", "max_eval_samples", "samples_per_class"):
             value = getattr(self, key)
             _check(value is None or value > 0, f"data.{key}", f"must be positive or null, got {value}")
         _check(0.0 <= self.max_bad_fraction <= 1.0, "data.max_bad_fraction", f"must be between 0 and 1, got {self.max_bad_fraction}")
@@ -234,8 +241,33 @@ class LoraSettings:
 
 
 @dataclass
+class ContrastiveSettings:
+    iterations: int = _help(
+        "Pairs per labelled row: this many positive (same class) and as many negative partners (SetFit's num_iterations).",
+        default=20,
+    )
+    epochs: float = _help("Epochs over the pairs.", default=1.0)
+    max_steps: int | None = _help("Stop the pair training after this many steps (overrides epochs).", default=None)
+    learning_rate: float = _help("Learning rate of the body on the pairs (SetFit: 2e-5).", default=2.0e-5)
+    batch_size: int = _help("Pairs per batch.", default=16)
+    body: str = _help("full: every body weight learns from the pairs | lora: LoRA matrices (strategy.lora), merged after.", default="full")
+
+    def __post_init__(self) -> None:
+        _check(self.iterations > 0, "strategy.contrastive.iterations", f"must be positive, got {self.iterations}")
+        _check(self.epochs > 0, "strategy.contrastive.epochs", f"must be positive, got {self.epochs}")
+        _check(self.max_steps is None or self.max_steps > 0, "strategy.contrastive.max_steps", f"must be positive or null, got {self.max_steps}")
+        _check(self.learning_rate > 0, "strategy.contrastive.learning_rate", f"must be positive, got {self.learning_rate}")
+        _check(self.batch_size > 0, "strategy.contrastive.batch_size", f"must be positive, got {self.batch_size}")
+        _check(
+            self.body in CONTRASTIVE_BODIES,
+            "strategy.contrastive.body",
+            f"unknown body '{self.body}'{closest(self.body, CONTRASTIVE_BODIES)}; choose one of: {', '.join(CONTRASTIVE_BODIES)}",
+        )
+
+
+@dataclass
 class StrategyConfig:
-    name: str = _help("feature_extraction | partial | full | lora", default="full")
+    name: str = _help("feature_extraction | partial | full | lora | contrastive (few-shot text: SetFit's method)", default="full")
     unfreeze_last_n: int = _help("partial: train the last N blocks (and everything above them).", default=2)
     layer_lr_decay: float | None = _help(
         "partial/full: multiply the learning rate by this factor per block going down (e.g. 0.8).",
@@ -252,7 +284,21 @@ class StrategyConfig:
         default=False,
     )
     cache: bool = _help("feature_extraction: cache the frozen backbone's features on disk.", default=True)
-    lora: LoraSettings = _help("LoRA settings (strategy.name: lora).", default_factory=LoraSettings)
+    head: str = _help(
+        "feature_extraction / contrastive: how the linear head is trained. linear: by the Trainer, for "
+        "training.num_train_epochs | logistic: fitted in closed form, a logistic regression with its L2 strength "
+        "chosen by cross-validation (seconds; best with few labels) | auto: logistic for contrastive, linear otherwise.",
+        default="auto",
+    )
+    lora: LoraSettings = _help("LoRA settings (strategy.name: lora; contrastive with body: lora).", default_factory=LoraSettings)
+    contrastive: ContrastiveSettings = _help("Settings of strategy.name: contrastive.", default_factory=ContrastiveSettings)
+
+    @property
+    def head_kind(self) -> str:
+        """The head actually trained: ``auto`` resolved."""
+        if self.head != "auto":
+            return self.head
+        return "logistic" if self.name == "contrastive" else "linear"
 
     def __post_init__(self) -> None:
         _check(
@@ -270,6 +316,26 @@ class StrategyConfig:
             self.pooling in POOLING_NAMES,
             "strategy.pooling",
             f"unknown pooling '{self.pooling}'{closest(self.pooling, POOLING_NAMES)}; choose one of: {', '.join(POOLING_NAMES)}",
+        )
+        _check(
+            self.head in HEAD_KINDS,
+            "strategy.head",
+            f"unknown head '{self.head}'{closest(self.head, HEAD_KINDS)}; choose one of: {', '.join(HEAD_KINDS)}",
+        )
+        _check(
+            self.head_kind == "linear" or self.name in ("feature_extraction", "contrastive"),
+            "strategy.head",
+            f"logistic fits a head on a frozen backbone's features: use it with feature_extraction or contrastive, not {self.name}",
+        )
+        _check(
+            not (self.head_kind == "logistic" and self.weighted_layer_sum),
+            "strategy.head",
+            "logistic fits on one pooled vector per row; with strategy.weighted_layer_sum use head: linear",
+        )
+        _check(
+            not (self.head_kind == "logistic" and self.name == "feature_extraction" and not self.cache),
+            "strategy.head",
+            "logistic fits on the cached features, which strategy.cache: false turns off; set cache: true",
         )
         _check(
             not (self.weighted_layer_sum and self.pooling == "pooler"),

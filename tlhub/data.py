@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import datasets
 import pandas as pd
 
-from tlhub.errors import DataError
+from tlhub.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -354,6 +354,30 @@ def fraction_of(ds: datasets.Dataset, fraction: float, seed: int, stratify: bool
     return ds.select(sorted(keep))
 
 
+def per_class(ds: datasets.Dataset, n: int, seed: int, names: list[str] | None, key: str = "data.samples_per_class") -> datasets.Dataset:
+    """`n` rows of each class, a seeded draw that is nested as `n` grows.
+
+    Each class's rows are put in one seeded order and the first `n` kept, so the draw of
+    8 per class is part of the draw of 16 with the same seed. A class with fewer than `n`
+    rows is an error naming it and its count.
+    """
+    import numpy as np
+
+    labels = np.asarray(ds[LABELS])
+    rng = np.random.default_rng(seed)
+    keep = []
+    for value in range(len(names or [])) if names else np.unique(labels):
+        rows = np.flatnonzero(labels == value)
+        if len(rows) < n:
+            name = names[value] if names else str(value)
+            raise DataError(
+                f"{key}: {n} is more than the {len(rows)} training rows of class '{name}'; "
+                f"use at most {len(rows)}, or add rows of that class"
+            )
+        keep.extend(rng.permutation(rows)[:n].tolist())
+    return ds.select(sorted(keep))
+
+
 # --------------------------------------------------------------------------- the whole load
 
 
@@ -397,6 +421,10 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
         )
     splits["train"] = sample(splits["train"], data.max_train_samples, data.seed)
     splits["train"] = fraction_of(splits["train"], data.train_fraction, data.seed, stratify=classification)
+    if data.samples_per_class is not None:
+        if not classification:
+            raise ConfigError("data.samples_per_class: draws rows per class, for task: classification; use data.max_train_samples")
+        splits["train"] = per_class(splits["train"], data.samples_per_class, data.seed, label_names)
     for name in ("validation", "test"):
         if name in splits:
             splits[name] = sample(splits[name], data.max_eval_samples, data.seed)

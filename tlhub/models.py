@@ -162,9 +162,11 @@ class PooledClassifier(nn.Module):
         dropout: float = 0.1,
         freeze_backbone: bool = True,
         weighted_layer_sum: bool = False,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.normalize = normalize  # L2-normalise the pooled vector before the head
         self.config = backbone.config
         self.pooling = pooling
         self.freeze_backbone = freeze_backbone
@@ -219,6 +221,8 @@ class PooledClassifier(nn.Module):
         if features is None:
             features = self.features(**inputs)
         features = self.combine(features.to(self.head.weight.dtype))
+        if self.normalize:
+            features = nn.functional.normalize(features, dim=-1)
         logits = self.head(self.dropout(features))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -235,6 +239,7 @@ class PooledClassifier(nn.Module):
             "num_labels": self.head.out_features,
             "dropout": self.dropout.p,
             "weighted_layer_sum": self.layer_weights is not None,
+            "normalize": self.normalize,
         }
         (directory / HEAD_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
 
@@ -245,7 +250,10 @@ class PooledClassifier(nn.Module):
         info = json.loads((directory / HEAD_CONFIG).read_text())
         backbone = _backbone_class(directory).from_pretrained(directory, **kwargs)
         weighted = bool(info.get("weighted_layer_sum", False))
-        model = cls(backbone, info["num_labels"], info["pooling"], info.get("dropout", 0.1), weighted_layer_sum=weighted)
+        model = cls(
+            backbone, info["num_labels"], info["pooling"], info.get("dropout", 0.1), weighted_layer_sum=weighted,
+            normalize=bool(info.get("normalize", False)),
+        )  # fmt: skip
         tensors = load_file(str(directory / HEAD_WEIGHTS))
         if weighted:
             model.layer_weights.data.copy_(tensors.pop("layer_weights"))

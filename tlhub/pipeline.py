@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,18 +34,19 @@ from transformers import (
 )
 
 from tlhub.cache import cached_splits, feature_collator, uses_feature_cache
+from tlhub.card import model_card
 from tlhub.config import TLHUB_TRAINING_KEYS, RunConfig, build, load_config, read_yaml, save_config
 from tlhub.data import LABELS, encode_labels, load_data, read_source, require_columns
 from tlhub.errors import ConfigError, DataError
-from tlhub.card import model_card
 from tlhub.io import atomic_save_dir, atomic_write_json, atomic_write_text
 from tlhub.metrics import MAIN_METRIC, TASK_METRICS, load_task_metrics
 from tlhub.modalities import Modality, get_modality
 from tlhub.models import PooledClassifier
 from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, last_complete_checkpoint, prepare_output_dir, resume_checkpoint
 from tlhub.strategies import STRATEGIES, Applied, count_parameters
-from tlhub.strategies import domain
+from tlhub.strategies import contrastive, domain
 from tlhub.strategies.domain import DomainAdaptationTrainer
+from tlhub.strategies.heads import fit_logistic_head
 
 logger = logging.getLogger(__name__)
 
@@ -458,6 +460,11 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
         applied = STRATEGIES.get(cfg.strategy.name)(model, cfg.strategy, modality, cfg.task)
     trainable, total = count_parameters(applied.model)
 
+    # Contrastive few-shot: the body first learns from pairs of the labelled rows (SetFit's method)
+    stage: dict[str, Any] = {}
+    if cfg.strategy.name == "contrastive":
+        stage = contrastive.tune_body(applied.model, loaded.splits["train"], modality, processor, cfg)
+
     # Feature extraction with strategy.cache: the frozen backbone runs once per example
     # and the head trains on the stored features (tlhub.cache). Otherwise preprocessing
     # is applied lazily as batches are drawn.
@@ -474,7 +481,15 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     trainer = make_trainer(cfg, modality, processor, applied, args, loaded.splits["train"], loaded.splits["validation"], aligned)
     if cache is not None:
         trainer.data_collator = feature_collator
-    train_metrics = train_or_restore(trainer, checkpoint)
+    if cfg.strategy.head_kind == "logistic":  # a head fitted in closed form on the features
+        train = cache.splits["train"].with_format("torch")
+        start = time.perf_counter()
+        features, labels = train[:]["features"], train[:]["labels"]
+        stage.update(fit_logistic_head(applied.model, features, labels, int(cfg.training.get("seed", 42))))
+        train_metrics = {"train_runtime": round(time.perf_counter() - start + stage.get("contrastive_runtime", 0.0), 4)}
+    else:
+        train_metrics = train_or_restore(trainer, checkpoint)
+    train_metrics.update(stage)
 
     # Evaluate on validation (and test)
     results: dict[str, Any] = dict(train_metrics)
@@ -551,7 +566,7 @@ def load_run(run_dir: str | Path) -> Run:
     label_names = info.get("label_names")
     processor = modality.load_processor(cfg, source=str(run_dir))
     strategy = info.get("strategy", cfg.strategy.name)
-    if strategy == "feature_extraction" and PooledClassifier.is_saved_in(run_dir):
+    if strategy in ("feature_extraction", "contrastive") and PooledClassifier.is_saved_in(run_dir):
         model: nn.Module = PooledClassifier.from_pretrained(run_dir)
     elif strategy == "lora":
         from peft import PeftModel

@@ -24,5 +24,6 @@ from tlhub.strategies.base import (
 # Import the strategy modules so that they register themselves.
 from tlhub.strategies import freeze as _freeze  # noqa: E402,F401
 from tlhub.strategies import lora as _lora  # noqa: E402,F401
+from tlhub.strategies import contrastive as _contrastive  # noqa: E402,F401
 
 __all__ = ["STRATEGIES", "Applied", "Strategy", "backbone_of", "block_lr_scales", "count_parameters", "find_blocks", "head_names"]

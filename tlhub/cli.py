@@ -42,10 +42,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tlhub.pipeline import evaluate_run, load_run
+    from tlhub.pipeline import evaluate_run, load_pretrained, load_run
+    from tlhub.rundir import RUN_INFO
 
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer's log lines; stdout is the JSON alone
-        metrics = evaluate_run(load_run(args.run_dir), args.data)
+        if args.task and not (Path(args.run_dir) / RUN_INFO).is_file():  # a pretrained model, zero-shot
+            run = load_pretrained(args.run_dir, args.modality, args.task, args.overrides)
+        elif args.overrides:
+            raise TlhubError("evaluate: dotted overrides apply to a pretrained model (with --task), not to a run's saved config")
+        else:
+            run = load_run(args.run_dir)
+        metrics = evaluate_run(run, args.data)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
@@ -113,8 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="score a finished run on labelled data")
-    evaluate.add_argument("run_dir", help="training.output_dir of a finished run")
+    evaluate.add_argument("run_dir", help="training.output_dir of a finished run, or (with --task) a pretrained model to score as it is")
+    evaluate.add_argument("overrides", nargs="*", help="with --task: dotted config keys, e.g. data.audio_column=path data.max_duration_s=3")
     evaluate.add_argument("--data", required=True, help="a file or dataset with the columns used in training")
+    evaluate.add_argument("--task", choices=["text2text", "speech_recognition"], help="score a pretrained model zero-shot (Whisper, T5)")
+    evaluate.add_argument("--modality", choices=["text", "audio"], default="audio", help="with --task: the model's modality")
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = sub.add_parser("predict", help="label new inputs with a finished run")

@@ -196,6 +196,12 @@ class DataConfig:
         default=',?.!-;:"“”%‘’�',
     )
     lowercase_transcripts: bool = _help("speech_recognition: lowercase transcripts (a smaller CTC vocabulary).", default=True)
+    normalize_text: bool = _help(
+        "speech_recognition: score WER and CER on normalised text, as Whisper's evaluation does (transformers' "
+        "EnglishTextNormalizer: case, punctuation and filler words removed, spelled-out numbers as digits), so a "
+        "pretrained model's \"Seven.\" counts as \"seven\"; false scores the raw text.",
+        default=True,
+    )
     seed: int = _help("Seed for splitting and sampling.", default=42)
 
     def __post_init__(self) -> None:
@@ -459,7 +465,8 @@ class RunConfig:
             "task",
             f"unknown task '{self.task}'{closest(self.task, TASK_NAMES)}; choose one of: {', '.join(TASK_NAMES)}",
         )
-        self.training = _check_training(self.training, seq2seq=self.task == "text2text")
+        # speech_recognition may be Whisper's seq2seq: generation keys are allowed there too
+        self.training = _check_training(self.training, seq2seq=self.task in ("text2text", "speech_recognition"))
 
     @property
     def output_dir(self) -> Path:

@@ -197,7 +197,14 @@ class PooledClassifier(nn.Module):
             # Audio: a mask over samples; wav2vec2/HuBERT map it to frames, so that the
             # mean leaves out padding and a clip's features do not depend on its batch.
             to_frames = getattr(self.backbone, "_get_feature_vector_attention_mask", None)
-            mask = to_frames(hidden.shape[1], mask) if to_frames is not None else None
+            if to_frames is not None:
+                mask = to_frames(hidden.shape[1], mask)
+            elif mask.shape[1] == 2 * hidden.shape[1]:
+                # Whisper: a mask over log-mel frames, which its convolutions halve; the mean
+                # then covers the clip's own frames, not the padding to the window.
+                mask = mask[:, ::2]
+            else:
+                mask = None
         if self.layer_weights is None:
             return pool(outputs, self.pooling, mask)
         layers = getattr(outputs, "hidden_states", None) or ()

@@ -39,8 +39,8 @@ from tlhub.config import TLHUB_TRAINING_KEYS, RunConfig, build, load_config, rea
 from tlhub.data import LABELS, encode_labels, load_data, read_source, require_columns
 from tlhub.errors import ConfigError, DataError
 from tlhub.io import atomic_save_dir, atomic_write_json, atomic_write_text
-from tlhub.metrics import MAIN_METRIC, TASK_METRICS, load_task_metrics
-from tlhub.modalities import Modality, get_modality
+from tlhub.metrics import MAIN_METRIC, TASK_METRICS, load_task_metrics, normalize_text
+from tlhub.modalities import Modality, get_modality, is_encoder_decoder
 from tlhub.models import PooledClassifier
 from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, last_complete_checkpoint, prepare_output_dir, resume_checkpoint
 from tlhub.strategies import STRATEGIES, Applied, count_parameters
@@ -70,7 +70,8 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
         "logging_steps": 25,
         "label_names": [LABELS],
     }
-    if cfg.task == "text2text":
+    generative = generates(cfg)
+    if generative:
         values.update(predict_with_generate=True, generation_max_length=cfg.data.max_target_length)
     user = cfg.training
     if "eval_strategy" in user and "save_strategy" not in user:
@@ -113,7 +114,7 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
     if values.get("bf16") and torch.cuda.is_available() and not values.get("use_cpu") and not torch.cuda.is_bf16_supported():
         raise ConfigError("training.bf16: this GPU does not support bfloat16; use training.fp16 instead")
     values["remove_unused_columns"] = False
-    cls = Seq2SeqTrainingArguments if cfg.task == "text2text" else TrainingArguments
+    cls = Seq2SeqTrainingArguments if generative else TrainingArguments
     try:
         return cls(**values)
     except (ValueError, TypeError) as exc:
@@ -156,9 +157,19 @@ def check_sharding(cfg: RunConfig, args: TrainingArguments) -> None:
         )
 
 
-def compute_metrics_for(task: str, processor: Any) -> Any:
-    """The Trainer's `compute_metrics` for `task`, through the offline `evaluate` modules."""
+def generates(cfg: RunConfig, source: str | None = None) -> bool:
+    """Whether the run's model generates its outputs (Seq2SeqTrainer, predict_with_generate):
+    text2text, and speech recognition by an encoder-decoder such as Whisper (the model's
+    config, or the one saved in `source`, says so; CTC models do not generate)."""
+    return cfg.task == "text2text" or (cfg.task == "speech_recognition" and is_encoder_decoder(cfg.model, source))
+
+
+def compute_metrics_for(cfg: RunConfig, processor: Any, generative: bool = False) -> Any:
+    """The Trainer's `compute_metrics` for the run's task, through the offline `evaluate` modules."""
+    task = cfg.task
     metrics = load_task_metrics(task)
+    ctc = task == "speech_recognition" and not generative
+    normalize = task == "speech_recognition" and cfg.data.normalize_text
 
     def classification(pred: Any) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
@@ -171,9 +182,10 @@ def compute_metrics_for(task: str, processor: Any) -> Any:
             ids = ids.argmax(-1)
         ids = np.where(ids < 0, tokenizer.pad_token_id, ids)
         labels = np.where(pred.label_ids < 0, tokenizer.pad_token_id, pred.label_ids)
-        group = task == "speech_recognition"
-        predictions = processor.batch_decode(ids, skip_special_tokens=True) if not group else processor.batch_decode(ids)
-        references = processor.batch_decode(labels, skip_special_tokens=True, **({"group_tokens": False} if group else {}))
+        predictions = processor.batch_decode(ids) if ctc else processor.batch_decode(ids, skip_special_tokens=True)
+        references = processor.batch_decode(labels, skip_special_tokens=True, **({"group_tokens": False} if ctc else {}))
+        if normalize:
+            predictions, references = normalize_text(predictions), normalize_text(references)
         return metrics.compute(predictions=predictions, references=references)
 
     return classification if task == "classification" else generation
@@ -209,7 +221,7 @@ def make_trainer(
     patience = cfg.training.get("early_stopping_patience")
     if patience is not None and train is not None:  # an evaluation-only Trainer has nothing to stop
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(patience)))
-    cls = Seq2SeqTrainer if cfg.task == "text2text" else Trainer
+    cls = Seq2SeqTrainer if isinstance(args, Seq2SeqTrainingArguments) else Trainer
     extra: dict[str, Any] = {}
     if target is not None and cfg.domain_adaptation is not None:
         cls, extra = DomainAdaptationTrainer, {"target_dataset": target, "settings": cfg.domain_adaptation}
@@ -220,7 +232,7 @@ def make_trainer(
         eval_dataset=evaluation,
         processing_class=processor,
         data_collator=modality.collator(processor, cfg, applied.model),
-        compute_metrics=compute_metrics_for(cfg.task, processor),
+        compute_metrics=compute_metrics_for(cfg, processor, isinstance(args, Seq2SeqTrainingArguments)),
         optimizers=optimizer_for(applied, args),
         callbacks=callbacks,
         **extra,
@@ -547,6 +559,7 @@ class Run:
     model: nn.Module
     processor: Any
     label_names: list[str] | None
+    generative: bool = False  # generates its outputs (text2text, Whisper-style speech recognition)
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -579,7 +592,36 @@ def load_run(run_dir: str | Path) -> Run:
         model = modality.load_model(local, label_names)
     model.to(inference_device())
     model.eval()
-    return Run(cfg, modality, model, processor, label_names)
+    return Run(cfg, modality, model, processor, label_names, generates(cfg, str(run_dir)))
+
+
+def load_pretrained(name_or_path: str, modality_name: str, task: str, overrides: list[str] | None = None) -> Run:
+    """A pretrained model as it is, before any training: what `tlhub evaluate` scores zero-shot.
+
+    Only models that generate (Whisper, T5) can be scored so; a classifier would be scored
+    through a new, untrained head. `overrides` are dotted config keys (data.audio_column=path).
+    """
+    from tlhub.config import merge, parse_overrides
+
+    mapping = {
+        "modality": modality_name,
+        "task": task,
+        "model": {"name_or_path": name_or_path},
+        "data": {"train": "(zero-shot: no training data)"},
+        "training": {"output_dir": "(zero-shot: nothing written)"},
+    }
+    cfg = build(RunConfig, merge(mapping, parse_overrides(list(overrides or []))))
+    if not generates(cfg):
+        raise ConfigError(
+            f"evaluate: {name_or_path} is scored as it is only when it generates its outputs (Whisper, T5); "
+            "a classifier or CTC model needs a trained head: train a run, then evaluate its folder"
+        )
+    modality = get_modality(cfg.modality)
+    processor = modality.load_processor(cfg, source=cfg.model.name_or_path)
+    model = modality.load_model(cfg, None)
+    model.to(inference_device())
+    model.eval()
+    return Run(cfg, modality, model, processor, None, True)
 
 
 def inference_device() -> torch.device:
@@ -608,7 +650,7 @@ def predict(run: Run, inputs: list[str], batch_size: int = 32) -> list[dict[str,
             scores, ids = probs.max(-1)
             names = run.label_names or [str(i) for i in range(probs.shape[-1])]
             out += [{"input": v, "label": names[i], "score": float(s)} for v, i, s in zip(chunk, ids.tolist(), scores)]
-        elif run.cfg.task == "text2text":
+        elif run.generative:
             # max_length, as Seq2SeqTrainer passes generation_max_length: the same outputs as evaluation's
             generated = run.model.generate(**batch, max_length=run.cfg.data.max_target_length)
             texts = run.processor.batch_decode(generated, skip_special_tokens=True)
@@ -640,8 +682,8 @@ def evaluate_run(run: Run, data: str, output_dir: str | Path | None = None) -> d
     ds.set_transform(run.modality.transform(run.processor, cfg, train=False))
     scratch = Path(output_dir)
     values = {"report_to": "none", "per_device_eval_batch_size": cfg.training.get("per_device_eval_batch_size", 8)}
-    args_cls = Seq2SeqTrainingArguments if cfg.task == "text2text" else TrainingArguments
-    extra = {"predict_with_generate": True, "generation_max_length": cfg.data.max_target_length} if cfg.task == "text2text" else {}
+    args_cls = Seq2SeqTrainingArguments if run.generative else TrainingArguments
+    extra = {"predict_with_generate": True, "generation_max_length": cfg.data.max_target_length} if run.generative else {}
     args = args_cls(output_dir=str(scratch), remove_unused_columns=False, label_names=[LABELS], **values, **extra)
     trainer = make_trainer(cfg, run.modality, run.processor, Applied(run.model), args, None, ds)
     metrics = trainer.evaluate()
@@ -649,4 +691,4 @@ def evaluate_run(run: Run, data: str, output_dir: str | Path | None = None) -> d
     return metrics
 
 
-__all__ = ["finetune", "load_run", "predict", "evaluate_run", "Run", "TASK_METRICS"]
+__all__ = ["finetune", "load_run", "load_pretrained", "predict", "evaluate_run", "Run", "TASK_METRICS"]

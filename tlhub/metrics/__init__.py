@@ -33,3 +33,13 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
 def load_task_metrics(task: str) -> evaluate.CombinedEvaluations:
     """All metrics reported for `task`, combined so one `compute` call returns them all."""
     return evaluate.combine([load_metric(name) for name in TASK_METRICS[task]])
+
+
+def normalize_text(texts: list[str]) -> list[str]:
+    """Transcripts as Whisper's evaluation compares them: transformers' EnglishTextNormalizer
+    (lowercase, punctuation and filler words removed, spelled-out numbers as digits,
+    British spellings left as they are), so "Seven." and "seven" are the same word."""
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    normalizer = EnglishTextNormalizer({})
+    return [normalizer(text) for text in texts]

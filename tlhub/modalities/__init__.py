@@ -11,11 +11,19 @@ strategies or the order of a run (that is `tlhub.pipeline`). :class:`Modality` h
 the defaults; a modality overrides what differs.
 """
 
-from tlhub.modalities.base import MODALITIES, Modality, check_config_overrides, get_modality, load_auto_model, model_error
+from tlhub.modalities.base import (
+    MODALITIES,
+    Modality,
+    check_config_overrides,
+    get_modality,
+    is_encoder_decoder,
+    load_auto_model,
+    model_error,
+)
 
 # Import the modality modules so that they register themselves.
 from tlhub.modalities import text as _text  # noqa: E402,F401
 from tlhub.modalities import audio as _audio  # noqa: E402,F401
 from tlhub.modalities import image as _image  # noqa: E402,F401
 
-__all__ = ["MODALITIES", "Modality", "check_config_overrides", "get_modality", "load_auto_model", "model_error"]
+__all__ = ["MODALITIES", "Modality", "check_config_overrides", "get_modality", "is_encoder_decoder", "load_auto_model", "model_error"]

@@ -1,5 +1,7 @@
 """Audio: classification with any ``AutoModelForAudioClassification`` model (wav2vec2,
-HuBERT, WavLM, ...) and speech recognition by CTC fine-tuning (``Wav2Vec2ForCTC`` and kin).
+HuBERT, WavLM, Whisper's encoder, ...) and speech recognition, by CTC fine-tuning
+(``Wav2Vec2ForCTC`` and kin) or sequence to sequence (Whisper and other
+``AutoModelForSpeechSeq2Seq`` models): the model's config says which, not the user.
 
 No FFmpeg is needed: clips are decoded with `soundfile` (WAV, FLAC, OGG), mixed down to
 mono and resampled to the feature extractor's rate with
@@ -16,8 +18,15 @@ For speech recognition the character vocabulary comes from the training transcri
 ``prepare`` of ``data.train`` records the characters it saw (after
 ``data.chars_to_ignore`` and lowercasing), ``load_processor`` builds a
 ``Wav2Vec2CTCTokenizer`` + ``Wav2Vec2Processor`` from them, and ``load_model`` sizes
-the CTC head to that tokenizer. The pipeline saves the processor with the model, so a
-finished run loads back with ``Wav2Vec2Processor.from_pretrained(run_dir)``.
+the CTC head to that tokenizer. An encoder-decoder keeps its own tokenizer
+(``WhisperProcessor``): the transcripts become its label ids, the decoder learns them and
+evaluation generates (``Seq2SeqTrainer``, ``predict_with_generate``). The pipeline saves
+the processor with the model, so a finished run loads back with
+``AutoProcessor.from_pretrained(run_dir)`` and in ``transformers.pipeline``.
+
+Whisper reads a fixed window (30 s) of which a spoken word fills a few percent; its
+window is cut (``tlhub.modalities.whisper_window``) to ``data.max_duration_s`` or, when
+that is unset, to the longest training clip rounded up to whole seconds.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from transformers import (
     AutoFeatureExtractor,
     AutoModelForAudioClassification,
     AutoModelForCTC,
+    AutoModelForSpeechSeq2Seq,
     AutoProcessor,
     Wav2Vec2CTCTokenizer,
     Wav2Vec2Processor,
@@ -47,7 +57,8 @@ from transformers import (
 
 from tlhub.data import UnreadableExample, cell_source, drop_unreadable, where
 from tlhub.errors import DataError, ModelError
-from tlhub.modalities.base import MODALITIES, Modality, load_auto_model, model_error
+from tlhub.errors import ConfigError
+from tlhub.modalities.base import MODALITIES, Modality, is_encoder_decoder, load_auto_model, model_error
 from tlhub.modalities.whisper_window import fit_encoder, fit_extractor, is_whisper_extractor, window_seconds
 from tlhub.models import backbone_of
 
@@ -227,19 +238,38 @@ def warn_heavy_spec_augment(model: nn.Module, seconds: float | None) -> None:
         )
 
 
+def check_task_head(auto_class: Any, cfg: RunConfig, what: str, source: str | None = None) -> None:
+    """A config error naming the model when its architecture has no head for `what`
+    (T5 for speech, or BERT for CTC)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source or cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    except (OSError, ValueError, KeyError):
+        return  # loading the model says why
+    if type(config) not in auto_class._model_mapping:
+        raise ConfigError(
+            f"model.name_or_path: {type(config).__name__.removesuffix('Config')} ({cfg.model.name_or_path}) has no head for "
+            f"{what}; task: speech_recognition takes a CTC model (wav2vec2, HuBERT, WavLM) or a speech encoder-decoder "
+            "(Whisper), and the model's config decides which"
+        )
+
+
 # --------------------------------------------------------------------------- collator
 
 
 class AudioCollator:
     """Pads waveforms with the feature extractor (to the longest clip, or to
-    ``data.max_duration_s``) and labels: class ids as a tensor, CTC token ids padded
-    with -100 so the loss ignores them."""
+    ``data.max_duration_s``) and labels: class ids as a tensor, CTC or decoder token ids
+    padded with -100 so the loss ignores them. A decoder's labels lose their leading
+    start token: the model puts it back when it shifts the labels right."""
 
-    def __init__(self, processor: Any, max_samples: int | None, ctc: bool) -> None:
+    def __init__(self, processor: Any, max_samples: int | None, ctc: bool, decoder_start: int | None = None) -> None:
         self.processor = processor
         self.feature_extractor = feature_extractor_of(processor)
         self.max_samples = max_samples
         self.ctc = ctc
+        self.decoder_start = decoder_start
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         inputs = [{k: v for k, v in f.items() if k != "labels"} for f in features]
@@ -247,9 +277,12 @@ class AudioCollator:
         batch = dict(self.feature_extractor.pad(inputs, return_tensors="pt", **padding))
         if features and "labels" in features[0]:
             labels = [f["labels"] for f in features]
-            if self.ctc:
+            if self.ctc or self.decoder_start is not None:
                 padded = self.processor.tokenizer.pad({"input_ids": labels}, return_tensors="pt")
-                batch["labels"] = padded["input_ids"].masked_fill(padded["attention_mask"].ne(1), -100)
+                ids = padded["input_ids"].masked_fill(padded["attention_mask"].ne(1), -100)
+                if self.decoder_start is not None and ids.shape[1] > 1 and bool((ids[:, 0] == self.decoder_start).all()):
+                    ids = ids[:, 1:]
+                batch["labels"] = ids
             else:
                 batch["labels"] = torch.tensor(labels, dtype=torch.long)
         return batch
@@ -268,6 +301,8 @@ class AudioModality(Modality):
         self.tokenizer_size: int | None = None  # set by load_processor() (CTC)
         self.pad_token_id: int | None = None
         self.median_seconds: float | None = None  # set by prepare() of data.train
+        self.longest_seconds: float | None = None  # set by prepare() of data.train: Whisper's default window
+        self.seq2seq = False  # set by load_processor(): speech recognition by an encoder-decoder
 
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
         data = cfg.data
@@ -317,6 +352,7 @@ class AudioModality(Modality):
             ds = self._prepare_transcripts(ds, cfg, key)
         if key == "data.train" and seconds:
             self.median_seconds = float(np.median(seconds))
+            self.longest_seconds = float(np.max(seconds))
         return ds, bad
 
     def _prepare_transcripts(self, ds: datasets.Dataset, cfg: RunConfig, key: str) -> datasets.Dataset:
@@ -343,11 +379,21 @@ class AudioModality(Modality):
         """
         name = source or cfg.model.name_or_path
         common = {"revision": None if source else cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code}
+        window = window_seconds(cfg.data.max_duration_s or self.longest_seconds)  # Whisper: a short window
         try:
             if cfg.task != "speech_recognition":
                 extractor = AutoFeatureExtractor.from_pretrained(name, **common)
-                return fit_extractor(extractor, window_seconds(cfg.data.max_duration_s))  # Whisper: a short window
-            if source is not None or self.transcript_chars is None:
+                return fit_extractor(extractor, window)
+            self.seq2seq = is_encoder_decoder(cfg.model, source)
+            if self.seq2seq:  # Whisper and kin: the model's own tokenizer and feature extractor
+                check_task_head(AutoModelForSpeechSeq2Seq, cfg, "sequence-to-sequence speech recognition", source)
+                processor = AutoProcessor.from_pretrained(name, **common)
+                if not hasattr(processor, "tokenizer"):
+                    raise ModelError(f"model.name_or_path: '{name}' is an encoder-decoder without a tokenizer to decode with")
+                fit_extractor(processor.feature_extractor, window)
+                if processor.tokenizer.pad_token is None:  # Whisper's pads labels with its end-of-text token
+                    processor.tokenizer.pad_token = processor.tokenizer.eos_token
+            elif source is not None or self.transcript_chars is None:
                 processor = AutoProcessor.from_pretrained(name, **common)
                 if not hasattr(processor, "tokenizer"):
                     raise ModelError(
@@ -365,7 +411,12 @@ class AudioModality(Modality):
         return processor
 
     def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
+        if cfg.task == "speech_recognition" and self.seq2seq:
+            model = load_auto_model(AutoModelForSpeechSeq2Seq, cfg.model)
+            model.generation_config.forced_decoder_ids = None  # generate() sets the prompt (language, task) itself
+            return fit_encoder(model, window_seconds(cfg.data.max_duration_s or self.longest_seconds))
         if cfg.task == "speech_recognition":
+            check_task_head(AutoModelForCTC, cfg, "CTC speech recognition")
             if self.tokenizer_size is None:
                 raise ModelError("speech recognition: load the processor (load_processor) before the model, to size the CTC head")
             model = load_auto_model(
@@ -388,7 +439,7 @@ class AudioModality(Modality):
             label2id={name: i for i, name in enumerate(label_names)},
         )
         warn_heavy_spec_augment(model, self.clip_seconds(cfg))
-        return fit_encoder(model, window_seconds(cfg.data.max_duration_s))  # Whisper: a short window
+        return fit_encoder(model, window_seconds(cfg.data.max_duration_s or self.longest_seconds))  # Whisper: a short window
 
     def clip_seconds(self, cfg: RunConfig) -> float | None:
         """How long a typical training clip is as the model sees it (the median, cut to max_duration_s)."""
@@ -402,7 +453,9 @@ class AudioModality(Modality):
         rate = int(extractor.sampling_rate)
         max_samples = int(round(data.max_duration_s * rate)) if data.max_duration_s else None
         augmenting = train and data.augment
-        ctc = cfg.task == "speech_recognition"
+        ctc = cfg.task == "speech_recognition"  # (CTC or seq2seq: transcripts, not labels; no time shift)
+        # Whisper pads every clip to its window: the mask tells feature extraction which frames are audio
+        mask = {"return_attention_mask": True} if is_whisper_extractor(extractor) and cfg.task == "classification" else {}
 
         def apply(batch: dict[str, list]) -> dict[str, list]:
             arrays = []
@@ -413,7 +466,7 @@ class AudioModality(Modality):
                 if augmenting:
                     array = augment(array, rate, shift=not ctc)
                 arrays.append(array)
-            out = dict(extractor(arrays, sampling_rate=rate))
+            out = dict(extractor(arrays, sampling_rate=rate, **mask))
             if ctc and data.target_column in batch:
                 out["labels"] = processor.tokenizer(batch[data.target_column])["input_ids"]
             elif "labels" in batch:
@@ -427,12 +480,17 @@ class AudioModality(Modality):
         max_samples = int(round(cfg.data.max_duration_s * rate)) if cfg.data.max_duration_s else None
         if is_whisper_extractor(feature_extractor_of(processor)):
             max_samples = None  # fixed-size log-mel features, already padded to the window
-        return AudioCollator(processor, max_samples, ctc=cfg.task == "speech_recognition")
+        asr = cfg.task == "speech_recognition"
+        start = getattr(getattr(model, "config", None), "decoder_start_token_id", None) if asr and self.seq2seq else None
+        return AudioCollator(processor, max_samples, ctc=asr and not self.seq2seq, decoder_start=start)
 
     def blocks(self, model: nn.Module) -> list[nn.ModuleList] | None:
-        """The transformer layers (``encoder.layers``), not the convolutional feature encoder."""
-        layers = getattr(getattr(backbone_of(model), "encoder", None), "layers", None)
-        return [layers] if isinstance(layers, nn.ModuleList) and len(layers) > 0 else None
+        """The transformer layers (``encoder.layers``, and an encoder-decoder's
+        ``decoder.layers``), not the convolutional feature encoder."""
+        backbone = backbone_of(model)
+        stacks = [getattr(getattr(backbone, part, None), "layers", None) for part in ("encoder", "decoder")]
+        stacks = [layers for layers in stacks if isinstance(layers, nn.ModuleList) and len(layers) > 0]
+        return stacks or None
 
     def peft_task_type(self, task: str) -> str | None:
         return None  # a plain PeftModel; the head is kept trainable through modules_to_save

@@ -111,6 +111,21 @@ def load_auto_model(auto_class: Any, model: ModelConfig, **config_kwargs: Any) -
         raise model_error(model, exc) from None
 
 
+def is_encoder_decoder(model: ModelConfig, source: str | None = None) -> bool:
+    """Whether the model (or the one saved in `source`) is an encoder-decoder that generates
+    its outputs (Whisper, T5); False when its config cannot be read (loading the model then
+    says why). A saved LoRA adapter has no config of its own: its base model's decides."""
+    if source is not None and not (Path(source) / "config.json").is_file():
+        source = None
+    try:
+        config = AutoConfig.from_pretrained(
+            source or model.name_or_path, revision=None if source else model.revision, trust_remote_code=model.trust_remote_code
+        )
+    except (OSError, ValueError, KeyError):
+        return False
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
 def check_config_overrides(config: Any, overrides: dict[str, Any]) -> None:
     """Fail, naming the key, for a ``model.config_overrides`` key the model's config lacks
     (transformers would store it silently and nothing would read it)."""

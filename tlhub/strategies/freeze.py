@@ -40,8 +40,8 @@ def feature_extraction(model: nn.Module, cfg: StrategyConfig, modality: Modality
     Classification: a :class:`PooledClassifier` pools the backbone's hidden states
     (`strategy.pooling`; ``auto`` is the mean, which suits checkpoints with an untrained
     pooler; with `strategy.weighted_layer_sum` every layer's, mixed by learned weights)
-    into a new linear head. Other tasks keep the model's own head (a CTC layer, a T5
-    decoder) and freeze the encoder below it.
+    into a new linear head. Other tasks keep the model's own head (a CTC layer, a T5 or
+    Whisper decoder) and freeze the encoder below it (and an encoder-decoder's token embeddings).
     """
     if task == "classification":
         pooling = "mean" if cfg.pooling == "auto" else cfg.pooling
@@ -54,6 +54,10 @@ def feature_extraction(model: nn.Module, cfg: StrategyConfig, modality: Modality
     model.requires_grad_(True)
     encoder = model.get_encoder() if model.config.is_encoder_decoder else backbone_of(model)
     encoder.requires_grad_(False)
+    if model.config.is_encoder_decoder and model.get_input_embeddings() is not None:
+        # The token embeddings (T5's shared with the encoder, Whisper's tied to the output
+        # projection: the whole vocabulary) stay as pretrained; the decoder's blocks learn.
+        model.get_input_embeddings().requires_grad_(False)
     return Applied(model)
 
 
@@ -75,6 +79,8 @@ def partial(model: nn.Module, cfg: StrategyConfig, modality: Modality, task: str
             head.requires_grad_(True)  # ...unless it is the (frozen) input embedding itself, as in t5-small
     if n > 0:
         in_stack = {id(p): i for i, stack in enumerate(stacks) for p in stack.parameters()}
+        # Embeddings are never "above" a stack: Whisper's decoder embeddings follow the encoder's blocks
+        embedding = {id(p) for m in backbone.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
         params = list(backbone.parameters())
         for i, stack in enumerate(stacks):
             for block in stack[len(stack) - n :]:
@@ -85,6 +91,7 @@ def partial(model: nn.Module, cfg: StrategyConfig, modality: Modality, task: str
             for p in params[last + 1 :]:
                 if id(p) in in_stack:
                     break
-                p.requires_grad_(True)
+                if id(p) not in embedding:
+                    p.requires_grad_(True)
     scales = block_lr_scales(model, stacks, cfg.layer_lr_decay) if cfg.layer_lr_decay else None
     return Applied(model, scales)

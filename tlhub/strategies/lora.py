@@ -43,6 +43,11 @@ def lora(model: nn.Module, cfg: StrategyConfig, modality: Modality, task: str) -
     settings = cfg.lora
     targets = auto_target_modules(model) if settings.target_modules == "auto" else list(settings.target_modules)
     heads = head_names(model) if backbone_of(model) is not model else []
+    # An output projection that is the input embedding (Whisper's proj_out) stays frozen, as in
+    # partial: training a copy would untie it and train the whole vocabulary.
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    tied = {h for h in heads if embeddings is not None and getattr(model.get_submodule(h), "weight", None) is embeddings.weight}
+    heads = [h for h in heads if h not in tied]
     peft_config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,

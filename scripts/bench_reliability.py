@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.tiny_models import make_tiny_bert, toy_sentiment_rows, write_rows  # noqa: E402
 
-STEPS, SAVE_EVERY = 120, 10
+STEPS, SAVE_EVERY = 240, 10
 INPUTS = ["the food was excellent", "terrible, never again", "it was fine", "great service"]
 
 
@@ -149,9 +149,10 @@ def _timeline(cfg: Path, work: Path, out: Path) -> tuple[float, float]:
 def kills(work: Path, model: Path, data: Path, n: int, seed: int) -> list[dict]:
     """SIGKILL at a random moment, then the same command until it finishes.
 
-    A fifth of the kills land in start-up (before the first checkpoint), the rest
-    anywhere from the first checkpoint to the end of the process: training steps,
-    checkpoint writes, the final save of the model, model card and results.
+    A fifth of the kills land in start-up (a random fraction of the reference run's time
+    to its first checkpoint), the rest a random time after the run's first checkpoint
+    appears, up to the reference's time from there to the end of the process: training
+    steps, checkpoint writes, the final save of the model, model card and results.
     """
     reference = work / "reference"
     cfg = config(work, model, data, reference)
@@ -164,8 +165,12 @@ def kills(work: Path, model: Path, data: Path, n: int, seed: int) -> list[dict]:
     for i in range(n):
         out = work / f"killed-{i}"
         cfg = config(work, model, data, out)
-        delay = rng.uniform(0.2, 1.0) * startup if i % 5 == 0 else startup + rng.uniform(0.0, 1.0) * rest
+        in_startup = i % 5 == 0
+        delay = rng.uniform(0.2, 0.95) * startup if in_startup else rng.uniform(0.0, 1.0) * rest
         proc = _launch(cfg, work)
+        if not in_startup:  # from the first checkpoint on: the clock starts when it appears
+            while proc.poll() is None and not any(out.glob("checkpoint-*")):
+                time.sleep(0.01)
         time.sleep(delay)
         killed = proc.poll() is None
         if killed:
@@ -176,10 +181,12 @@ def kills(work: Path, model: Path, data: Path, n: int, seed: int) -> list[dict]:
         finished_before = (out / "all_results.json").is_file()
         after_kill = predictions(out) if out.exists() else None
         wrong = after_kill is not None and (not finished_before or after_kill != expected)
-        reruns_needed = 0
+        reruns_needed, failure = 0, None
         while not (out / "all_results.json").is_file() and reruns_needed < 3:
             reruns_needed += 1
-            if tlhub("train", str(cfg), cwd=work).returncode != 0:
+            rerun = tlhub("train", str(cfg), cwd=work)
+            if rerun.returncode != 0:
+                failure = rerun.stderr.strip().splitlines()[-1][:300] if rerun.stderr.strip() else f"exit {rerun.returncode}"
                 break
         state = json.loads((out / "trainer_state.json").read_text()) if (out / "trainer_state.json").is_file() else {}
         final = predictions(out)
@@ -195,8 +202,10 @@ def kills(work: Path, model: Path, data: Path, n: int, seed: int) -> list[dict]:
         else:
             outcome = "ok"
         phase = "finished" if finished_before else ("start-up" if not complete else f"after checkpoint {resume_at}")
-        rows.append({"kind": "sigkill", "case": f"kill {i} at {delay:.2f} s ({phase})", "outcome": outcome, "killed": killed,
-                     "resumed_from_step": resume_at, "reruns": reruns_needed, "final_step": state.get("global_step")})  # fmt: skip
+        when = f"{delay:.2f} s after start" if in_startup else f"{delay:.2f} s after the first checkpoint"
+        rows.append({"kind": "sigkill", "case": f"kill {i} {when} ({phase})", "outcome": outcome, "killed": killed,
+                     "resumed_from_step": resume_at, "reruns": reruns_needed, "final_step": state.get("global_step"),
+                     **({"rerun_error": failure} if failure else {})})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
         shutil.rmtree(out, ignore_errors=True)
     return rows

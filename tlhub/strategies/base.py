@@ -71,6 +71,14 @@ def head_names(model: nn.Module) -> list[str]:
     return names
 
 
+def input_embeddings(model: nn.Module) -> nn.Module | None:
+    """The model's token embeddings, or None for models without any (wav2vec2 raises)."""
+    try:
+        return model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    except (NotImplementedError, AttributeError):
+        return None
+
+
 def find_blocks(module: nn.Module) -> list[nn.ModuleList]:
     """The stacks of repeated blocks in a backbone (BERT's ``encoder.layer``, ResNet's
     ``encoder.stages``, T5's encoder and decoder ``block``), found by shape, not by name:

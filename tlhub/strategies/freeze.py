@@ -8,7 +8,7 @@ from torch import nn
 
 from tlhub.errors import ConfigError
 from tlhub.models import PooledClassifier, feature_backbone
-from tlhub.strategies.base import STRATEGIES, Applied, backbone_of, block_lr_scales, find_blocks
+from tlhub.strategies.base import STRATEGIES, Applied, backbone_of, block_lr_scales, find_blocks, input_embeddings
 
 if TYPE_CHECKING:
     from tlhub.config import StrategyConfig
@@ -54,10 +54,11 @@ def feature_extraction(model: nn.Module, cfg: StrategyConfig, modality: Modality
     model.requires_grad_(True)
     encoder = model.get_encoder() if model.config.is_encoder_decoder else backbone_of(model)
     encoder.requires_grad_(False)
-    if model.config.is_encoder_decoder and model.get_input_embeddings() is not None:
+    embeddings = input_embeddings(model) if model.config.is_encoder_decoder else None
+    if embeddings is not None:
         # The token embeddings (T5's shared with the encoder, Whisper's tied to the output
         # projection: the whole vocabulary) stay as pretrained; the decoder's blocks learn.
-        model.get_input_embeddings().requires_grad_(False)
+        embeddings.requires_grad_(False)
     return Applied(model)
 
 

@@ -8,7 +8,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from tlhub.errors import ConfigError
-from tlhub.strategies.base import STRATEGIES, Applied, backbone_of, head_names
+from tlhub.strategies.base import STRATEGIES, Applied, backbone_of, head_names, input_embeddings
 
 if TYPE_CHECKING:
     from tlhub.config import StrategyConfig
@@ -45,8 +45,8 @@ def lora(model: nn.Module, cfg: StrategyConfig, modality: Modality, task: str) -
     heads = head_names(model) if backbone_of(model) is not model else []
     # An output projection that is the input embedding (Whisper's proj_out) stays frozen, as in
     # partial: training a copy would untie it and train the whole vocabulary.
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    tied = {h for h in heads if embeddings is not None and getattr(model.get_submodule(h), "weight", None) is embeddings.weight}
+    embedding = getattr(input_embeddings(model), "weight", None)  # (ViT's patch embeddings have none)
+    tied = {h for h in heads if embedding is not None and getattr(model.get_submodule(h), "weight", None) is embedding}
     heads = [h for h in heads if h not in tied]
     peft_config = LoraConfig(
         r=settings.r,

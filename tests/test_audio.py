@@ -383,6 +383,49 @@ def test_whisper_encoder_reads_a_short_window_and_trains_with_each_strategy(tone
     assert json.loads((tmp_path / "full" / "preprocessor_config.json").read_text())["chunk_length"] == 1
 
 
+def test_whisper_defaults_follow_the_data_and_pool_only_the_clip(tones: tuple[Path, Path], tmp_path: Path) -> None:
+    """Without data.max_duration_s the window is the longest training clip rounded up (the
+    tones: 1 s, not Whisper's 30 s), feature extraction's mean covers only the clip's frames
+    (its features do not change with more padding), and the default run scores within 2
+    points of the explicit 1 s run."""
+    from tests.tiny_models import make_tiny_whisper
+    from tlhub.models import PooledClassifier
+
+    folder, _ = tones
+    whisper = make_tiny_whisper(tmp_path / "whisper")
+    runs = {}
+    for name, data in (("default", {"audio_column": "audio"}), ("1s", {"audio_column": "audio", "max_duration_s": 1.0})):
+        mapping = audio_config(whisper, folder, tmp_path / name, strategy="feature_extraction", data=data)
+        mapping["training"].update(num_train_epochs=30, learning_rate=0.05)
+        runs[name] = finetune(config_from_dict(mapping))
+        assert json.loads((tmp_path / name / "config.json").read_text())["max_source_positions"] == 50
+    assert runs["default"]["eval_accuracy"] >= runs["1s"]["eval_accuracy"] - 0.02
+
+    # The mean over frames of real audio: the same clip padded to a 1 s or a 2 s window pools
+    # alike (Whisper's attention still sees the padding, so alike, not equal)
+    from transformers import WhisperForAudioClassification
+
+    from tlhub.modalities.whisper_window import fit_encoder, fit_extractor
+
+    modality = get_modality("audio")
+    cfg = config_from_dict(audio_config(whisper, folder, tmp_path / "x", data={"audio_column": "audio"}))
+    clip = str(folder / "low" / "0.wav")
+    pooled, plain = [], []
+    for seconds in (1, 2):
+        processor = fit_extractor(modality.load_processor(cfg, source=str(whisper)), seconds)
+        encoder = fit_encoder(WhisperForAudioClassification.from_pretrained(whisper), seconds).encoder
+        model = PooledClassifier(encoder, 2).eval()
+        features = modality.transform(processor, cfg, train=False)({"audio": [clip]})
+        batch = modality.collator(processor, cfg, model)([{k: v[0] for k, v in features.items()}])
+        assert batch["attention_mask"].shape[1] == 100 * seconds
+        with torch.no_grad():
+            pooled.append(model.features(**batch)[0])
+            plain.append(encoder(batch["input_features"]).last_hidden_state.mean(1)[0])
+    masked_gap = (pooled[0] - pooled[1]).norm() / pooled[0].norm()
+    plain_gap = (plain[0] - plain[1]).norm() / plain[0].norm()
+    assert masked_gap < 0.5 * plain_gap, (masked_gap, plain_gap)  # the padding no longer dominates the mean
+
+
 def test_hub_style_audio_column_is_decoded_without_ffmpeg(tiny_w2v: Path, tmp_path: Path) -> None:
     """A datasets `Audio` column (a Hub dataset, here through save_to_disk) is read undecoded,
     as bytes, and decoded with soundfile: the run never touches torchcodec or FFmpeg."""

@@ -59,6 +59,7 @@ def _training(output_dir: Path, epochs: float, learning_rate: float, **extra: An
         "save_strategy": "no",
         "logging_strategy": "no",
         "seed": 0,
+        "overwrite_output_dir": True,  # the demo's folders are its own: a demo with other settings replaces them
         **extra,
     }
 

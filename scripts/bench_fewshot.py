@@ -91,7 +91,8 @@ def run_setfit(python: Path, job: dict, work: Path) -> dict:
     path = work / "setfit-job.json"
     path.write_text(json.dumps(job))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
-    proc = subprocess.run([str(python), "-c", SETFIT_RUNNER, str(path)], capture_output=True, text=True, env=env, timeout=3600)
+    # in `work`: SetFit's Trainer writes its checkpoints/ into the working folder
+    proc = subprocess.run([str(python), "-c", SETFIT_RUNNER, str(path)], capture_output=True, text=True, env=env, timeout=3600, cwd=work)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -7,10 +7,11 @@ FSDD with one speaker (theo) held out: the other four speakers' 2,000 clips trai
 500 are scored (WER and CER on normalised text, `data.normalize_text`). Rows:
 
 - zero-shot: the converted model as it is (`tlhub evaluate MODEL --task speech_recognition`),
-  with Whisper's 30 s window and with the window cut to the clips (3 s);
+  with Whisper's 30 s window and with a window cut to 3 s;
 - fine-tuned, sequence to sequence, the same budget for each (1 epoch, batch 16): `partial`
   (the last 2 of 4 encoder and decoder blocks), `lora` (r 16 on q/v of both), and `full`
-  from random weights (`model.pretrained: false`, the same architecture).
+  from random weights (`model.pretrained: false`, the same architecture); the window
+  follows the data (the longest training clip, 1 s).
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from tests.conftest import text_config
 from tests.tiny_models import toy_sentiment_rows, write_rows
 from tlhub.cli import main
 from tlhub.config import config_from_dict
-from tlhub.pipeline import last_complete_checkpoint, resume_checkpoint, training_arguments
+from tlhub.pipeline import training_arguments
+from tlhub.rundir import last_complete_checkpoint, resume_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = str(ROOT / "tests" / "launch_probe.py")

@@ -77,14 +77,14 @@ def model_card(cfg: RunConfig, results: dict[str, Any], base_model: str) -> str:
     }
     table = "\n".join(f"| {name} | {value:.4f} |" for name, value in rows)
     params = f"{results.get('trainable_params', 0):,} of {results.get('total_params', 0):,}"
-    load: Any = {
+    loaders = {
         "lora": "from peft import AutoPeftModel\nmodel = AutoPeftModel.from_pretrained(RUN_DIR)  # the adapter on its base model"
         + ("\n# or the merged model: transformers.AutoModel...from_pretrained(RUN_DIR + '/merged')" if cfg.strategy.lora.merge else ""),
         "feature_extraction": "import tlhub\nrun = tlhub.load_run(RUN_DIR)  # the frozen backbone and its pooled head\n"
         "print(tlhub.predict(run, [...]))",
     }
-    load["contrastive"] = load["feature_extraction"]
-    load = load.get(strategy, f"from transformers import pipeline\npipe = pipeline({pipeline_tag!r}, model=RUN_DIR)")
+    kind = "feature_extraction" if strategy == "contrastive" else strategy  # saved alike: body + pooled head
+    load = loaders.get(kind, f"from transformers import pipeline\npipe = pipeline({pipeline_tag!r}, model=RUN_DIR)")
     body = f"""
 # {cfg.output_dir.name}
 

@@ -42,7 +42,7 @@ from tlhub.io import atomic_save_dir, atomic_write_json, atomic_write_text
 from tlhub.metrics import MAIN_METRIC, TASK_METRICS, load_task_metrics, normalize_text
 from tlhub.modalities import Modality, get_modality, is_encoder_decoder
 from tlhub.models import PooledClassifier
-from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, last_complete_checkpoint, prepare_output_dir, resume_checkpoint
+from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, prepare_output_dir
 from tlhub.strategies import STRATEGIES, Applied, count_parameters
 from tlhub.strategies import contrastive, domain
 from tlhub.strategies.domain import DomainAdaptationTrainer
@@ -465,7 +465,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
 
     # Domain adaptation: the source-only baseline trains first (when the target has labels);
     # dapt pretrains on the target text, and the model then loads from the adapted weights
-    baseline = source_only_baseline(cfg, modality) if cfg.domain_adaptation is not None else None
+    baseline = source_only_baseline(cfg, modality)
     if target is not None and cfg.domain_adaptation.method == "dapt":
         cfg = continue_pretraining(cfg, processor, target, list(loaded.splits["train"][cfg.data.text_column]))
         model = modality.load_model(cfg, loaded.label_names)

@@ -36,6 +36,7 @@ SETFIT = ["setfit==1.2.0", "sentence-transformers==6.2.0"]
 TLHUB_VARIANTS = {
     "feature_extraction + logistic": {"name": "feature_extraction", "head": "logistic"},
     "contrastive": {"name": "contrastive"},
+    "contrastive (sampled pairs)": {"name": "contrastive", "contrastive": {"pairing": "sampled", "iterations": 5}},
     "contrastive (lora body)": {"name": "contrastive", "contrastive": {"body": "lora", "learning_rate": 1e-4}},
 }
 

@@ -77,14 +77,25 @@ def model_card(cfg: RunConfig, results: dict[str, Any], base_model: str) -> str:
     }
     table = "\n".join(f"| {name} | {value:.4f} |" for name, value in rows)
     params = f"{results.get('trainable_params', 0):,} of {results.get('total_params', 0):,}"
+    plain = f"from transformers import pipeline\npipe = pipeline({pipeline_tag!r}, model=RUN_DIR)"
+    peft = "from peft import PeftModel\nmodel = PeftModel.from_pretrained(BASE_MODEL, RUN_DIR)  # the adapter on its base model"
     loaders = {
-        "lora": "from peft import AutoPeftModel\nmodel = AutoPeftModel.from_pretrained(RUN_DIR)  # the adapter on its base model"
-        + ("\n# or the merged model: transformers.AutoModel...from_pretrained(RUN_DIR + '/merged')" if cfg.strategy.lora.merge else ""),
-        "feature_extraction": "import tlhub\nrun = tlhub.load_run(RUN_DIR)  # the frozen backbone and its pooled head\n"
-        "print(tlhub.predict(run, [...]))",
+        # merged/ is a plain checkpoint; the folder itself holds the adapter, as peft writes it
+        "lora": (plain.replace("model=RUN_DIR", "model=RUN_DIR + '/merged'") + "\n# or " + peft.replace("\n", "\n# ")) if cfg.strategy.lora.merge else peft,
+        # modeling_tlhub.py in the folder pools and applies the head (config.json's auto_map points to it)
+        "feature_extraction": plain.replace("model=RUN_DIR)", "model=RUN_DIR, trust_remote_code=True)"),
     }
+    if cfg.task == "text2text":  # transformers 5 has no text2text pipeline
+        plain = (
+            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n"
+            "tokenizer = AutoTokenizer.from_pretrained(RUN_DIR)\nmodel = AutoModelForSeq2SeqLM.from_pretrained(RUN_DIR)\n\n"
+            "def generate(text):\n"
+            f"    inputs = tokenizer([{cfg.data.source_prefix!r} + text], return_tensors='pt')  # the prefix it was trained with\n"
+            f"    return tokenizer.decode(model.generate(**inputs, max_length={cfg.data.max_target_length})[0], skip_special_tokens=True)"
+        )
+        loaders["lora"] = plain.replace("from_pretrained(RUN_DIR)", "from_pretrained(RUN_DIR + '/merged')") if cfg.strategy.lora.merge else peft
     kind = "feature_extraction" if strategy == "contrastive" else strategy  # saved alike: body + pooled head
-    load = loaders.get(kind, f"from transformers import pipeline\npipe = pipeline({pipeline_tag!r}, model=RUN_DIR)")
+    load = loaders.get(kind, plain) if pipeline_tag else "import tlhub\nrun = tlhub.load_run(RUN_DIR)\nprint(tlhub.predict(run, [...]))"
     body = f"""
 # {cfg.output_dir.name}
 

@@ -16,6 +16,10 @@ needs better than the last one, and the weights cost one parameter per layer.
 A saved run holds the backbone as a normal transformers folder (``AutoModel.
 from_pretrained(run_dir)`` loads it) plus ``pooled_head.safetensors`` and
 ``pooled_head.json``; :meth:`PooledClassifier.from_pretrained` loads the whole model.
+The folder also holds this file as ``modeling_tlhub.py``, named in ``config.json``'s
+``auto_map``, so ``transformers.pipeline(task, model=RUN_DIR, trust_remote_code=True)``
+and ``AutoModelFor...Classification`` load the whole classifier without tlhub: this module
+imports nothing of tlhub's but its error class, and only where it is installed.
 """
 
 from __future__ import annotations
@@ -27,13 +31,21 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel, WhisperFeatureExtractor
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from tlhub.errors import ConfigError
+try:  # tlhub's own error where tlhub is installed; a run folder's copy of this file runs without it
+    from tlhub.errors import ConfigError
+except ImportError:
+    ConfigError = ValueError  # type: ignore[misc,assignment]
 
 HEAD_WEIGHTS = "pooled_head.safetensors"
 HEAD_CONFIG = "pooled_head.json"
+REMOTE_CODE = "modeling_tlhub.py"  # this file, in a run folder
+# The auto classes whose pipelines a pooled classifier serves (text, image, audio classification).
+AUTO_CLASSES = ("AutoModelForSequenceClassification", "AutoModelForImageClassification", "AutoModelForAudioClassification")
+# from_pretrained keywords the backbone's loader understands; pipeline() passes others (_from_pipeline, ...)
+LOAD_KEYWORDS = ("dtype", "device_map", "revision", "cache_dir", "local_files_only", "token", "attn_implementation")
 
 
 def feature_dim(config: PretrainedConfig, backbone: nn.Module | None = None) -> int:
@@ -105,11 +117,36 @@ def feature_backbone(model: PreTrainedModel, backbone: nn.Module) -> PreTrainedM
     raise ValueError(f"cannot run the backbone of {type(model).__name__} ({type(backbone).__name__}) on its own")
 
 
-def _backbone_class(directory: Path) -> Any:
+class MaskedWhisperFeatureExtractor(WhisperFeatureExtractor):
+    """Whisper's feature extractor, returning the attention mask unless told not to.
+
+    A pooled classifier on Whisper's encoder averages the clip's own frames, not the
+    padding to the window; tlhub asks for the mask, and transformers' audio-classification
+    pipeline does not, so a run folder's preprocessor_config.json names this class
+    (:func:`mask_whisper_frames`) and the pipeline predicts what tlhub does.
+    """
+
+    def __call__(self, raw_speech: Any, *args: Any, return_attention_mask: bool | None = True, **kwargs: Any) -> Any:
+        return super().__call__(raw_speech, *args, return_attention_mask=return_attention_mask, **kwargs)
+
+
+def mask_whisper_frames(directory: Path) -> None:
+    """Point a saved Whisper feature extractor in `directory` at :class:`MaskedWhisperFeatureExtractor`
+    (remote code in the run folder); other extractors are left as they are."""
+    path = directory / "preprocessor_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    if config.get("feature_extractor_type") == "WhisperFeatureExtractor":
+        config["auto_map"] = {**config.get("auto_map", {}), "AutoFeatureExtractor": f"{REMOTE_CODE[:-3]}.{MaskedWhisperFeatureExtractor.__name__}"}
+        path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _backbone_class(config_file: Path) -> Any:
     """The class a saved backbone loads with: AutoModel, or the transformers class named in
     its config when AutoModel would build a different model (Whisper's encoder alone,
     which AutoModel reads as the whole encoder-decoder)."""
-    config = json.loads((directory / "config.json").read_text())
+    config = json.loads(config_file.read_text())
     name = (config.get("architectures") or [None])[0]
     if name and name.endswith("Encoder") and config.get("model_type"):
         import importlib
@@ -234,9 +271,35 @@ class PooledClassifier(nn.Module):
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
+    # What transformers.pipeline asks of a model besides forward and config.
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
+
+    def can_generate(self) -> bool:
+        return False
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: Any = "AutoModel") -> None:
+        """Called by transformers when it loads this class as a run folder's remote code;
+        saving always writes the code and auto_map anyway."""
+
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
+        """The backbone as a transformers folder, the head beside it, and this file as its
+        remote code: config.json's ``auto_map`` sends the classification auto classes here."""
         directory = Path(save_directory)
-        self.backbone.save_pretrained(directory, **kwargs)
+        config = self.backbone.config
+        previous = getattr(config, "auto_map", None)
+        config.auto_map = {**(previous or {}), **{name: f"{REMOTE_CODE[:-3]}.{type(self).__name__}" for name in AUTO_CLASSES}}
+        try:
+            self.backbone.save_pretrained(directory, **kwargs)
+        finally:
+            config.auto_map = previous
+        (directory / REMOTE_CODE).write_text(Path(__file__).read_text())
         tensors = {k: v.contiguous() for k, v in self.head.state_dict().items()}
         if self.layer_weights is not None:
             tensors["layer_weights"] = self.layer_weights.detach().contiguous()
@@ -251,22 +314,32 @@ class PooledClassifier(nn.Module):
         (directory / HEAD_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, **kwargs: Any) -> PooledClassifier:
-        """Load a saved backbone and head (kwargs go to ``AutoModel.from_pretrained``)."""
-        directory = Path(directory)
-        info = json.loads((directory / HEAD_CONFIG).read_text())
-        backbone = _backbone_class(directory).from_pretrained(directory, **kwargs)
+    def from_pretrained(cls, directory: str | Path, *args: Any, **kwargs: Any) -> PooledClassifier:
+        """Load a saved backbone and head, from a folder or a Hub repository (the backbone's
+        loading keywords, dtype or revision, go to its ``from_pretrained``; others are ignored)."""
+        from transformers.utils import cached_file
+
+        def fetch(name: str) -> str:
+            if Path(directory, name).is_file():
+                return str(Path(directory, name))
+            hub = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token") if k in kwargs}
+            return cached_file(str(directory), name, **hub)
+
+        info = json.loads(Path(fetch(HEAD_CONFIG)).read_text())
+        loading = {k: v for k, v in kwargs.items() if k in LOAD_KEYWORDS}
+        backbone = _backbone_class(Path(fetch("config.json"))).from_pretrained(directory, **loading)
         weighted = bool(info.get("weighted_layer_sum", False))
         model = cls(
             backbone, info["num_labels"], info["pooling"], info.get("dropout", 0.1), weighted_layer_sum=weighted,
             normalize=bool(info.get("normalize", False)),
         )  # fmt: skip
-        tensors = load_file(str(directory / HEAD_WEIGHTS))
+        tensors = load_file(fetch(HEAD_WEIGHTS))
         if weighted:
             model.layer_weights.data.copy_(tensors.pop("layer_weights"))
         model.head.load_state_dict(tensors)
-        return model
+        return model.eval()  # as transformers' from_pretrained leaves a model: ready to predict
 
     @staticmethod
     def is_saved_in(directory: str | Path) -> bool:
+        """Whether `directory` holds a pooled classifier (its head's settings)."""
         return (Path(directory) / HEAD_CONFIG).exists()

@@ -41,7 +41,7 @@ from tlhub.errors import ConfigError, DataError
 from tlhub.io import atomic_save_dir, atomic_write_json, atomic_write_text
 from tlhub.metrics import MAIN_METRIC, TASK_METRICS, load_task_metrics, normalize_text
 from tlhub.modalities import Modality, get_modality, is_encoder_decoder
-from tlhub.models import PooledClassifier
+from tlhub.models import PooledClassifier, mask_whisper_frames
 from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, prepare_output_dir
 from tlhub.strategies import STRATEGIES, Applied, count_parameters
 from tlhub.strategies import contrastive, domain
@@ -139,8 +139,9 @@ def gpu_defaults(modality: str, user: dict[str, Any], gpu: bool, bf16_supported:
 def check_sharding(cfg: RunConfig, args: TrainingArguments) -> None:
     """Refuse what tlhub cannot save correctly from sharded (FSDP) weights, before training.
 
-    The pooled head of feature extraction and the merged LoRA model are written by the main
-    process from its own copy of the weights; under FSDP that copy is a shard.
+    The pooled head of feature extraction is written by the main process from its own copy
+    of the weights; under FSDP that copy is a shard. (The merged LoRA model is built from
+    the saved adapter, which the Trainer gathers first: FSDP is fine there.)
     """
     fsdp = bool(getattr(args, "fsdp", None)) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
     if not fsdp:
@@ -149,11 +150,6 @@ def check_sharding(cfg: RunConfig, args: TrainingArguments) -> None:
         raise ConfigError(
             "strategy.name: feature_extraction trains a head of a few thousand weights, which FSDP would shard and "
             "tlhub could not save whole; run it without FSDP (DDP: recipes/accelerate/multi_gpu.yaml)"
-        )
-    if cfg.strategy.name == "lora" and cfg.strategy.lora.merge:
-        raise ConfigError(
-            "strategy.lora.merge: merging the adapter needs the whole model on one process, which FSDP shards; "
-            "set merge: false and merge the saved adapter afterwards (PeftModel.from_pretrained(...).merge_and_unload())"
         )
 
 
@@ -324,6 +320,8 @@ def save_model(trainer: Trainer, applied: Applied, processor: Any, output_dir: P
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(staging))
+        if isinstance(applied.model, PooledClassifier):  # the pipeline then pools the frames tlhub pools
+            mask_whisper_frames(staging)
         for item in sorted(staging.iterdir()):
             target = output_dir / item.name
             if item.is_dir():
@@ -537,7 +535,8 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
         }
         atomic_write_json(output_dir / RUN_INFO, info)
         if cfg.strategy.name == "lora" and cfg.strategy.lora.merge:
-            merged = applied.model.merge_and_unload()
+            # from the saved adapter, not the live model: under FSDP that is a shard
+            merged = load_lora(modality, cfg, loaded.label_names, output_dir).merge_and_unload()
             atomic_save_dir(output_dir / "merged", lambda d: (merged.save_pretrained(d), processor.save_pretrained(d)))
         atomic_write_text(output_dir / "README.md", model_card(run_cfg, results, run_cfg.model.name_or_path))
         # trainer_state.json as Trainer.save_state() writes it, but atomically; then
@@ -582,17 +581,22 @@ def load_run(run_dir: str | Path) -> Run:
     if strategy in ("feature_extraction", "contrastive") and PooledClassifier.is_saved_in(run_dir):
         model: nn.Module = PooledClassifier.from_pretrained(run_dir)
     elif strategy == "lora":
-        from peft import PeftModel
-
         base_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=info.get("base_model", cfg.model.name_or_path)))
-        base = modality.load_model(base_cfg, label_names)  # the pretrained model the adapter was trained on
-        model = PeftModel.from_pretrained(base, str(run_dir))
+        model = load_lora(modality, base_cfg, label_names, run_dir)
     else:
         local = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(run_dir), pretrained=True))
         model = modality.load_model(local, label_names)
     model.to(inference_device())
     model.eval()
     return Run(cfg, modality, model, processor, label_names, generates(cfg, str(run_dir)))
+
+
+def load_lora(modality: Modality, cfg: RunConfig, label_names: list[str] | None, run_dir: str | Path) -> nn.Module:
+    """The pretrained model `cfg` names with the LoRA adapter saved in `run_dir` on it."""
+    from peft import PeftModel
+
+    base = modality.load_model(cfg, label_names)  # the pretrained model the adapter was trained on
+    return PeftModel.from_pretrained(base, str(run_dir))
 
 
 def load_pretrained(name_or_path: str, modality_name: str, task: str, overrides: list[str] | None = None) -> Run:

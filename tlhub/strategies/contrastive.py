@@ -106,6 +106,22 @@ class PairEncoder(nn.Module):
         return PairOutput(loss=loss, similarity=similarity)
 
 
+class InBatchEncoder(PairEncoder):
+    """Every pair of rows in a batch at once: ``MSE(cos(u_i, u_j), [y_i == y_j])`` over
+    all i != j. A batch of B rows gives B(B-1)/2 pairs for B forward passes, where the
+    pair loss gives B/2."""
+
+    def forward(self, rows: dict[str, torch.Tensor], labels: torch.Tensor | None = None) -> PairOutput:
+        embedded = nn.functional.normalize(self.embed(rows), dim=-1)
+        similarity = embedded @ embedded.T
+        loss = None
+        if labels is not None:
+            target = (labels[:, None] == labels[None, :]).to(similarity.dtype)
+            off_diagonal = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+            loss = nn.functional.mse_loss(similarity[off_diagonal], target[off_diagonal])
+        return PairOutput(loss=loss, similarity=similarity)
+
+
 def tune_body(model: PooledClassifier, train: datasets.Dataset, modality: Modality, processor: Any, cfg: RunConfig) -> dict[str, Any]:
     """Train `model`'s body on pairs of `train`'s labelled rows; return what it did.
 
@@ -116,15 +132,33 @@ def tune_body(model: PooledClassifier, train: datasets.Dataset, modality: Modali
     seed = int(cfg.training.get("seed", 42))
     rows = modality.transform(processor, cfg, train=False)(train[:])  # tokenized, unpadded
     examples = [{k: v[i] for k, v in rows.items() if k != "labels"} for i in range(len(train))]
-    pairs = make_pairs(list(train["labels"]), settings.iterations, seed)
     pad = modality.collator(processor, cfg, model)
+    labels = list(train["labels"])
+    if settings.pairing == "in_batch":
+        # every row `iterations` times; the Trainer shuffles, each batch scores all its pairs
+        order = [row for _ in range(settings.iterations) for row in range(len(labels))]
+        data = datasets.Dataset.from_dict({"row": order})
+        pairs_seen = settings.iterations * len(labels) * (settings.batch_size - 1) // 2
 
-    def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "first": dict(pad([examples[p["first"]] for p in batch])),
-            "second": dict(pad([examples[p["second"]] for p in batch])),
-            "labels": torch.tensor([p["target"] for p in batch]),
-        }
+        def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+            return {"rows": dict(pad([examples[b["row"]] for b in batch])), "labels": torch.tensor([labels[b["row"]] for b in batch])}
+
+        encoder_class = InBatchEncoder
+    else:
+        pairs = make_pairs(labels, settings.iterations, seed)
+        data = datasets.Dataset.from_dict(
+            {"first": [a for a, _, _ in pairs], "second": [b for _, b, _ in pairs], "target": [t for _, _, t in pairs]}
+        )
+        pairs_seen = len(pairs)
+
+        def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+            return {
+                "first": dict(pad([examples[p["first"]] for p in batch])),
+                "second": dict(pad([examples[p["second"]] for p in batch])),
+                "labels": torch.tensor([p["target"] for p in batch]),
+            }
+
+        encoder_class = PairEncoder
 
     body: nn.Module = model.backbone
     if settings.body == "lora":
@@ -152,10 +186,7 @@ def tune_body(model: PooledClassifier, train: datasets.Dataset, modality: Modali
         seed=seed,
         **inherited,
     )
-    data = datasets.Dataset.from_dict(
-        {"first": [a for a, _, _ in pairs], "second": [b for _, b, _ in pairs], "target": [t for _, _, t in pairs]}
-    )
-    trainer = Trainer(model=PairEncoder(body, model.pooling), args=args, train_dataset=data, data_collator=collate)
+    trainer = Trainer(model=encoder_class(body, model.pooling), args=args, train_dataset=data, data_collator=collate)
     trainer.model_accepts_loss_kwargs = False
     body.train()
     result = trainer.train()
@@ -163,9 +194,9 @@ def tune_body(model: PooledClassifier, train: datasets.Dataset, modality: Modali
         model.backbone = body.merge_and_unload()
     model.backbone.requires_grad_(False)
     model.train(False)
-    logger.info("contrastive: %d pairs, %d steps, loss %.4f", len(pairs), result.global_step, result.training_loss)
+    logger.info("contrastive: %d pairs, %d steps, loss %.4f", pairs_seen, result.global_step, result.training_loss)
     return {
-        "contrastive_pairs": len(pairs),
+        "contrastive_pairs": pairs_seen,
         "contrastive_steps": result.global_step,
         "contrastive_loss": result.training_loss,
         "contrastive_runtime": result.metrics.get("train_runtime", 0.0),

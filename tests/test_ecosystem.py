@@ -3,12 +3,16 @@ import, through the code its model card gives, and predicts what ``tlhub predict
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 
 from tests.conftest import text_config
 from tests.test_audio import audio_config, write_tones
@@ -110,3 +114,106 @@ def test_a_text2text_run_loads_with_auto_classes_and_generates_what_tlhub_predic
     exec(code.replace(f'RUN_DIR = "{out}"', f"RUN_DIR = {str(out)!r}"), namespace)  # noqa: S102
     assert [namespace["generate"](text) for text in inputs] == ours
     assert set(ours) == {"positive", "negative"}
+
+
+# --------------------------------------------------------------------------- push_to_hub and trackers
+
+
+class StandInHub:
+    """The few Hub API routes huggingface_hub's create_repo and upload_folder call, served
+    from this process: every file goes up inline ("regular" mode) and lands in `files`."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.files: dict[str, bytes] = {}
+        self.repos: list[str] = []
+        self.unknown: list[str] = []  # requests this stand-in does not serve
+        self.cards: list[dict] = []
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def reply(self, payload: dict) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/api/repos/create":
+                    request = json.loads(data)
+                    repo = f"{request.get('organization') or 'tester'}/{request['name']}"
+                    hub.repos.append(repo)
+                    return self.reply({"url": f"{hub.endpoint}/{repo}", "name": repo})
+                if self.path == "/api/validate-yaml":  # the model card's metadata, checked on upload: it must parse
+                    hub.cards.append(yaml.safe_load(json.loads(data)["content"].split("---")[1]))
+                    return self.reply({"errors": [], "warnings": []})
+                if "/preupload/" in self.path:
+                    files = json.loads(data)["files"]
+                    return self.reply({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+                if "/commit/" in self.path:
+                    for line in data.decode().splitlines():
+                        item = json.loads(line)
+                        if item["key"] == "file":
+                            hub.files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                    repo = self.path.split("/api/models/")[1].split("/commit/")[0]
+                    return self.reply({"commitUrl": f"{hub.endpoint}/{repo}/commit/0", "commitOid": "0" * 40})
+                hub.unknown.append(f"POST {self.path}")
+                self.send_response(404)
+                self.end_headers()
+
+            def do_GET(self) -> None:  # noqa: N802
+                hub.unknown.append(f"GET {self.path}")
+                self.send_response(404)
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_push_to_hub_uploads_the_whole_run_to_the_hub_endpoint(data, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    hub = StandInHub()
+    out = tmp_path / "run"
+    cfg = text_config(data["bert"], data["text"], out, "feature_extraction", training={"learning_rate": 3e-2, "num_train_epochs": 1})
+    cfg["training"].update(push_to_hub=True, hub_model_id="tester/tiny-sentiment", hub_token="test-token", save_strategy="epoch")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    # as a user runs it: HF_ENDPOINT names the Hub (huggingface_hub reads it when imported)
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0"}
+    proc = subprocess.run([sys.executable, "-m", "tlhub", "train", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (hub.unknown, proc.stderr[-3000:])
+    results = json.loads((out / "all_results.json").read_text())
+    assert hub.repos == ["tester/tiny-sentiment"]
+    pushed = set(hub.files)
+    # what the card, tlhub and transformers need to load it, and nothing that is not the model
+    for name in ("README.md", "config.json", "model.safetensors", "pooled_head.safetensors", "pooled_head.json", "modeling_tlhub.py",
+                 "config.yaml", "tlhub_run.json", "all_results.json", "trainer_state.json", "tokenizer.json"):  # fmt: skip
+        assert name in pushed, (name, sorted(pushed))
+        assert hub.files[name] == (out / name).read_bytes()
+    assert any(p.name.startswith("checkpoint-") for p in out.iterdir())  # checkpoints were saved...
+    assert not any(p.startswith(("checkpoint-", "source_only/", ".tlhub")) for p in pushed)  # ...and stay local
+    assert json.loads(hub.files["all_results.json"])["eval_accuracy"] == results["eval_accuracy"]
+    assert hub.cards[0]["library_name"] == "transformers" and "strategy-feature_extraction" in hub.cards[0]["tags"]
+
+
+def test_tensorboard_logs_offline_with_tlhubs_results(data, tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    cfg = text_config(data["bert"], data["text"], out, "full", training={"num_train_epochs": 1, "report_to": "tensorboard"})
+    cfg["data"]["test"] = str(data["text"])
+    results = finetune(config_from_dict(cfg))
+    events = [EventAccumulator(str(p.parent)).Reload() for p in (out / "runs").rglob("events.out.tfevents.*")]
+    tags = {tag: acc for acc in events for tag in acc.Tags()["scalars"]}
+    assert "test/accuracy" in tags and "train/trainable_params" in tags, sorted(tags)
+    assert tags["test/accuracy"].Scalars("test/accuracy")[-1].value == pytest.approx(results["test_accuracy"])

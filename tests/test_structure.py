@@ -81,7 +81,7 @@ def test_lower_layers_never_import_upper_ones() -> None:
     """cli -> pipeline -> strategies / modalities -> data / models -> config / errors."""
     graph = import_graph()
     layers = [
-        ("tlhub.config", "tlhub.errors", "tlhub.registry", "tlhub.io"),
+        ("tlhub.config", "tlhub.errors", "tlhub.registry", "tlhub.io", "tlhub.progress"),
         ("tlhub.data", "tlhub.models", "tlhub.metrics"),
         ("tlhub.strategies", "tlhub.modalities"),
     ]

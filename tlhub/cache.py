@@ -59,6 +59,7 @@ from safetensors.torch import load_file, save_file
 
 from tlhub.io import atomic_save_dir
 from tlhub.models import PooledClassifier
+from tlhub.progress import bar
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -288,8 +289,6 @@ def extract_features(
     batches at a time and batched shortest first within that window, which cuts the
     padding of variable-length inputs (memory stays bounded by the window).
     """
-    from tqdm.auto import tqdm
-
     was_training = model.training
     model.eval()
     model.to(device)
@@ -298,7 +297,7 @@ def extract_features(
     labels: torch.Tensor | None = None
     window = batch_size * sort_window
     try:
-        with tqdm(total=n, desc=desc, disable=not progress, leave=False, unit="ex") as bar:
+        with bar(n, desc, unit="ex", enabled=progress) as shown:
             for start in range(0, n, window):
                 rows = transform(ds[start : start + window])
                 examples = [{k: v[i] for k, v in rows.items()} for i in range(len(next(iter(rows.values()))))]
@@ -319,7 +318,7 @@ def extract_features(
                         if labels is None:
                             labels = torch.empty(n, dtype=torch.as_tensor(batch_labels).dtype)
                         labels[index] = torch.as_tensor(batch_labels)
-                    bar.update(len(chunk))
+                    shown.update(len(chunk))
     finally:
         model.train(was_training)
     assert features is not None, "no rows to extract features from"

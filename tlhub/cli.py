@@ -80,7 +80,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from tlhub.compare import run_compare
 
-    run_compare(args.config, args.overrides, args.strategies, args.fractions, args.baseline, args.output_dir, args.seeds, args.samples_per_class)
+    run_compare(args.config, args.overrides, args.strategies, args.fractions, args.baseline, args.output_dir, args.seeds, args.samples_per_class, args.learning_rates)
     return 0
 
 
@@ -112,6 +112,9 @@ def _print_results(results: dict) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tlhub", description="Transfer learning on Hugging Face for text, images and audio.")
     parser.add_argument("--verbose", action="store_true", help="show the libraries' warnings and info messages")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars (tlhub's and the Trainer's); bars never show in non-interactive logs"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="fine-tune a model as a config describes")
@@ -150,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples-per-class", help="few-shot curve: labelled rows per class (data.samples_per_class), e.g. 8,16,32 (instead of --fractions)"
     )
     compare.add_argument("--seeds", help="repeat every run with these seeds (the data draw and training), report mean ± std, e.g. 0,1,2,3,4")
+    compare.add_argument(
+        "--learning-rates",
+        help="a learning rate per strategy, e.g. feature_extraction=2e-2,lora=1e-3,full=5e-5,scratch=1e-4 (others: the config's)",
+    )
     compare.add_argument("--baseline", default="scratch", help="with --fractions: scratch (same model from random weights) or none")
     compare.add_argument("--output-dir", help="where runs, compare.json/png and curve.json/png go (default: training.output_dir/compare)")
     compare.set_defaults(func=cmd_compare)
@@ -188,6 +195,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.quiet:
+        from tlhub.progress import QUIET_ENV
+
+        os.environ[QUIET_ENV] = "1"  # inherited by the processes compare and accelerate launch start
     if not args.verbose:
         _quiet_libraries()
     try:

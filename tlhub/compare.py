@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tlhub.config import RunConfig, build, merge, parse_overrides, read_yaml
+from tlhub.config import STRATEGY_NAMES, RunConfig, build, merge, parse_overrides, read_yaml
 from tlhub.errors import ConfigError, TlhubError, closest
 from tlhub.io import atomic_write_json
 from tlhub.metrics import MAIN_METRIC
@@ -55,6 +55,35 @@ def parse_strategies(text: str) -> list[str]:
     if len(set(names)) != len(names):
         raise TlhubError(f"--strategies: '{text}' names a strategy twice")
     return names
+
+
+def parse_learning_rates(text: str) -> dict[str, float]:
+    """``--learning-rates feature_extraction=2e-2,lora=1e-3``: a learning rate per strategy
+    (``scratch``: the from-scratch baseline), since a head alone and a whole network train
+    best at rates two or three orders of magnitude apart."""
+    known = set(STRATEGY_NAMES) | {"scratch"}
+    rates: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        name, _, value = item.partition("=")
+        if name not in known:
+            raise TlhubError(f"--learning-rates: unknown strategy '{name}'{closest(name, sorted(known))}; choose from: {', '.join(sorted(known))}")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = -1.0
+        if not rate > 0:
+            raise TlhubError(f"--learning-rates: '{item}' needs a positive rate, e.g. {name}=1e-3")
+        rates[name] = rate
+    return rates
+
+
+def with_strategy(base: dict[str, Any], name: str, rates: dict[str, float] | None, **sections: Any) -> dict[str, Any]:
+    """`base` with strategy `name` (and its rate from --learning-rates, if given) and `sections` merged in."""
+    extra: dict[str, Any] = {"strategy": {"name": name}, **sections}
+    rate = (rates or {}).get("scratch" if sections.get("model", {}).get("pretrained") is False else name)
+    if rate is not None:
+        extra["training"] = {"learning_rate": rate}
+    return merge(base, extra)
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -197,8 +226,10 @@ def compare_strategies(
     output_dir: str | Path | None = None,
     console: Any = None,
     seeds: list[int] | None = None,
+    rates: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Train `config` once per strategy (and seed); write compare.json and compare.png; return the report."""
+    """Train `config` once per strategy (and seed), at `rates` where given; write compare.json
+    and compare.png; return the report."""
     base = base_mapping(config, overrides)
     out = Path(output_dir) if output_dir else default_output_dir(base)
     task = base.get("task", "classification")
@@ -206,7 +237,7 @@ def compare_strategies(
     rows = []
     for i, name in enumerate(strategies, 1):
         _say(console, f"[bold]compare {i}/{len(strategies)}[/bold]: strategy {name}")
-        rows.append({"strategy": name, **train_seeds(merge(base, {"strategy": {"name": name}}), out / name, seeds, metric)})
+        rows.append({"strategy": name, **train_seeds(with_strategy(base, name, rates), out / name, seeds, metric)})
     report = {"kind": "strategies", "metric": metric, "greater_is_better": greater, "seeds": seeds, "rows": rows, "output_dir": str(out)}
     atomic_write_json(out / "compare.json", report)
     plot_strategies(report, out / "compare.png")
@@ -313,6 +344,7 @@ def data_efficiency(
     strategies: list[str] | None = None,
     seeds: list[int] | None = None,
     shots: list[int] | None = None,
+    rates: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Train at each amount of training data with the pretrained weights (one curve per
     strategy) and from scratch; write curve.json and curve.png; return the report.
@@ -341,7 +373,7 @@ def data_efficiency(
             step += 1
             amount = f"{point} per class" if shots else f"{point:g} of the training data"
             _say(console, f"[bold]curve {step}/{total}[/bold]: {label} {strategy_name}, {amount}")
-            mapping = merge(base, {"model": {"pretrained": pretrained}, "strategy": {"name": strategy_name}, "data": {key: point}})
+            mapping = with_strategy(base, strategy_name, rates, model={"pretrained": pretrained}, data={key: point})
             folder = out / "curve" / f"{label}-{strategy_name}-{point:g}{'-shot' if shots else ''}"
             row = train_seeds(mapping, folder, seeds, metric)
             rows.append({"weights": label, "strategy": strategy_name, "fraction": None if shots else point,
@@ -460,6 +492,7 @@ def run_compare(
     output_dir: str | Path | None = None,
     seeds: str | None = None,
     shots: str | None = None,
+    learning_rates: str | None = None,
 ) -> dict[str, Any]:
     """What `tlhub compare` does: check the arguments first, then run, print and plot.
 
@@ -476,17 +509,18 @@ def run_compare(
     points = parse_fractions(fractions) if fractions else None
     per_class = parse_ints(shots, "--samples-per-class", "8,16,32", 1) if shots else None
     draws = parse_ints(seeds, "--seeds", "0,1,2,3,4", 0) if seeds else None
+    rates = parse_learning_rates(learning_rates) if learning_rates else None
     if baseline not in BASELINES:
         raise TlhubError(f"--baseline: unknown baseline '{baseline}'{closest(baseline, BASELINES)}; choose from: {', '.join(BASELINES)}")
     build(RunConfig, base_mapping(config, overrides))  # a bad config fails before any training
     out: dict[str, Any] = {}
     if names and not curve:
-        report = compare_strategies(config, names, overrides, output_dir, console, draws)
+        report = compare_strategies(config, names, overrides, output_dir, console, draws, rates)
         console.print(strategies_table(report))
         console.print(f"Wrote {Path(report['output_dir']) / 'compare.json'} and {report['plot']}")
         out["strategies"] = report
     if curve:
-        report = data_efficiency(config, points, baseline, overrides, output_dir, console, names, draws, per_class)
+        report = data_efficiency(config, points, baseline, overrides, output_dir, console, names, draws, per_class, rates)
         console.print(curve_table(report))
         console.print(f"Wrote {Path(report['output_dir']) / 'curve.json'} and {report['plot']}")
         out["curve"] = report
@@ -499,6 +533,7 @@ __all__ = [
     "data_efficiency",
     "parse_fractions",
     "parse_ints",
+    "parse_learning_rates",
     "parse_strategies",
     "peak_memory",
     "plot_curve",

@@ -21,6 +21,7 @@ import datasets
 import pandas as pd
 
 from tlhub.errors import ConfigError, DataError
+from tlhub.progress import progress
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -201,7 +202,7 @@ def drop_unreadable(
     bad: list[str] = []
     results: list[Any] = []
     paths: list[str] = []
-    for row, value in enumerate(ds[column]):
+    for row, value in enumerate(progress(ds[column], f"checking {noun} ({key})", unit=noun.split()[-1])):
         try:
             results.append(check(value))
         except UnreadableExample as exc:

@@ -37,11 +37,12 @@ from tlhub.cache import cached_splits, feature_collator, uses_feature_cache
 from tlhub.card import model_card
 from tlhub.config import TLHUB_TRAINING_KEYS, RunConfig, build, load_config, read_yaml, save_config
 from tlhub.data import LABELS, encode_labels, load_data, read_source, require_columns
-from tlhub.errors import ConfigError, DataError
+from tlhub.errors import ConfigError, DataError, TlhubError
 from tlhub.io import atomic_save_dir, atomic_write_json, atomic_write_text
 from tlhub.metrics import MAIN_METRIC, TASK_METRICS, load_task_metrics, normalize_text
 from tlhub.modalities import Modality, get_modality, is_encoder_decoder
 from tlhub.models import PooledClassifier, mask_whisper_frames
+from tlhub.progress import quiet
 from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, prepare_output_dir
 from tlhub.strategies import STRATEGIES, Applied, count_parameters
 from tlhub.strategies import contrastive, domain
@@ -80,6 +81,10 @@ def training_arguments(cfg: RunConfig, has_eval: bool) -> TrainingArguments:
         if "eval_steps" in user and "save_steps" not in user:
             values["save_steps"] = user["eval_steps"]
     values.update({k: v for k, v in user.items() if k not in TLHUB_TRAINING_KEYS})
+    if quiet():  # tlhub --quiet: the Trainer's bars go too
+        values["disable_tqdm"] = True
+    # training.push_to_hub: tlhub pushes the finished run folder (push_run), not the Trainer its checkpoints
+    values["push_to_hub"] = False
     if user.get("early_stopping_patience") is not None:
         if values["eval_strategy"] in ("no", None):
             raise ConfigError(
@@ -521,6 +526,10 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
         pretrained=cfg.model.pretrained,
     )
 
+    # Trackers (report_to: tensorboard, mlflow, ...) get tlhub's results too: test and target scores, parameter counts
+    if [r for r in trainer.args.report_to or [] if r != "none"]:
+        trainer.log({k: v for k, v in results.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+
     # Save: model + processor, config, results, trainer state
     output_dir = cfg.output_dir
     save_model(trainer, applied, processor, output_dir)
@@ -543,7 +552,42 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
         # all_results.json last: its presence marks a finished run.
         atomic_write_json(output_dir / "trainer_state.json", dataclasses.asdict(trainer.state))
         atomic_write_json(output_dir / RESULTS, results)
+        if cfg.training.get("push_to_hub"):
+            logger.info("pushed %s to %s", output_dir, push_run(cfg, output_dir))
     return results
+
+
+# Folders of a run that are not the model: checkpoints (resume), the source-only baseline,
+# continued pretraining and the contrastive stage's scratch (each a model of its own).
+# runs/ (tensorboard's logs) goes up: the Hub shows it as the model's training metrics.
+NOT_PUSHED = ["checkpoint-*", "checkpoint-*/**", "source_only/**", "dapt/**", "contrastive/**", ".tlhub*"]
+
+
+def push_run(cfg: RunConfig, output_dir: Path) -> str:
+    """Upload the finished run folder to the Hub (``HF_ENDPOINT``): the model and its
+    processor, model card, config.yaml, tlhub_run.json, results, remote code, merged/.
+
+    The repository is ``training.hub_model_id`` (default: the folder's name), made if it
+    does not exist (``hub_private_repo``); the token is ``hub_token`` or the logged-in one.
+    """
+    from huggingface_hub import create_repo, upload_folder
+
+    training = cfg.training
+    repo_id = training.get("hub_model_id") or output_dir.name
+    token = training.get("hub_token")
+    try:
+        repo = create_repo(repo_id, token=token, private=training.get("hub_private_repo"), exist_ok=True)
+        commit = upload_folder(
+            repo_id=repo.repo_id, folder_path=str(output_dir), token=token, ignore_patterns=NOT_PUSHED,
+            commit_message=f"tlhub: {cfg.strategy.name} run of {cfg.model.name_or_path}",
+        )  # fmt: skip
+    except Exception as exc:  # network, auth, or a name the Hub refuses: the run itself is saved
+        raise TlhubError(
+            f"training.push_to_hub: the run is saved in {output_dir}, but pushing it to '{repo_id}' failed: "
+            f"{str(exc).strip().splitlines()[0]}; check hub_model_id and your token (huggingface-cli login), "
+            f"then push the folder with huggingface_hub.upload_folder"
+        ) from None
+    return str(getattr(commit, "commit_url", repo))
 
 
 # --------------------------------------------------------------------------- using a finished run

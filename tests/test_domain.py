@@ -10,6 +10,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 from transformers import PretrainedConfig, Trainer, TrainingArguments, default_data_collator
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -228,7 +229,7 @@ def test_feature_extraction_cannot_align(tiny_bert, domains, tmp_path, capsys) -
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "domain_adaptation.method: coral aligns the backbone's features, but strategy.name: feature_extraction" in err
+    assert "domain_adaptation.method: coral adapts the backbone to the target, but strategy.name: feature_extraction trains a head" in err
 
 
 def test_missing_target_column_is_named(tiny_bert, domains, tmp_path, capsys) -> None:
@@ -287,3 +288,144 @@ def test_image_target_reads_the_split_folder_it_names(tmp_path: Path) -> None:
     cfg["domain_adaptation"]["target_split"] = "test"
     with pytest.raises(DataError, match=r"^domain_adaptation.target: .*root has a train/ folder but no test/ folder for this split$"):
         _read_target(config_from_dict(cfg), get_modality("image"))
+
+
+# --------------------------------------------------------------------------- issue 14: mcc, cdan, self-training, stable dann
+
+
+def test_mcc_loss_is_zero_for_confident_distinct_classes_and_largest_when_confused() -> None:
+    from tlhub.strategies.domain import mcc_loss
+
+    confident = torch.tensor([[20.0, 0.0], [0.0, 20.0], [20.0, 0.0], [0.0, 20.0]])
+    confused = torch.zeros(4, 2)
+    assert mcc_loss(confident, temperature=1.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert mcc_loss(confused, temperature=1.0).item() == pytest.approx(0.5)  # (classes - 1) / classes
+    between = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 1.0]])
+    assert 0.0 < mcc_loss(between).item() < 0.5
+
+
+def test_pseudo_labels_train_only_confident_target_rows() -> None:
+    from tlhub.strategies.domain import pseudo_label_loss
+
+    logits = torch.tensor([[5.0, 0.0], [0.0, 0.1], [0.0, 6.0], [0.2, 0.0]], requires_grad=True)
+    loss, kept = pseudo_label_loss(logits, threshold=0.9)
+    assert kept == 0.5  # rows 0 and 2 are above 0.9
+    loss.backward()
+    assert logits.grad[1].abs().sum() == 0 and logits.grad[3].abs().sum() == 0  # unconfident rows: no gradient
+    assert logits.grad[0, 0] < 0 and logits.grad[2, 1] < 0  # confident rows: pushed further towards their class
+
+
+def blob_domains(n: int, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Two classes as blobs at x1 = -1 and +1; the target's are shifted by +0.9 along x1, so
+    the source's boundary (x1 = 0) cuts through the target's first class. The target's
+    clusters still have a low-density gap between them: where MCC moves the boundary."""
+    rng = np.random.default_rng(seed)
+
+    def domain(shift: float) -> datasets.Dataset:
+        y = rng.integers(0, 2, n)
+        x = np.stack([(2 * y - 1) + rng.normal(0, 0.45, n) + shift, rng.normal(0, 0.45, n)], 1)
+        return datasets.Dataset.from_dict({"x": x.astype(np.float32).tolist(), "labels": y.tolist()})
+
+    return domain(0.0), domain(0.9)
+
+
+def blob_accuracy(method: str | None, tmp_path: Path, seed: int) -> float:
+    source, target = blob_domains(400, seed)
+    torch.manual_seed(seed)
+    args = TrainingArguments(output_dir=str(tmp_path / f"{method}-{seed}"), num_train_epochs=6, learning_rate=0.02, per_device_train_batch_size=32,
+                             report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=seed, remove_unused_columns=False)  # fmt: skip
+    common = {"model": ToyNet(), "args": args, "train_dataset": source, "data_collator": default_data_collator}
+    if method is None:
+        trainer = Trainer(**common)
+    else:
+        trainer = DomainAdaptationTrainer(**common, target_dataset=target.remove_columns("labels"),
+                                          settings=DomainAdaptationConfig(target="toy", method=method))  # fmt: skip
+    trainer.train()
+    predictions = trainer.predict(target)
+    return float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
+
+
+def test_mcc_at_its_defaults_beats_source_only_on_shifted_clusters(tmp_path: Path) -> None:
+    for seed in (0, 1, 2):
+        source_only, adapted = blob_accuracy(None, tmp_path, seed), blob_accuracy("mcc", tmp_path, seed)
+        assert source_only < 0.8 and adapted > source_only + 0.03, (seed, source_only, adapted)
+
+
+@pytest.mark.parametrize(("method", "strategy"), [("mcc", "lora"), ("self_training", "partial"), ("cdan", "full"), ("dann", "lora")])
+def test_new_methods_train_through_the_pipeline_and_report_the_predicted_classes(method, strategy, tiny_bert, domains, tmp_path) -> None:
+    out = tmp_path / "run"
+    cfg = domain_config(tiny_bert, domains, out, strategy, method=method, compare_source_only=False)
+    results = finetune(config_from_dict(cfg))
+    assert results["domain_adaptation_method"] == method and 0.0 <= results["target_accuracy"] <= 1.0
+    assert sum(results["target_predicted_classes"].values()) == 48 and set(results["target_predicted_classes"]) == {"neg", "pos"}
+    state = json.loads((out / "trainer_state.json").read_text())
+    logged = [entry["domain_loss"] for entry in state["log_history"] if "domain_loss" in entry]
+    assert logged and all(np.isfinite(logged))
+    if method == "self_training":
+        assert all(0.0 <= e["pseudo_labelled_fraction"] <= 1.0 for e in state["log_history"] if "pseudo_labelled_fraction" in e)
+    from safetensors import safe_open
+
+    with safe_open(str(out / ("adapter_model.safetensors" if strategy == "lora" else "model.safetensors")), "pt") as f:
+        assert not any("domain" in key or "cdan" in key for key in f.keys())  # the saved model is the task model alone
+
+
+@pytest.mark.parametrize("method", ["dann", "cdan"])
+def test_the_domain_loss_stays_bounded_at_a_high_learning_rate(method, tiny_bert, domains, tmp_path) -> None:
+    """What blew up on FSDD (domain loss 0.7 -> 200+): the bottleneck's layer norm bounds it now."""
+    cfg = domain_config(tiny_bert, domains, tmp_path / "run", "full", method=method, compare_source_only=False, schedule="constant")
+    cfg["training"].update(learning_rate=0.5, num_train_epochs=3)
+    finetune(config_from_dict(cfg))
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    logged = [entry["domain_loss"] for entry in state["log_history"] if "domain_loss" in entry]
+    # |logit| <= sqrt(256) (+ biases) past the layer norm and spectral norms: before them, 1e6 here
+    assert len(logged) >= 6 and all(np.isfinite(logged)) and max(logged) < 20.0, logged
+
+
+def test_the_domain_classifier_learns_at_its_own_rate(tiny_bert, domains, tmp_path) -> None:
+    cfg = config_from_dict(domain_config(tiny_bert, domains, tmp_path / "run", "full", method="dann", discriminator_lr_multiplier=10.0))
+    from tlhub.modalities import get_modality
+
+    task = get_modality("text").load_model(cfg, ["neg", "pos"])
+    args = TrainingArguments(output_dir=str(tmp_path / "o"), learning_rate=1e-4, report_to="none", use_cpu=True)
+    trainer = DomainAdaptationTrainer(model=task, args=args, train_dataset=datasets.Dataset.from_dict({"x": [0]}),
+                                      target_dataset=datasets.Dataset.from_dict({"x": [0]}), settings=cfg.domain_adaptation)  # fmt: skip
+    optimizer = trainer.create_optimizer()
+    classifier = {id(p) for p in trainer.model.domain_classifier.parameters()}
+    rates = [group["lr"] for group in optimizer.param_groups if any(id(p) in classifier for p in group["params"])]
+    assert rates == [pytest.approx(1e-3)]  # one group, 10 x the run's 1e-4
+    assert {id(p) for g in optimizer.param_groups if g["lr"] == pytest.approx(1e-4) for p in g["params"]}.isdisjoint(classifier)
+
+
+def test_a_method_the_setup_cannot_use_is_a_config_error_naming_the_field(tiny_bert, domains, tmp_path, capsys) -> None:
+    from tests.test_image import image_config
+    from tests.tiny_models import make_tiny_vit, toy_image_folder
+
+    images = toy_image_folder(tmp_path / "images", n_per_class=4)
+    cfg = image_config(make_tiny_vit(tmp_path / "vit"), images, tmp_path / "run", "full")
+    cfg["domain_adaptation"] = {"target": str(images), "method": "dapt"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tlhub: error: domain_adaptation.method: dapt is masked-language-model pretraining, for text; for image use mcc")
+    cfg = domain_config(tiny_bert, domains, tmp_path / "run2", "feature_extraction", method="mcc")
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "d.yaml")]) == 2
+    assert "domain_adaptation.method: mcc adapts the backbone to the target, but strategy.name: feature_extraction" in capsys.readouterr().err
+
+
+def test_compare_methods_trains_each_on_the_same_data_and_tabulates_the_target_accuracy(tiny_bert, domains, tmp_path, capsys) -> None:
+    cfg = domain_config(tiny_bert, domains, tmp_path / "run", "full", method="dann")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "c.yaml"), "--methods", "source_only,mcc", "--output-dir", str(out)]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert [r["method"] for r in report["rows"]] == ["source_only", "mcc"] and report["metric"] == "target_accuracy"
+    for row in report["rows"]:
+        saved = json.loads((out / row["method"] / "all_results.json").read_text())
+        assert row["metric"] == saved["target_accuracy"] and saved["domain_adaptation_method"] == row["method"]
+        assert not (out / row["method"] / "source_only").exists()  # source_only is a row, not a baseline per method
+    assert (out / "compare.png").stat().st_size > 10_000
+    shown = capsys.readouterr().out
+    assert "Domain adaptation" in shown and "neg:" in shown and "pos:" in shown  # (rich wraps the title)
+    assert main(["compare", str(tmp_path / "c.yaml"), "--methods", "source_only,mccc"]) == 2
+    assert "--methods: unknown method 'mccc' (did you mean 'mcc'?)" in capsys.readouterr().err

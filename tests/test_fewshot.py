@@ -79,16 +79,37 @@ def test_pairs_are_balanced_seeded_and_labelled_by_class() -> None:
         make_pairs([1, 1, 1], 2, 0)
 
 
+def test_in_batch_loss_scores_every_pair_of_rows_against_same_label() -> None:
+    from tlhub.strategies.contrastive import InBatchEncoder
+
+    class Fixed(torch.nn.Module):  # a "body" whose mean-pooled embedding is given
+        def forward(self, embedding, attention_mask=None):
+            from transformers.modeling_outputs import BaseModelOutput
+
+            return BaseModelOutput(last_hidden_state=embedding[:, None, :])
+
+    rows = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    out = InBatchEncoder(Fixed(), "mean")({"embedding": rows}, labels)
+    assert out.loss.item() == pytest.approx(0.0)  # same class: cos 1; other class: cos 0
+    wrong = InBatchEncoder(Fixed(), "mean")({"embedding": rows}, torch.tensor([0, 1, 1]))
+    # pairs (0,1) cos 1 vs target 0, (1,2) cos 0 vs target 1, (0,2) right: 4 of 6 ordered pairs off by 1
+    assert wrong.loss.item() == pytest.approx(4 / 6)
+
+
 # --------------------------------------------------------------------------- through the pipeline
 
 
-@pytest.mark.parametrize("body", ["full", "lora"])
-def test_contrastive_moves_the_body_fits_a_logistic_head_and_reloads(body: str, tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("body", "pairing"), [("full", "in_batch"), ("lora", "sampled")])
+def test_contrastive_moves_the_body_fits_a_logistic_head_and_reloads(body, pairing, tiny_bert, toy_csv, tmp_path) -> None:
     out = tmp_path / "run"
-    strategy = {"contrastive": {"iterations": 4, "body": body, "learning_rate": 1e-3 if body == "lora" else 3e-4}}
-    cfg = few(tiny_bert, toy_csv, out, "contrastive", data={"samples_per_class": 16}, strategy=strategy)
+    settings = {"iterations": 4, "body": body, "pairing": pairing, "learning_rate": 1e-3 if body == "lora" else 3e-4}
+    cfg = few(tiny_bert, toy_csv, out, "contrastive", data={"samples_per_class": 16}, strategy={"contrastive": settings})
     results = finetune(config_from_dict(cfg))
-    assert results["contrastive_pairs"] == 2 * 4 * 32 and results["contrastive_steps"] == 16
+    if pairing == "sampled":  # per row and iteration a positive and a negative pair, 16 pairs a batch
+        assert results["contrastive_pairs"] == 2 * 4 * 32 and results["contrastive_steps"] == 16
+    else:  # every row 4 times, 16 rows a batch, each batch's 16 * 15 / 2 pairs
+        assert results["contrastive_pairs"] == 4 * 32 * 15 // 2 and results["contrastive_steps"] == 8
     assert results["head"] == "logistic" and results["head_C"] > 0
     assert results["eval_accuracy"] > 0.7  # the toy sentences are learnable from 16 per class
     before = load_file(str(tiny_bert / "model.safetensors"))

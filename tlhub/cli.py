@@ -80,7 +80,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from tlhub.compare import run_compare
 
-    run_compare(args.config, args.overrides, args.strategies, args.fractions, args.baseline, args.output_dir, args.seeds, args.samples_per_class, args.learning_rates)
+    run_compare(args.config, args.overrides, args.strategies, args.fractions, args.baseline, args.output_dir, args.seeds, args.samples_per_class, args.learning_rates, args.methods)
     return 0
 
 
@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples-per-class", help="few-shot curve: labelled rows per class (data.samples_per_class), e.g. 8,16,32 (instead of --fractions)"
     )
     compare.add_argument("--seeds", help="repeat every run with these seeds (the data draw and training), report mean ± std, e.g. 0,1,2,3,4")
+    compare.add_argument(
+        "--methods",
+        help="domain adaptation methods side by side on the config's target, e.g. source_only,dann,cdan,mcc,self_training",
+    )
     compare.add_argument(
         "--learning-rates",
         help="a learning rate per strategy, e.g. feature_extraction=2e-2,lora=1e-3,full=5e-5,scratch=1e-4 (others: the config's)",

@@ -199,7 +199,11 @@ def train_seeds(mapping: dict[str, Any], out: Path, seeds: list[int] | None, met
         metric=statistics.mean(values) if values else None,
         metric_std=statistics.pstdev(values) if len(values) > 1 else 0.0,
         seeds=seeds,
-        runs=[{"seed": seed, "metric": r.get(metric), "train_time_s": r["train_time_s"]} for seed, r in zip(seeds or [None], runs)],
+        runs=[
+            {"seed": seed, "metric": r.get(metric), "train_time_s": r["train_time_s"],
+             **({"target_predicted_classes": r["target_predicted_classes"]} if "target_predicted_classes" in r else {})}
+            for seed, r in zip(seeds or [None], runs)
+        ],  # fmt: skip
     )
     return row
 
@@ -245,6 +249,53 @@ def compare_strategies(
     return report
 
 
+def parse_methods(text: str) -> list[str]:
+    """``"source_only,mcc"`` -> ["source_only", "mcc"]; an unknown name is a TlhubError naming it."""
+    from tlhub.config import DOMAIN_METHODS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise TlhubError("--methods: give a comma-separated list, e.g. source_only,dann,cdan,mcc,self_training")
+    for name in names:
+        if name not in DOMAIN_METHODS:
+            raise TlhubError(f"--methods: unknown method '{name}'{closest(name, DOMAIN_METHODS)}; choose from: {', '.join(DOMAIN_METHODS)}")
+    if len(set(names)) != len(names):
+        raise TlhubError(f"--methods: '{text}' names a method twice")
+    return names
+
+
+def compare_methods(
+    config: str | Path | dict[str, Any],
+    methods: list[str],
+    overrides: list[str] | None = None,
+    output_dir: str | Path | None = None,
+    console: Any = None,
+    seeds: list[int] | None = None,
+) -> dict[str, Any]:
+    """Train `config` once per domain-adaptation method (and seed) on the same data, split
+    and seed; write compare.json and compare.png of the target accuracy; return the report.
+
+    Each run is one method alone (``compare_source_only: false``): ``source_only`` in
+    `methods` is the baseline, trained like the others.
+    """
+    base = base_mapping(config, overrides)
+    if not isinstance(base.get("domain_adaptation"), dict) or not base["domain_adaptation"].get("target"):
+        raise ConfigError("domain_adaptation.target: --methods compares domain adaptation methods; the config needs a domain_adaptation section with a target")
+    out = Path(output_dir) if output_dir else default_output_dir(base)
+    rows = []
+    for i, name in enumerate(methods, 1):
+        _say(console, f"[bold]compare {i}/{len(methods)}[/bold]: method {name}")
+        mapping = merge(base, {"domain_adaptation": {"method": name, "compare_source_only": False}})
+        row = train_seeds(mapping, out / name, seeds, "target_accuracy")
+        rows.append({"method": name, "strategy": name, **{k: v for k, v in row.items() if k != "strategy"}})
+    report = {"kind": "methods", "by": "method", "metric": "target_accuracy", "greater_is_better": True, "seeds": seeds,
+              "rows": rows, "output_dir": str(out)}  # fmt: skip
+    atomic_write_json(out / "compare.json", report)
+    plot_strategies(report, out / "compare.png")
+    report["plot"] = str(out / "compare.png")
+    return report
+
+
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "train_time_s",
@@ -261,7 +312,7 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         "eval_samples",
     )
     summary = {k: results[k] for k in keys if k in results}
-    summary["results"] = {k: v for k, v in results.items() if k.startswith(("eval_", "test_"))}
+    summary["results"] = {k: v for k, v in results.items() if k.startswith(("eval_", "test_", "target_"))}
     return summary
 
 
@@ -270,21 +321,30 @@ def strategies_table(report: dict[str, Any]) -> Any:
     from rich.table import Table
 
     rows = report["rows"]
+    by = report.get("by", "strategy")
     kind = rows[0].get("memory_kind", "peak memory") if rows else "peak memory"
-    table = Table(title=f"Strategies compared ({report['metric']}, {'higher' if report['greater_is_better'] else 'lower'} is better)")
-    for column in ("strategy", report["metric"].removeprefix("eval_"), "train time", "trainable params", f"{kind}"):
-        table.add_column(column, justify="left" if column == "strategy" else "right")
+    what = "Domain adaptation methods" if by == "method" else "Strategies"
+    table = Table(title=f"{what} compared ({report['metric']}, {'higher' if report['greater_is_better'] else 'lower'} is better)")
+    columns = [by, report["metric"].removeprefix("eval_"), "train time", "trainable params", f"{kind}"]
+    if by == "method":  # a method that collapses to one class shows in its predictions
+        columns.append("target predictions per class")
+    for column in columns:
+        table.add_column(column, justify="left" if column == by else "right")
     best = _best(rows, report["greater_is_better"])
     for row in rows:
-        name = row["strategy"] + (" (cached features)" if row.get("feature_cache_hit") is not None else "")
+        name = row[by] + (" (cached features)" if row.get("feature_cache_hit") is not None else "")
         value = "-" if row["metric"] is None else f"{row['metric']:.4f}" + (f" ± {row['metric_std']:.4f}" if row.get("seeds") else "")
-        table.add_row(
+        cells = [
             f"[bold]{name}[/bold]" if row is best else name,
             value,
             f"{row['train_time_s']:.1f} s",
             f"{_count(row['trainable_params'])} ({row['trainable_percent']:.2f}%)",
             f"{row['peak_memory_mb']:.0f} MB",
-        )
+        ]
+        if by == "method":
+            counts = row.get("results", {}).get("target_predicted_classes") or {}
+            cells.append(" ".join(f"{k}:{v}" for k, v in counts.items()))
+        table.add_row(*cells)
     return table
 
 
@@ -307,7 +367,7 @@ def plot_strategies(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = report["rows"]
-    names = [r["strategy"] for r in rows]
+    names = [r[report.get("by", "strategy")] for r in rows]
     panels = [
         (report["metric"].removeprefix("eval_"), [r["metric"] or 0.0 for r in rows], "{:.3f}"),
         ("train time (s)", [r["train_time_s"] for r in rows], "{:.1f}"),
@@ -324,7 +384,7 @@ def plot_strategies(report: dict[str, Any], path: Path) -> None:
             ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
         if title == "trainable parameters":
             ax.set_yscale("log")
-    fig.suptitle("tlhub compare: same data, seed and budget per strategy")
+    fig.suptitle(f"tlhub compare: same data, seed and budget per {report.get('by', 'strategy')}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -493,6 +553,7 @@ def run_compare(
     seeds: str | None = None,
     shots: str | None = None,
     learning_rates: str | None = None,
+    methods: str | None = None,
 ) -> dict[str, Any]:
     """What `tlhub compare` does: check the arguments first, then run, print and plot.
 
@@ -510,10 +571,19 @@ def run_compare(
     per_class = parse_ints(shots, "--samples-per-class", "8,16,32", 1) if shots else None
     draws = parse_ints(seeds, "--seeds", "0,1,2,3,4", 0) if seeds else None
     rates = parse_learning_rates(learning_rates) if learning_rates else None
+    method_names = parse_methods(methods) if methods else None
+    if method_names and (curve or strategies):
+        raise TlhubError("--methods: compares domain adaptation methods on the config's strategy; give it without --strategies, --fractions or --samples-per-class")
     if baseline not in BASELINES:
         raise TlhubError(f"--baseline: unknown baseline '{baseline}'{closest(baseline, BASELINES)}; choose from: {', '.join(BASELINES)}")
     build(RunConfig, base_mapping(config, overrides))  # a bad config fails before any training
     out: dict[str, Any] = {}
+    if method_names:
+        report = compare_methods(config, method_names, overrides, output_dir, console, draws)
+        console.print(strategies_table(report))
+        console.print(f"Wrote {Path(report['output_dir']) / 'compare.json'} and {report['plot']}")
+        out["methods"] = report
+        return out
     if names and not curve:
         report = compare_strategies(config, names, overrides, output_dir, console, draws, rates)
         console.print(strategies_table(report))
@@ -528,12 +598,14 @@ def run_compare(
 
 
 __all__ = [
+    "compare_methods",
     "compare_strategies",
     "curve_table",
     "data_efficiency",
     "parse_fractions",
     "parse_ints",
     "parse_learning_rates",
+    "parse_methods",
     "parse_strategies",
     "peak_memory",
     "plot_curve",

@@ -492,7 +492,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
             split.set_transform(modality.transform(processor, cfg, train=name == "train"))
 
     # Train
-    aligned = target.unlabelled if target is not None and cfg.domain_adaptation.method in domain.ALIGNMENT_METHODS else None
+    aligned = target.unlabelled if target is not None and cfg.domain_adaptation.method in domain.LOSS_METHODS else None
     trainer = make_trainer(cfg, modality, processor, applied, args, loaded.splits["train"], loaded.splits["validation"], aligned)
     if cache is not None:
         trainer.data_collator = feature_collator

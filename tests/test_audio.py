@@ -267,6 +267,15 @@ def test_speech_recognition_trains_saves_and_transcribes(tiny_w2v: Path, tmp_pat
     assert [line[1] for line in lines] == files
     assert sum(text == truth for (text, _), truth in zip(lines, transcripts)) >= 6, (lines, transcripts[:8].tolist())
 
+    # issue 13: the run is a plain CTC folder: transformers' ASR pipeline transcribes each clip as tlhub does
+    from transformers import pipeline
+
+    asr = pipeline("automatic-speech-recognition", model=str(tmp_path / "ctc"), device="cpu")
+    for path in files[:4]:
+        audio, rate = sf.read(path, dtype="float32")
+        ours = predict(load_run(tmp_path / "ctc"), [path], batch_size=1)[0]["text"]
+        assert asr({"raw": audio, "sampling_rate": rate})["text"] == ours and ours
+
 
 def test_weighted_layer_sum_learns_a_mix_of_layers_cached_or_not(
     tiny_w2v: Path, tones: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -217,3 +217,4 @@ def test_tensorboard_logs_offline_with_tlhubs_results(data, tmp_path) -> None:
     tags = {tag: acc for acc in events for tag in acc.Tags()["scalars"]}
     assert "test/accuracy" in tags and "train/trainable_params" in tags, sorted(tags)
     assert tags["test/accuracy"].Scalars("test/accuracy")[-1].value == pytest.approx(results["test_accuracy"])
+

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tlhub.config import STRATEGY_NAMES, RunConfig, build, merge, parse_overrides, read_yaml
+from tlhub.config import DOMAIN_METHODS, STRATEGY_NAMES, RunConfig, build, merge, parse_overrides, read_yaml
 from tlhub.errors import ConfigError, TlhubError, closest
 from tlhub.io import atomic_write_json
 from tlhub.metrics import MAIN_METRIC
@@ -41,20 +41,24 @@ DEFAULT_STRATEGIES = ("feature_extraction", "partial", "lora", "full")
 # --------------------------------------------------------------------------- arguments
 
 
+def parse_names(text: str, flag: str, noun: str, known: list[str] | tuple[str, ...], example: str) -> list[str]:
+    """``"a,b"`` -> ["a", "b"] for `flag`; an unknown or repeated name is a TlhubError naming it."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise TlhubError(f"{flag}: give a comma-separated list, e.g. {example}")
+    for name in names:
+        if name not in known:
+            raise TlhubError(f"{flag}: unknown {noun} '{name}'{closest(name, known)}; choose from: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise TlhubError(f"{flag}: '{text}' names a {noun} twice")
+    return names
+
+
 def parse_strategies(text: str) -> list[str]:
     """``"lora,full"`` -> ["lora", "full"]; an unknown name is a TlhubError naming it."""
     from tlhub.strategies import STRATEGIES
 
-    known = STRATEGIES.names()
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise TlhubError("--strategies: give a comma-separated list, e.g. feature_extraction,partial,lora,full")
-    for name in names:
-        if name not in known:
-            raise TlhubError(f"--strategies: unknown strategy '{name}'{closest(name, known)}; choose from: {', '.join(known)}")
-    if len(set(names)) != len(names):
-        raise TlhubError(f"--strategies: '{text}' names a strategy twice")
-    return names
+    return parse_names(text, "--strategies", "strategy", STRATEGIES.names(), "feature_extraction,partial,lora,full")
 
 
 def parse_learning_rates(text: str) -> dict[str, float]:
@@ -251,17 +255,7 @@ def compare_strategies(
 
 def parse_methods(text: str) -> list[str]:
     """``"source_only,mcc"`` -> ["source_only", "mcc"]; an unknown name is a TlhubError naming it."""
-    from tlhub.config import DOMAIN_METHODS
-
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise TlhubError("--methods: give a comma-separated list, e.g. source_only,dann,cdan,mcc,self_training")
-    for name in names:
-        if name not in DOMAIN_METHODS:
-            raise TlhubError(f"--methods: unknown method '{name}'{closest(name, DOMAIN_METHODS)}; choose from: {', '.join(DOMAIN_METHODS)}")
-    if len(set(names)) != len(names):
-        raise TlhubError(f"--methods: '{text}' names a method twice")
-    return names
+    return parse_names(text, "--methods", "method", DOMAIN_METHODS, "source_only,dann,cdan,mcc,self_training")
 
 
 def compare_methods(

@@ -245,8 +245,9 @@ def test_missing_target_column_is_named(tiny_bert, domains, tmp_path, capsys) ->
 
 
 def test_image_and_audio_models_adapt_through_the_pipeline(tmp_path: Path) -> None:
-    """The same Trainer subclass aligns a ViT's patch tokens (dann, full) and a wav2vec2's
-    frames (coral, lora): the domain loss is logged and the target scored."""
+    """The same Trainer subclass adapts a ViT (cdan on its patch tokens, full) and a
+    wav2vec2 (mcc on its predictions, lora; coral on its frames): the domain loss is logged
+    and the target scored."""
     from tests.test_audio import audio_config, write_tones
     from tests.test_image import image_config
     from tests.tiny_models import make_tiny_vit, make_tiny_wav2vec2, toy_image_folder
@@ -254,14 +255,16 @@ def test_image_and_audio_models_adapt_through_the_pipeline(tmp_path: Path) -> No
     images = toy_image_folder(tmp_path / "images", n_per_class=8)
     target_images = toy_image_folder(tmp_path / "target-images", n_per_class=4, seed=1)
     image = image_config(make_tiny_vit(tmp_path / "vit"), images, tmp_path / "image-run", "full")
-    image["domain_adaptation"] = {"target": str(target_images), "method": "dann", "compare_source_only": False}
+    image["domain_adaptation"] = {"target": str(target_images), "method": "cdan", "compare_source_only": False}
 
     write_tones(tmp_path / "tones", per_class=8)
     write_tones(tmp_path / "target-tones", per_class=4, rate=22050, seed=1)  # another recording rate
     audio = audio_config(make_tiny_wav2vec2(tmp_path / "w2v"), tmp_path / "tones", tmp_path / "audio-run", strategy={"name": "lora", "lora": {"r": 4}}, data={"audio_column": "audio"})
     audio["domain_adaptation"] = {"target": str(tmp_path / "target-tones"), "method": "coral", "weight": 100.0, "compare_source_only": False}
 
-    for cfg, method, n_target in ((image, "dann", 8), (audio, "coral", 8)):
+    mcc = {**audio, "training": {**audio["training"], "output_dir": str(tmp_path / "audio-mcc")},
+           "domain_adaptation": {**audio["domain_adaptation"], "method": "mcc", "weight": 1.0}}  # fmt: skip
+    for cfg, method, n_target in ((image, "cdan", 8), (audio, "coral", 8), (mcc, "mcc", 8)):
         cfg["training"].update(num_train_epochs=2, logging_steps=1)
         results = finetune(config_from_dict(cfg))
         assert results["domain_adaptation_method"] == method and results["target_samples"] == n_target

@@ -212,6 +212,16 @@ def ramp(progress: float, gamma: float = 10.0) -> float:
     return 2.0 / (1.0 + math.exp(-gamma * min(max(progress, 0.0), 1.0))) - 1.0
 
 
+def aligned_width(model: nn.Module) -> int:
+    """Width of the features :func:`pooled_features` reads: the last hidden state's. A timm
+    model (EfficientNet) returns its block stages as hidden states, narrower than the
+    features its classifier reads (320 vs 1280 channels): timm's ``feature_info`` says."""
+    stages = next((m.feature_info for m in model.modules() if isinstance(getattr(m, "feature_info", None), list)), None)
+    if stages and "num_chs" in stages[-1]:
+        return int(stages[-1]["num_chs"])
+    return feature_dim(model.config, model)
+
+
 def pooled_features(outputs: Any, pooling: str, attention_mask: torch.Tensor | None) -> torch.Tensor:
     """The last hidden states of a model's outputs (``output_hidden_states=True``), pooled."""
     hidden = getattr(outputs, "hidden_states", None)
@@ -255,7 +265,7 @@ class DomainAdaptedModel(nn.Module):
         self.settings = settings
         self.config = model.config
         self.domain_classifier: DomainClassifier | None = None
-        width = feature_dim(model.config)
+        width = aligned_width(model)
         if settings.method == "dann":
             self.domain_classifier = DomainClassifier(width, settings.discriminator_hidden)
         elif settings.method == "cdan":

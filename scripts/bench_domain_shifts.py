@@ -117,9 +117,31 @@ def shift_config(shift: str, work: Path, args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
+def markdown_table(report: dict) -> str:
+    """The benchmark's table: target accuracy per method, its gain over source-only paired by
+    seed, and the largest share of the target any one class gets (1.0 = collapsed)."""
+    import statistics
+
+    rows = {row["method"]: row for row in report["rows"]}
+    baseline = {run["seed"]: run["metric"] for run in rows["source_only"]["runs"]} if "source_only" in rows else {}
+    lines = ["| method | target accuracy, mean ± sd | gain over source-only (paired by seed) | per seed | largest class share on the target | seconds per run |",
+             "| --- | --- | --- | --- | --- | ---: |"]  # fmt: skip
+    for name, row in rows.items():
+        runs = row["runs"]
+        gains = [run["metric"] - baseline[run["seed"]] for run in runs if run["seed"] in baseline]
+        gain = "-" if name == "source_only" or not gains else f"{statistics.mean(gains):+.3f} ± {statistics.pstdev(gains):.3f}"
+        shares = [max(c.values()) / sum(c.values()) for c in (run.get("target_predicted_classes") for run in runs) if c]
+        per_seed = " / ".join(f"{run['metric']:.3f}" for run in runs)
+        lines.append(
+            f"| {name} | {row['metric']:.3f} ± {row['metric_std']:.3f} | {gain} | {per_seed}"
+            f" | {max(shares):.2f} | {statistics.mean(run['train_time_s'] for run in runs):.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shift", choices=["image", "text", "audio"], required=True)
+    parser.add_argument("--shift", choices=["image", "text", "audio"])
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--per-class", type=int, default=50, help="image: MNIST digits per class in the source")
@@ -128,7 +150,13 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "domain")
     parser.add_argument("--json", type=Path, help="write the comparison (every seed's numbers) here")
+    parser.add_argument("--table", type=Path, help="print the markdown table of an earlier --json file and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
+    if not args.shift:
+        parser.error("the following arguments are required: --shift")
 
     from tlhub.compare import run_compare
 
@@ -139,6 +167,7 @@ def main() -> None:
     report = run_compare(config, methods=args.methods, seeds=args.seeds, output_dir=args.work / "compare" / args.shift)["methods"]
     report["command"] = " ".join(sys.argv)
     report["config"] = mapping
+    print(markdown_table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         shutil.copy(Path(report["plot"]), args.json.with_suffix(".png"))

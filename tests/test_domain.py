@@ -55,7 +55,25 @@ def test_domain_classifier_reverses_what_reaches_the_features() -> None:
     x = features.detach().clone().requires_grad_()
     clf.net(x).sum().backward()  # the same classifier without the reversal
     assert torch.allclose(features.grad, -2.0 * x.grad, atol=1e-6)
-    assert clf.net[0].weight.grad is not None  # the classifier itself learns normally
+    assert all(p.grad is not None for p in clf.net[0].parameters())  # the classifier itself learns normally
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 100.0])
+def test_domain_classifier_is_1_lipschitz_in_the_features(scale: float) -> None:
+    # the reversed gradient never exceeds the domain loss's own, however small the features
+    # (sentence embeddings: a plain layer norm multiplied it by 1/spread) or large
+    torch.manual_seed(0)
+    clf = DomainClassifier(384, hidden=256)
+    for _ in range(20):  # spectral norm's power iteration converges in training mode
+        clf(torch.randn(4, 384))
+    clf.eval()
+    features = (scale * torch.randn(32, 384)).requires_grad_()
+    clf.reversal.coefficient = 1.0
+    clf(features).sum().backward()  # d(sum of logits)/d(row) is that row's logit gradient
+    assert float(features.grad.norm(dim=1).max()) <= 1.05
+    with torch.no_grad():
+        logits = clf(features)
+    assert float(logits.abs().max()) <= 16 + 3  # sqrt(hidden) past the layer norm, plus biases
 
 
 @pytest.mark.parametrize("loss", [coral_loss, mmd_loss])

@@ -14,9 +14,10 @@ Seven methods, chosen by ``domain_adaptation.method``:
   the domains apart while the reversed gradient pushes the backbone towards features it
   cannot tell apart. Made stable as the reference implementations (TLlib) do, and
   then some: the classifier starts with a bottleneck (linear + layer norm + ReLU), so
-  inflating the features cannot inflate its loss, its other layers are spectrally
-  normalised, so its own weights cannot either; its learning rate is 10x the backbone's,
-  and the reversal coefficient ramps up with the DANN schedule.
+  inflating the features cannot inflate its loss, and all its linear layers are
+  spectrally normalised, so neither can its own weights, and the gradient it reverses
+  into the backbone is never larger than its loss's own; its learning rate is 10x the
+  backbone's, and the reversal coefficient ramps up with the DANN schedule.
 - ``cdan`` (Long et al. 2018): DANN whose domain classifier reads the features times
   the (detached) class predictions, a multilinear map (random projections above 4,096
   dimensions), and weights rows by their certainty, ``1 + exp(-entropy)`` (CDAN+E).

@@ -3,6 +3,8 @@
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift image --json docs/bench_domain_image.json
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift text --json docs/bench_domain_text_methods.json
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift audio --json docs/bench_domain_audio_methods.json
+    # rerun some methods into an earlier file: their rows replaced, the rerun recorded under "reruns"
+    HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift text --methods dann,cdan --update docs/bench_domain_text_methods.json
 
 Each shift is a config written to OUT/<shift>.yaml and run as a user would run it,
 ``tlhub compare OUT/<shift>.yaml --methods source_only,dann,cdan,mcc,self_training
@@ -139,6 +141,15 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def updated(earlier: dict, rerun: dict) -> dict:
+    """`earlier` with its rows of the methods in `rerun` replaced by rerun's, and the rerun's
+    methods and command appended to its ``reruns``."""
+    again = {row["method"]: row for row in rerun["rows"]}
+    rows = [again.pop(row["method"], row) for row in earlier["rows"]] + list(again.values())
+    reruns = [*earlier.get("reruns", []), {"methods": [row["method"] for row in rerun["rows"]], "command": rerun["command"]}]
+    return {**earlier, "rows": rows, "reruns": reruns}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shift", choices=["image", "text", "audio"])
@@ -150,6 +161,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "domain")
     parser.add_argument("--json", type=Path, help="write the comparison (every seed's numbers) here")
+    parser.add_argument("--update", type=Path, help="an earlier --json file: replace its rows of --methods with this run's, and redraw its PNG")
     parser.add_argument("--table", type=Path, help="print the markdown table of an earlier --json file and exit")
     args = parser.parse_args()
     if args.table:
@@ -167,10 +179,18 @@ def main() -> None:
     report = run_compare(config, methods=args.methods, seeds=args.seeds, output_dir=args.work / "compare" / args.shift)["methods"]
     report["command"] = " ".join(sys.argv)
     report["config"] = mapping
+    if args.update:
+        report = updated(json.loads(args.update.read_text()), report)
     print(markdown_table(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        shutil.copy(Path(report["plot"]), args.json.with_suffix(".png"))
+    path = args.update or args.json
+    if path:
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        if args.update:  # the rows changed: compare.png has only the rerun's
+            from tlhub.compare import plot_strategies
+
+            plot_strategies(report, path.with_suffix(".png"))
+        else:
+            shutil.copy(Path(report["plot"]), path.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -110,6 +110,6 @@ def test_config_lists_keys_with_help(capsys: pytest.CaptureFixture) -> None:
     assert main(["config", "domain_adaptation"]) == 0  # an optional section lists its keys too
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("domain_adaptation: (optional section)")
-    assert "domain_adaptation.weight [float] = 1.0:  Weight of the domain loss added to the task loss." in out
+    assert "domain_adaptation.weight [float | None] = null:  Weight of the domain loss added to the task loss; null: the method's own, 0.3 for dann" in "\n".join(out)
     assert any(line.startswith("domain_adaptation.dapt.mlm_probability [float] = 0.15") for line in out)
     assert error_of(["config", "nope"], capsys) == "tlhub: error: config: no section or key starts with 'nope'"

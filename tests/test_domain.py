@@ -282,14 +282,25 @@ def test_image_and_audio_models_adapt_through_the_pipeline(tmp_path: Path) -> No
 
     mcc = {**audio, "training": {**audio["training"], "output_dir": str(tmp_path / "audio-mcc")},
            "domain_adaptation": {**audio["domain_adaptation"], "method": "mcc", "weight": 1.0}}  # fmt: skip
-    for cfg, method, n_target in ((image, "cdan", 8), (audio, "coral", 8), (mcc, "mcc", 8)):
+    # self_training rounds: the teacher's target rows (another folder, another recording rate) join the source's
+    rounds = [
+        {**cfg, "training": {**cfg["training"], "output_dir": str(tmp_path / f"{name}-self-training")},
+         "domain_adaptation": {**cfg["domain_adaptation"], "method": "self_training", "weight": 1.0}}
+        for name, cfg in (("image", image), ("audio", audio))
+    ]  # fmt: skip
+    for cfg, method, n_target in ((image, "cdan", 8), (audio, "coral", 8), (mcc, "mcc", 8), (rounds[0], "self_training", 8), (rounds[1], "self_training", 8)):
         cfg["training"].update(num_train_epochs=2, logging_steps=1)
         results = finetune(config_from_dict(cfg))
         assert results["domain_adaptation_method"] == method and results["target_samples"] == n_target
         assert 0.0 <= results["target_accuracy"] <= 1.0
+        if method == "self_training":
+            teacher = json.loads((Path(cfg["training"]["output_dir"]) / "teacher" / "all_results.json").read_text())
+            assert results["pseudo_labelled_rows"] >= 2, results
+            assert results["train_samples"] == teacher["train_samples"] + results["pseudo_labelled_rows"]
         state = json.loads((Path(cfg["training"]["output_dir"]) / "trainer_state.json").read_text())
         logged = [entry["domain_loss"] for entry in state["log_history"] if "domain_loss" in entry]
-        assert logged and all(np.isfinite(logged)) and max(logged) > 0, (method, logged)
+        # (a tiny random model is confident on no target row: self-training's own loss may stay 0)
+        assert logged and all(np.isfinite(logged)) and (max(logged) > 0 or method == "self_training"), (method, logged)
 
 
 def test_image_target_reads_the_split_folder_it_names(tmp_path: Path) -> None:
@@ -334,6 +345,16 @@ def test_pseudo_labels_train_only_confident_target_rows() -> None:
     loss.backward()
     assert logits.grad[1].abs().sum() == 0 and logits.grad[3].abs().sum() == 0  # unconfident rows: no gradient
     assert logits.grad[0, 0] < 0 and logits.grad[2, 1] < 0  # confident rows: pushed further towards their class
+
+
+def test_confident_rows_keep_the_surest_share_of_each_predicted_class() -> None:
+    from tlhub.strategies.domain import confident_rows
+
+    # 6 rows predicted class 0 (confidence rising with the row), 2 predicted class 1, none class 2
+    logits = torch.tensor([[0.1 * i, 0.0, 0.0] for i in range(1, 7)] + [[0.0, 3.0, 0.0], [0.0, 1.0, 0.0]])
+    labels = confident_rows(logits, fraction=0.5)
+    assert labels.tolist() == [-100, -100, -100, 0, 0, 0, 1, -100]  # half of each class, the surest first
+    assert confident_rows(logits, fraction=1.0).tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
 
 
 def blob_domains(n: int, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -384,6 +405,13 @@ def test_new_methods_train_through_the_pipeline_and_report_the_predicted_classes
     assert logged and all(np.isfinite(logged))
     if method == "self_training":
         assert all(0.0 <= e["pseudo_labelled_fraction"] <= 1.0 for e in state["log_history"] if "pseudo_labelled_fraction" in e)
+        # one round at the defaults: a teacher (the online run) labelled half of each class it predicts
+        teacher = json.loads((out / "teacher" / "all_results.json").read_text())
+        assert teacher["domain_adaptation_method"] == "self_training" and not (out / "teacher" / "teacher").exists()
+        assert results["teacher_target_accuracy"] == teacher["target_accuracy"]
+        assert results["pseudo_labelled_rows"] == sum(round(n / 2) or 1 for n in teacher["target_predicted_classes"].values() if n)
+        assert 0.0 <= results["pseudo_label_accuracy"] <= 1.0
+        assert results["train_samples"] == teacher["train_samples"] + results["pseudo_labelled_rows"]  # they joined the source rows
     from safetensors import safe_open
 
     with safe_open(str(out / ("adapter_model.safetensors" if strategy == "lora" else "model.safetensors")), "pt") as f:
@@ -450,3 +478,12 @@ def test_compare_methods_trains_each_on_the_same_data_and_tabulates_the_target_a
     assert "Domain adaptation" in shown and "neg:" in shown and "pos:" in shown  # (rich wraps the title)
     assert main(["compare", str(tmp_path / "c.yaml"), "--methods", "source_only,mccc"]) == 2
     assert "--methods: unknown method 'mccc' (did you mean 'mcc'?)" in capsys.readouterr().err
+
+
+def test_a_null_weight_is_the_methods_own_and_follows_a_method_swap() -> None:
+    import dataclasses
+
+    dann = DomainAdaptationConfig(target="t", method="dann")
+    assert dann.weight is None and dann.loss_weight == 0.3
+    assert dataclasses.replace(dann, method="mcc").loss_weight == 1.0  # tlhub compare --methods swaps the method
+    assert DomainAdaptationConfig(target="t", method="dann", weight=2.0).loss_weight == 2.0

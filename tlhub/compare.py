@@ -178,7 +178,9 @@ def train_one(mapping: dict[str, Any]) -> dict[str, Any]:
     with peak_memory() as memory:
         results = finetune(cfg)
     results["wall_s"] = round(time.perf_counter() - start, 2)
-    results["train_time_s"] = round(results.get("train_runtime", 0.0) + results.get("feature_cache_seconds", 0.0), 2)
+    results["train_time_s"] = round(
+        results.get("train_runtime", 0.0) + results.get("feature_cache_seconds", 0.0) + results.get("teacher_train_runtime", 0.0), 2
+    )
     results.update(memory)
     return results
 

@@ -23,6 +23,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from accelerate import PartialState
 from torch import nn
 from transformers import (
     EarlyStoppingCallback,
@@ -339,13 +340,19 @@ def save_model(trainer: Trainer, applied: Applied, processor: Any, output_dir: P
 # --------------------------------------------------------------------------- domain adaptation runs
 
 
-def source_only_config(cfg: RunConfig) -> RunConfig:
-    """The same run without adaptation, into OUTPUT_DIR/source_only (the baseline)."""
+def subrun_config(cfg: RunConfig, folder: str, **changes: Any) -> RunConfig:
+    """`cfg` as a run of its own in OUTPUT_DIR/`folder`, with `changes` to its
+    domain_adaptation section, no baseline of its own and nothing pushed to the Hub."""
     da = cfg.domain_adaptation
     assert da is not None
-    baseline = dataclasses.replace(da, method="source_only", compare_source_only=False)
-    training = {**cfg.training, "output_dir": str(cfg.output_dir / "source_only")}
-    return dataclasses.replace(cfg, domain_adaptation=baseline, training=training)
+    settings = dataclasses.replace(da, compare_source_only=False, **changes)
+    training = {**cfg.training, "output_dir": str(cfg.output_dir / folder), "push_to_hub": False}
+    return dataclasses.replace(cfg, domain_adaptation=settings, training=training)
+
+
+def source_only_config(cfg: RunConfig) -> RunConfig:
+    """The same run without adaptation, into OUTPUT_DIR/source_only (the baseline)."""
+    return subrun_config(cfg, "source_only", method="source_only")
 
 
 def source_only_baseline(cfg: RunConfig, modality: Modality) -> dict[str, Any] | None:
@@ -435,6 +442,40 @@ def continue_pretraining(cfg: RunConfig, processor: Any, target: domain.TargetDa
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(out), pretrained=True))
 
 
+def add_teacher_labels(
+    cfg: RunConfig, modality: Modality, processor: Any, target: domain.TargetData, splits: datasets.DatasetDict
+) -> dict[str, Any]:
+    """A self_training round: its teacher, this run with one round fewer (OUTPUT_DIR/teacher),
+    labels the target rows it is surest of per class, and those rows join the training split.
+    Returns what to report of it."""
+    da = cfg.domain_adaptation
+    assert da is not None
+    teacher_cfg = subrun_config(cfg, "teacher", self_training_rounds=da.self_training_rounds - 1)
+    logger.info("self_training: training the teacher first (%s)", teacher_cfg.output_dir)
+    teacher_results = finetune(teacher_cfg)
+    PartialState().wait_for_everyone()  # the main process writes the teacher's folder; the others read it
+    teacher = load_run(teacher_cfg.output_dir)
+    rows = target.unlabelled.with_transform(modality.transform(processor, target.cfg, train=False))
+    inherited = {k: cfg.training[k] for k in ("use_cpu", "disable_tqdm", "fp16", "bf16", "per_device_eval_batch_size") if k in cfg.training}
+    inherited["disable_tqdm"] = inherited.get("disable_tqdm", False) or quiet()
+    args = TrainingArguments(output_dir=str(teacher_cfg.output_dir), report_to="none", remove_unused_columns=False, **inherited)
+    logits = make_trainer(cfg, modality, processor, Applied(teacher.model), args, None, None).predict(rows).predictions
+    labels = domain.confident_rows(torch.as_tensor(logits[0] if isinstance(logits, tuple) else logits), da.pseudo_label_fraction)
+    splits["train"] = domain.with_pseudo_labelled_rows(splits["train"], target, cfg, modality, labels)
+    report: dict[str, Any] = {
+        "pseudo_labelled_rows": int((labels >= 0).sum()),
+        # the teacher's training (and its own teacher's) is part of what this run cost
+        "teacher_train_runtime": round(teacher_results.get("train_runtime", 0.0) + teacher_results.get("teacher_train_runtime", 0.0), 4),
+    }
+    if "target_accuracy" in teacher_results:
+        report["teacher_target_accuracy"] = teacher_results["target_accuracy"]
+    if target.labelled is not None:  # how right the teacher's labels are (never trained on)
+        truth = torch.as_tensor(target.labelled.with_format(None)[LABELS])
+        taught = labels >= 0
+        report["pseudo_label_accuracy"] = round(float((labels[taught] == truth[taught]).float().mean()), 6)
+    return report
+
+
 # --------------------------------------------------------------------------- a run
 
 
@@ -473,10 +514,12 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
         cfg = continue_pretraining(cfg, processor, target, list(loaded.splits["train"][cfg.data.text_column]))
         model = modality.load_model(cfg, loaded.label_names)
         applied = STRATEGIES.get(cfg.strategy.name)(model, cfg.strategy, modality, cfg.task)
+    stage: dict[str, Any] = {}
+    if target is not None and cfg.domain_adaptation.method == "self_training" and cfg.domain_adaptation.self_training_rounds > 0:
+        stage = add_teacher_labels(cfg, modality, processor, target, loaded.splits)  # a teacher labels the target rows it is surest of
     trainable, total = count_parameters(applied.model)
 
     # Contrastive few-shot: the body first learns from pairs of the labelled rows (SetFit's method)
-    stage: dict[str, Any] = {}
     if cfg.strategy.name == "contrastive":
         stage = contrastive.tune_body(applied.model, loaded.splits["train"], modality, processor, cfg)
 
@@ -560,7 +603,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
 # Folders of a run that are not the model: checkpoints (resume), the source-only baseline,
 # continued pretraining and the contrastive stage's scratch (each a model of its own).
 # runs/ (tensorboard's logs) goes up: the Hub shows it as the model's training metrics.
-NOT_PUSHED = ["checkpoint-*", "checkpoint-*/**", "source_only/**", "dapt/**", "contrastive/**", ".tlhub*"]
+NOT_PUSHED = ["checkpoint-*", "checkpoint-*/**", "source_only/**", "teacher/**", "dapt/**", "contrastive/**", ".tlhub*"]
 
 
 def push_run(cfg: RunConfig, output_dir: Path) -> str:

@@ -9,6 +9,12 @@ Seven methods, chosen by ``domain_adaptation.method``:
 - ``self_training``: target rows whose predicted class has probability at least
   ``pseudo_label_threshold`` are trained on with that class (pseudo-labels), with the
   weight ramped up as training goes, so that early, unreliable predictions count little.
+  Then, ``self_training_rounds`` times, a fresh model trains the same way on the source
+  rows plus a teacher's labelled target rows: the previous model's most confident
+  ``pseudo_label_fraction`` of the rows it predicts as each class (class-balanced, CBST).
+  Starting from the pretrained weights, the new model learns the target's own cues for
+  each class from those rows, which a model's own confident predictions (small gradients
+  on rows it already gets right) cannot teach it.
 - ``dann`` (Ganin et al. 2016): a domain classifier reads the pooled backbone features
   of a source and a target batch through a gradient-reversal layer; it learns to tell
   the domains apart while the reversed gradient pushes the backbone towards features it
@@ -168,6 +174,20 @@ def pseudo_label_loss(logits: torch.Tensor, threshold: float) -> tuple[torch.Ten
     return (losses * keep).sum() / max(len(logits), 1), float(keep.mean())
 
 
+def confident_rows(logits: torch.Tensor, fraction: float) -> torch.Tensor:
+    """A teacher's class-balanced pseudo-labels (CBST, Zou et al. 2018): for each class, the
+    `fraction` of the rows predicted as it that the teacher is most confident in keep that
+    class; every other row is -100. Per class, so that a class the teacher predicts rarely
+    (the hard one on the target) is not crowded out by the classes it is sure of."""
+    confidence, predicted = logits.float().softmax(-1).max(-1)
+    labels = torch.full_like(predicted, -100)
+    for c in predicted.unique():
+        rows = (predicted == c).nonzero().squeeze(1)
+        keep = max(1, round(fraction * len(rows)))
+        labels[rows[confidence[rows].argsort(descending=True)[:keep]]] = c
+    return labels
+
+
 def conditioned_features(features: torch.Tensor, probabilities: torch.Tensor, projection: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """CDAN's input to the domain classifier: features (x) class probabilities, flattened,
     or the randomized multilinear map ``(f R_f) * (g R_g) / sqrt(d)`` when that is too wide."""
@@ -318,10 +338,10 @@ class DomainAdaptedModel(nn.Module):
         for mcc, self_training and cdan, the classifier's logits on both batches)."""
         s = self.settings
         if s.method == "mcc":
-            return s.weight * coefficient * mcc_loss(target_logits, s.mcc_temperature)
+            return s.loss_weight * coefficient * mcc_loss(target_logits, s.mcc_temperature)
         if s.method == "self_training":
             loss, self.last_kept = pseudo_label_loss(target_logits, s.pseudo_label_threshold)
-            return s.weight * coefficient * loss
+            return s.loss_weight * coefficient * loss
         if self.domain_classifier is not None:
             self.domain_classifier.reversal.coefficient = coefficient
             features = torch.cat([source, target]).float()
@@ -336,9 +356,9 @@ class DomainAdaptedModel(nn.Module):
                 weights = torch.cat([certainty[:n] / certainty[:n].sum(), certainty[n:] / certainty[n:].sum()]) * len(certainty) / 2
             logits = self.domain_classifier(features)
             domains = torch.cat([torch.zeros(len(source)), torch.ones(len(target))]).to(logits.device)
-            return s.weight * nn.functional.binary_cross_entropy_with_logits(logits, domains, weight=weights)
+            return s.loss_weight * nn.functional.binary_cross_entropy_with_logits(logits, domains, weight=weights)
         loss = coral_loss(source, target) if s.method == "coral" else mmd_loss(source, target)
-        return s.weight * coefficient * loss
+        return s.loss_weight * coefficient * loss
 
 
 class DomainAdaptationTrainer(Trainer):
@@ -515,6 +535,30 @@ def load_target(cfg: RunConfig, modality: Modality, processor: Any, label_names:
     texts = list(unlabelled[tcfg.data.text_column]) if cfg.modality == "text" else None
     unlabelled.set_transform(modality.transform(processor, tcfg, train=True))
     return TargetData(tcfg, unlabelled, labelled, texts)
+
+
+def with_pseudo_labelled_rows(
+    train: datasets.Dataset, target: TargetData, cfg: RunConfig, modality: Modality, labels: torch.Tensor
+) -> datasets.Dataset:
+    """The source's training rows plus the target rows a teacher labelled (``labels`` >= 0,
+    in the order of ``target.unlabelled``), under the source's column names and types: what
+    a self_training round trains on. Both keep only the columns the model reads."""
+    inputs = {key: column for key, column in modality.required_columns(cfg).items() if key != "data.label_column"}
+    theirs = modality.required_columns(target.cfg)
+    keep = (labels >= 0).nonzero().squeeze(1).tolist()
+    rows = target.unlabelled.with_format(None).select(keep).select_columns([theirs[key] for key in inputs])
+    rows = rows.rename_columns({theirs[key]: column for key, column in inputs.items() if theirs[key] != column})
+    rows = rows.add_column(LABELS, labels[keep].tolist())
+    ours = train.select_columns([*inputs.values(), LABELS])
+    try:
+        rows = rows.cast(ours.features)
+    except (ValueError, TypeError) as error:
+        raise DataError(
+            f"{TARGET_KEY}: its columns {', '.join(theirs[key] for key in inputs)} cannot take the types of data.train's "
+            f"({error}); self_training rounds train on both, so give them the same format, or set "
+            "domain_adaptation.self_training_rounds: 0"
+        ) from None
+    return datasets.concatenate_datasets([ours, rows])
 
 
 # --------------------------------------------------------------------------- results

@@ -44,7 +44,7 @@ from tlhub.metrics import MAIN_METRIC, TASK_METRICS, load_task_metrics, normaliz
 from tlhub.modalities import Modality, get_modality, is_encoder_decoder
 from tlhub.models import PooledClassifier, mask_whisper_frames
 from tlhub.progress import quiet
-from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, prepare_output_dir
+from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, TARGET_PREDICTIONS, prepare_output_dir
 from tlhub.strategies import STRATEGIES, Applied, count_parameters
 from tlhub.strategies import contrastive, domain
 from tlhub.strategies.domain import DomainAdaptationTrainer
@@ -442,25 +442,20 @@ def continue_pretraining(cfg: RunConfig, processor: Any, target: domain.TargetDa
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(out), pretrained=True))
 
 
-def add_teacher_labels(
-    cfg: RunConfig, modality: Modality, processor: Any, target: domain.TargetData, splits: datasets.DatasetDict
-) -> dict[str, Any]:
+def add_teacher_labels(cfg: RunConfig, modality: Modality, target: domain.TargetData, splits: datasets.DatasetDict) -> dict[str, Any]:
     """A self_training round: its teacher, this run with one round fewer (OUTPUT_DIR/teacher),
-    labels the target rows it is surest of per class, and those rows join the training split.
-    Returns what to report of it."""
+    labels the target rows it is surest of per class (read from its target_predictions.jsonl),
+    and those rows join the training split. Returns what to report of it."""
     da = cfg.domain_adaptation
     assert da is not None
     teacher_cfg = subrun_config(cfg, "teacher", self_training_rounds=da.self_training_rounds - 1)
     logger.info("self_training: training the teacher first (%s)", teacher_cfg.output_dir)
     teacher_results = finetune(teacher_cfg)
     PartialState().wait_for_everyone()  # the main process writes the teacher's folder; the others read it
-    teacher = load_run(teacher_cfg.output_dir)
-    rows = target.unlabelled.with_transform(modality.transform(processor, target.cfg, train=False))
-    inherited = {k: cfg.training[k] for k in ("use_cpu", "disable_tqdm", "fp16", "bf16", "per_device_eval_batch_size") if k in cfg.training}
-    inherited["disable_tqdm"] = inherited.get("disable_tqdm", False) or quiet()
-    args = TrainingArguments(output_dir=str(teacher_cfg.output_dir), report_to="none", remove_unused_columns=False, **inherited)
-    logits = make_trainer(cfg, modality, processor, Applied(teacher.model), args, None, None).predict(rows).predictions
-    labels = domain.confident_rows(torch.as_tensor(logits[0] if isinstance(logits, tuple) else logits), da.pseudo_label_fraction)
+    label_names = json.loads((teacher_cfg.output_dir / RUN_INFO).read_text())["label_names"]
+    path = teacher_cfg.output_dir / TARGET_PREDICTIONS
+    probabilities = domain.read_target_predictions(path, label_names, len(target.unlabelled))
+    labels = domain.confident_rows(probabilities, da.pseudo_label_fraction)
     splits["train"] = domain.with_pseudo_labelled_rows(splits["train"], target, cfg, modality, labels)
     report: dict[str, Any] = {
         "pseudo_labelled_rows": int((labels >= 0).sum()),
@@ -516,7 +511,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
         applied = STRATEGIES.get(cfg.strategy.name)(model, cfg.strategy, modality, cfg.task)
     stage: dict[str, Any] = {}
     if target is not None and cfg.domain_adaptation.method == "self_training" and cfg.domain_adaptation.self_training_rounds > 0:
-        stage = add_teacher_labels(cfg, modality, processor, target, loaded.splits)  # a teacher labels the target rows it is surest of
+        stage = add_teacher_labels(cfg, modality, target, loaded.splits)  # a teacher labels the target rows it is surest of
     trainable, total = count_parameters(applied.model)
 
     # Contrastive few-shot: the body first learns from pairs of the labelled rows (SetFit's method)
@@ -557,7 +552,8 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     if "test" in loaded.splits:
         results.update(trainer.evaluate(loaded.splits["test"], metric_key_prefix="test"))
     if target is not None:  # accuracy on the target's labelled rows, beside the source-only run's
-        results.update(domain.target_results(trainer, target, baseline, cfg.domain_adaptation.method))
+        scores, target_probabilities = domain.target_results(trainer, target, baseline, cfg.domain_adaptation.method)
+        results.update(scores)
     results.update(
         trainable_params=trainable,
         total_params=total,
@@ -586,6 +582,8 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
             "base_model": cfg.model.name_or_path,  # what a LoRA adapter applies to (dapt: OUTPUT_DIR/dapt)
         }
         atomic_write_json(output_dir / RUN_INFO, info)
+        if target is not None:
+            domain.write_target_predictions(output_dir / TARGET_PREDICTIONS, target_probabilities, loaded.label_names)
         if cfg.strategy.name == "lora" and cfg.strategy.lora.merge:
             # from the saved adapter, not the live model: under FSDP that is a shard
             merged = load_lora(modality, cfg, loaded.label_names, output_dir).merge_and_unload()

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 RUN_CONFIG = "config.yaml"
 RUN_INFO = "tlhub_run.json"
 RESULTS = "all_results.json"
+TARGET_PREDICTIONS = "target_predictions.jsonl"  # domain adaptation: the model's labels for the target rows
 CHECKPOINT_PREFIX = "checkpoint-"
 
 # `training` keys that say how a run is carried out or watched, not what it trains.
@@ -190,7 +191,7 @@ def prepare_output_dir(cfg: RunConfig, args: TrainingArguments) -> str | None:
                     )
                 clear_run_dir(out)
             elif diffs:  # a resume that trains longer: the finished run's results no longer hold
-                for name in (RESULTS, RUN_INFO):
+                for name in (RESULTS, RUN_INFO, TARGET_PREDICTIONS):
                     (out / name).unlink(missing_ok=True)
         save_config(cfg, out / RUN_CONFIG)  # every checkpoint from now on is this config's
         return checkpoint

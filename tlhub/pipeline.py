@@ -442,7 +442,9 @@ def continue_pretraining(cfg: RunConfig, processor: Any, target: domain.TargetDa
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(out), pretrained=True))
 
 
-def add_teacher_labels(cfg: RunConfig, modality: Modality, target: domain.TargetData, splits: datasets.DatasetDict) -> dict[str, Any]:
+def add_teacher_labels(
+    cfg: RunConfig, modality: Modality, target: domain.TargetData, splits: datasets.DatasetDict, label_names: list[str]
+) -> dict[str, Any]:
     """A self_training round: its teacher, this run with one round fewer (OUTPUT_DIR/teacher),
     labels the target rows it is surest of per class (read from its target_predictions.jsonl),
     and those rows join the training split. Returns what to report of it."""
@@ -452,8 +454,7 @@ def add_teacher_labels(cfg: RunConfig, modality: Modality, target: domain.Target
     logger.info("self_training: training the teacher first (%s)", teacher_cfg.output_dir)
     teacher_results = finetune(teacher_cfg)
     PartialState().wait_for_everyone()  # the main process writes the teacher's folder; the others read it
-    label_names = json.loads((teacher_cfg.output_dir / RUN_INFO).read_text())["label_names"]
-    path = teacher_cfg.output_dir / TARGET_PREDICTIONS
+    path = teacher_cfg.output_dir / TARGET_PREDICTIONS  # the teacher's labels are this run's: same data, same config
     probabilities = domain.read_target_predictions(path, label_names, len(target.unlabelled))
     labels = domain.confident_rows(probabilities, da.pseudo_label_fraction)
     splits["train"] = domain.with_pseudo_labelled_rows(splits["train"], target, cfg, modality, labels)
@@ -511,7 +512,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
         applied = STRATEGIES.get(cfg.strategy.name)(model, cfg.strategy, modality, cfg.task)
     stage: dict[str, Any] = {}
     if target is not None and cfg.domain_adaptation.method == "self_training" and cfg.domain_adaptation.self_training_rounds > 0:
-        stage = add_teacher_labels(cfg, modality, target, loaded.splits)  # a teacher labels the target rows it is surest of
+        stage = add_teacher_labels(cfg, modality, target, loaded.splits, loaded.label_names)  # a teacher labels the target rows it is surest of
     trainable, total = count_parameters(applied.model)
 
     # Contrastive few-shot: the body first learns from pairs of the labelled rows (SetFit's method)

@@ -614,8 +614,7 @@ def write_target_predictions(path: Path, probabilities: torch.Tensor, label_name
     ``max_target_samples``), the predicted label and each label's probability: what a user
     adapting to an unlabelled target came for, and what a self_training round's teacher hands on."""
     lines = []
-    for row, p in enumerate(probabilities.tolist()):
-        best = max(range(len(p)), key=p.__getitem__)
+    for row, (best, p) in enumerate(zip(probabilities.argmax(-1).tolist(), probabilities.tolist())):
         line = {"row": row, "label": label_names[best], "probabilities": {n: round(v, 8) for n, v in zip(label_names, p)}}
         lines.append(json.dumps(line))
     atomic_write_text(path, "\n".join(lines) + "\n")

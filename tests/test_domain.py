@@ -19,12 +19,16 @@ from tests.conftest import text_config
 from tests.tiny_models import toy_sentiment_rows, write_rows
 from tlhub.cli import main
 from tlhub.config import DomainAdaptationConfig, config_from_dict
+from tlhub.data import load_data
+from tlhub.modalities import get_modality
 from tlhub.errors import ConfigError, DataError
 from tlhub.pipeline import finetune
 from tlhub.strategies.domain import (
     DomainAdaptationTrainer,
     DomainClassifier,
+    class_drift,
     coral_loss,
+    drift_warning,
     mmd_loss,
     ramp,
     reverse_gradient,
@@ -367,6 +371,23 @@ def test_confident_rows_keep_the_surest_share_of_each_predicted_class() -> None:
     assert confident_rows(logits.softmax(-1), fraction=1.0).tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
 
 
+def test_class_drift_is_the_distance_between_predicted_and_source_shares() -> None:
+    assert class_drift([50, 50], [450, 450]) == 0.0
+    assert class_drift([100, 0], [450, 450]) == pytest.approx(0.5)
+    assert class_drift([0, 0, 10], [5, 5, 0]) == pytest.approx(1.0)
+    assert class_drift([22, 78], [50, 50]) == pytest.approx(0.28)
+
+
+def test_a_model_leaning_to_one_class_on_the_target_is_warned_about() -> None:
+    assert drift_warning(["neg", "pos"], [53, 47], [450, 450]) is None  # within DRIFT_WARNING: no warning
+    assert drift_warning(["neg", "pos"], [78, 22], [450, 450]) == (
+        "domain_adaptation: the model predicts 'neg' for 78% of the target rows, where 50% of the source's labels are 'neg' "
+        "(target_class_drift 0.28); unless the target's classes really are that unbalanced, the model leans towards it: "
+        "check target_predictions.jsonl and compare with method: source_only (tlhub compare CONFIG --methods "
+        "source_only,...) before relying on it"
+    )
+
+
 def test_target_predictions_round_trip_and_a_stale_file_is_refused(tmp_path: Path) -> None:
     from tlhub.strategies.domain import read_target_predictions, write_target_predictions
 
@@ -430,6 +451,11 @@ def test_new_methods_train_through_the_pipeline_and_report_the_predicted_classes
     assert all(set(line["probabilities"]) == {"neg", "pos"} and abs(sum(line["probabilities"].values()) - 1) < 1e-4 for line in lines)
     assert all(line["label"] == max(line["probabilities"], key=line["probabilities"].get) for line in lines)
     assert {n: sum(line["label"] == n for line in lines) for n in ("neg", "pos")} == results["target_predicted_classes"]
+    # the drift is measured against the source's own training rows (before a round adds target rows)
+    loaded = load_data(config_from_dict(cfg), get_modality("text"))
+    source = [loaded.splits["train"]["labels"].count(i) for i in range(2)]
+    predicted = [results["target_predicted_classes"][n] for n in loaded.label_names]
+    assert results["target_class_drift"] == round(class_drift(predicted, source), 4)
     state = json.loads((out / "trainer_state.json").read_text())
     logged = [entry["domain_loss"] for entry in state["log_history"] if "domain_loss" in entry]
     assert logged and all(np.isfinite(logged))

@@ -494,6 +494,9 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     loaded = load_data(cfg, modality)
     processor = modality.load_processor(cfg)
     target = domain.load_target(cfg, modality, processor, loaded.label_names) if cfg.domain_adaptation is not None else None
+    if target is not None:  # the source's label shares, before a self_training round adds target rows
+        source_labels = torch.as_tensor(loaded.splits["train"].with_format(None)[LABELS])
+        source_counts = torch.bincount(source_labels, minlength=len(loaded.label_names)).tolist()
 
     # Model: pretrained (or random) body with a new head sized to the labels; the strategy picks which weights train
     model = modality.load_model(cfg, loaded.label_names)
@@ -553,7 +556,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     if "test" in loaded.splits:
         results.update(trainer.evaluate(loaded.splits["test"], metric_key_prefix="test"))
     if target is not None:  # accuracy on the target's labelled rows, beside the source-only run's
-        scores, target_probabilities = domain.target_results(trainer, target, baseline, cfg.domain_adaptation.method)
+        scores, target_probabilities = domain.target_results(trainer, target, baseline, cfg.domain_adaptation.method, source_counts)
         results.update(scores)
     results.update(
         trainable_params=trainable,

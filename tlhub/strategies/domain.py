@@ -82,6 +82,9 @@ logger = logging.getLogger(__name__)
 # Methods with a loss on target batches during training (dapt and source_only have none).
 LOSS_METHODS = ("mcc", "self_training", "dann", "cdan", "coral", "mmd")
 ADVERSARIAL_METHODS = ("dann", "cdan")
+# target_class_drift above this logs a warning: the model predicts the target's classes in
+# proportions far from the source labels' (a collapse to one class of ten is 0.9, of two 0.5)
+DRIFT_WARNING = 0.25
 RANDOM_MAP_ABOVE = 4096  # cdan: features x classes beyond this go through a random multilinear map
 TARGET_KEY = "domain_adaptation.target"
 
@@ -580,11 +583,38 @@ def with_pseudo_labelled_rows(
 # --------------------------------------------------------------------------- results
 
 
+def class_drift(predicted: list[int], source: list[int]) -> float:
+    """Total variation distance between the shares of two class histograms (the classes
+    predicted on the target, the labels of the source): 0 when the model predicts the
+    classes in the source's proportions, near 1 when it predicts one class the source rarely has."""
+    p, q = torch.tensor(predicted, dtype=torch.float64), torch.tensor(source, dtype=torch.float64)
+    return float((p / p.sum().clamp(min=1) - q / q.sum().clamp(min=1)).abs().sum() / 2)
+
+
+def drift_warning(names: list[str], predicted: list[int], source: list[int]) -> str | None:
+    """The warning for a model whose target predictions drift from the source's label shares
+    by more than DRIFT_WARNING, naming the class it predicts most beyond its share; else None.
+    Most useful where the target has no labels: its histogram is then the only sign of a
+    model that adaptation pushed towards one class."""
+    drift = class_drift(predicted, source)
+    if drift <= DRIFT_WARNING:
+        return None
+    total_p, total_s = max(sum(predicted), 1), max(sum(source), 1)
+    c = max(range(len(predicted)), key=lambda i: predicted[i] / total_p - source[i] / total_s)
+    return (
+        f"domain_adaptation: the model predicts '{names[c]}' for {100 * predicted[c] / total_p:.0f}% of the target rows, "
+        f"where {100 * source[c] / total_s:.0f}% of the source's labels are '{names[c]}' (target_class_drift {drift:.2f}); "
+        "unless the target's classes really are that unbalanced, the model leans towards it: check target_predictions.jsonl "
+        "and compare with method: source_only (tlhub compare CONFIG --methods source_only,...) before relying on it"
+    )
+
+
 def target_results(
-    trainer: Trainer, target: TargetData, baseline: dict[str, Any] | None, method: str
+    trainer: Trainer, target: TargetData, baseline: dict[str, Any] | None, method: str, source_counts: list[int]
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """Target metrics of the trained model (``target_*``, where the target has labels) beside
-    the baseline's (``source_only_target_*``), and its class probabilities on every target row."""
+    the baseline's (``source_only_target_*``), how far its predicted classes drift from the
+    source labels' shares (`source_counts`, per class), and its class probabilities on every target row."""
     results: dict[str, Any] = {"domain_adaptation_method": method, "target_samples": len(target.unlabelled)}
     prediction = trainer.predict(target.labelled if target.labelled is not None else target.rows, metric_key_prefix="target")
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
@@ -593,6 +623,10 @@ def target_results(
     counts = torch.bincount(probabilities.argmax(-1), minlength=probabilities.shape[-1]).tolist()
     names = trainer.model.config.id2label if hasattr(trainer.model, "config") else {}
     results["target_predicted_classes"] = {str(names.get(i, i)): c for i, c in enumerate(counts)}
+    results["target_class_drift"] = round(class_drift(counts, source_counts), 4)
+    warning = drift_warning([str(names.get(i, i)) for i in range(len(counts))], counts, source_counts)
+    if warning:
+        logger.warning(warning)
     if target.labelled is None:
         return results, probabilities
     results.update({k: v for k, v in prediction.metrics.items() if not k.endswith(("_runtime", "_per_second"))})

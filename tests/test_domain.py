@@ -543,3 +543,12 @@ def test_a_null_weight_is_the_methods_own_and_follows_a_method_swap() -> None:
     assert dann.weight is None and dann.loss_weight == 0.3
     assert dataclasses.replace(dann, method="mcc").loss_weight == 1.0  # tlhub compare --methods swaps the method
     assert DomainAdaptationConfig(target="t", method="dann", weight=2.0).loss_weight == 2.0
+
+
+@pytest.mark.parametrize(("modality", "method"), [("text", "mcc"), ("image", "self_training"), ("audio", "self_training")])
+def test_method_auto_is_what_measured_best_for_the_modality_and_is_recorded(modality, method, tmp_path) -> None:
+    cfg = config_from_dict({"modality": modality, "model": {"name_or_path": "m"}, "data": {"train": "t.csv"},
+                            "domain_adaptation": {"target": "u.csv"}, "training": {"output_dir": str(tmp_path)}})  # fmt: skip
+    assert DomainAdaptationConfig(target="u.csv").method == "auto"
+    assert cfg.domain_adaptation.method == method  # config.yaml records the method that ran
+    assert cfg.to_dict()["domain_adaptation"]["method"] == method

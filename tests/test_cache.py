@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import text_config
+from tests.conftest import USE_CPU, text_config
 from tests.tiny_models import make_tiny_bert, toy_sentiment_rows, write_rows
 from tlhub.cache import (
     FEATURES_FILE,
@@ -175,7 +175,7 @@ def test_audio_cached_features_equal_uncached_and_train(tmp_path: Path) -> None:
         "data": {"train": str(tmp_path / "manifest.csv"), "validation_split": 0.25, "audio_column": "path"},
         "strategy": {"name": "feature_extraction"},
         "training": {"output_dir": str(tmp_path / "run"), "num_train_epochs": 30, "learning_rate": 0.05, "eval_strategy": "no",
-                     "save_strategy": "no", "logging_strategy": "no", "per_device_train_batch_size": 8, "use_cpu": True,
+                     "save_strategy": "no", "logging_strategy": "no", "per_device_train_batch_size": 8, "use_cpu": USE_CPU,
                      "disable_tqdm": True, "seed": 0},
     }
     cfg = config_from_dict(mapping)
@@ -222,7 +222,7 @@ def test_an_image_edited_in_place_recomputes_its_features(tmp_path: Path) -> Non
         "data": {"train": str(folder), "validation_split": 0.25},
         "strategy": {"name": "feature_extraction"},
         "training": {"output_dir": str(tmp_path / "run"), "num_train_epochs": 1, "eval_strategy": "no", "save_strategy": "no",
-                     "use_cpu": True, "disable_tqdm": True, "seed": 0},
+                     "use_cpu": USE_CPU, "disable_tqdm": True, "seed": 0},
     }  # fmt: skip
     assert finetune(config_from_dict(mapping))["feature_cache_hit"] is False
     assert finetune(config_from_dict(mapping))["feature_cache_hit"] is True

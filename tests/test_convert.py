@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import requires_shared
+from tests.conftest import USE_CPU, requires_shared
 from tlhub.errors import ModelError
 
 
@@ -116,7 +116,7 @@ def _image_run(efficientnet_dir, tmp_path, strategy: dict) -> dict:
                 "eval_strategy": "no",
                 "save_strategy": "no",
                 "report_to": [],
-                "use_cpu": True,
+                "use_cpu": USE_CPU,
             },
         }
     )

@@ -15,7 +15,7 @@ from torch import nn
 from transformers import PretrainedConfig, Trainer, TrainingArguments, default_data_collator
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from tests.conftest import text_config
+from tests.conftest import USE_CPU, text_config
 from tests.tiny_models import toy_sentiment_rows, write_rows
 from tlhub.cli import main
 from tlhub.config import DomainAdaptationConfig, config_from_dict
@@ -154,7 +154,7 @@ def toy_accuracy(method: str | None, tmp_path: Path, seed: int = 0) -> float:
         per_device_train_batch_size=32,
         report_to="none",
         save_strategy="no",
-        use_cpu=True,
+        use_cpu=USE_CPU,
         disable_tqdm=True,
         seed=seed,
         remove_unused_columns=False,
@@ -442,7 +442,7 @@ def blob_accuracy(method: str | None, tmp_path: Path, seed: int) -> float:
     source, target = blob_domains(400, seed)
     torch.manual_seed(seed)
     args = TrainingArguments(output_dir=str(tmp_path / f"{method}-{seed}"), num_train_epochs=6, learning_rate=0.02, per_device_train_batch_size=32,
-                             report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=seed, remove_unused_columns=False)  # fmt: skip
+                             report_to="none", save_strategy="no", use_cpu=USE_CPU, disable_tqdm=True, seed=seed, remove_unused_columns=False)  # fmt: skip
     common = {"model": ToyNet(), "args": args, "train_dataset": source, "data_collator": default_data_collator}
     if method is None:
         trainer = Trainer(**common)
@@ -513,7 +513,7 @@ def test_the_domain_classifier_learns_at_its_own_rate(tiny_bert, domains, tmp_pa
     from tlhub.modalities import get_modality
 
     task = get_modality("text").load_model(cfg, ["neg", "pos"])
-    args = TrainingArguments(output_dir=str(tmp_path / "o"), learning_rate=1e-4, report_to="none", use_cpu=True)
+    args = TrainingArguments(output_dir=str(tmp_path / "o"), learning_rate=1e-4, report_to="none", use_cpu=USE_CPU)
     trainer = DomainAdaptationTrainer(model=task, args=args, train_dataset=datasets.Dataset.from_dict({"x": [0]}),
                                       target_dataset=datasets.Dataset.from_dict({"x": [0]}), settings=cfg.domain_adaptation)  # fmt: skip
     optimizer = trainer.create_optimizer()

@@ -49,6 +49,7 @@ from tlhub.strategies import STRATEGIES, Applied, count_parameters
 from tlhub.strategies import contrastive, domain
 from tlhub.strategies.domain import DomainAdaptationTrainer
 from tlhub.strategies.heads import fit_logistic_head
+from tlhub.trainer import stage_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -383,7 +384,9 @@ def dapt_key(cfg: RunConfig, texts: list[str]) -> dict[str, Any]:
     }
 
 
-def continue_pretraining(cfg: RunConfig, processor: Any, target: domain.TargetData, source_texts: list[str]) -> RunConfig:
+def continue_pretraining(
+    cfg: RunConfig, processor: Any, target: domain.TargetData, source_texts: list[str], run_args: TrainingArguments
+) -> RunConfig:
     """DAPT: masked-LM training of the pretrained model on the target text.
 
     Writes the adapted backbone (and tokenizer) to ``OUTPUT_DIR/dapt`` and returns the
@@ -415,17 +418,14 @@ def continue_pretraining(cfg: RunConfig, processor: Any, target: domain.TargetDa
             batched=True,
             remove_columns=["text"],
         )
-        inherited = {k: cfg.training[k] for k in ("use_cpu", "disable_tqdm", "fp16", "bf16", "logging_steps") if k in cfg.training}
-        args = TrainingArguments(
-            output_dir=str(out / "trainer"),
+        args = stage_arguments(
+            run_args,
+            out / "trainer",
             num_train_epochs=settings.epochs,
             max_steps=settings.max_steps or -1,
             learning_rate=settings.learning_rate,
             per_device_train_batch_size=settings.batch_size,
-            save_strategy="no",
-            report_to="none",
-            seed=seed,
-            **inherited,
+            remove_unused_columns=True,
         )
         collator = DataCollatorForLanguageModeling(processor, mlm_probability=settings.mlm_probability, seed=seed)
         trainer = Trainer(model=model, args=args, train_dataset=corpus, data_collator=collator, processing_class=processor)
@@ -510,7 +510,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
     # dapt pretrains on the target text, and the model then loads from the adapted weights
     baseline = source_only_baseline(cfg, modality)
     if target is not None and cfg.domain_adaptation.method == "dapt":
-        cfg = continue_pretraining(cfg, processor, target, list(loaded.splits["train"][cfg.data.text_column]))
+        cfg = continue_pretraining(cfg, processor, target, list(loaded.splits["train"][cfg.data.text_column]), args)
         model = modality.load_model(cfg, loaded.label_names)
         applied = STRATEGIES.get(cfg.strategy.name)(model, cfg.strategy, modality, cfg.task)
     stage: dict[str, Any] = {}
@@ -520,7 +520,7 @@ def finetune(config: RunConfig | str | Path, overrides: list[str] | None = None)
 
     # Contrastive few-shot: the body first learns from pairs of the labelled rows (SetFit's method)
     if cfg.strategy.name == "contrastive":
-        stage = contrastive.tune_body(applied.model, loaded.splits["train"], modality, processor, cfg)
+        stage = contrastive.tune_body(applied.model, loaded.splits["train"], modality, processor, cfg, args)
 
     # Feature extraction with strategy.cache: the frozen backbone runs once per example
     # and the head trains on the stored features (tlhub.cache). Otherwise preprocessing

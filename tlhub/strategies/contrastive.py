@@ -42,6 +42,7 @@ from transformers.utils import ModelOutput
 from tlhub.errors import ConfigError
 from tlhub.models import PooledClassifier, feature_backbone, pool
 from tlhub.strategies.base import STRATEGIES, Applied, backbone_of
+from tlhub.trainer import stage_arguments
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig, StrategyConfig
@@ -126,14 +127,15 @@ class InBatchEncoder(PairEncoder):
         return PairOutput(loss=loss, similarity=similarity)
 
 
-def tune_body(model: PooledClassifier, train: datasets.Dataset, modality: Modality, processor: Any, cfg: RunConfig) -> dict[str, Any]:
+def tune_body(
+    model: PooledClassifier, train: datasets.Dataset, modality: Modality, processor: Any, cfg: RunConfig, run_args: TrainingArguments
+) -> dict[str, Any]:
     """Train `model`'s body on pairs of `train`'s labelled rows; return what it did.
 
     The body is unfrozen for this stage and frozen again after it (the head is fitted
     on its features next). With ``body: lora`` the LoRA matrices are merged in.
     """
     settings = cfg.strategy.contrastive
-    seed = int(cfg.training.get("seed", 42))
     rows = modality.transform(processor, cfg, train=False)(train[:])  # tokenized, unpadded
     examples = [{k: v[i] for k, v in rows.items() if k != "labels"} for i in range(len(train))]
     pad = modality.collator(processor, cfg, model)
@@ -149,7 +151,7 @@ def tune_body(model: PooledClassifier, train: datasets.Dataset, modality: Modali
 
         encoder_class = InBatchEncoder
     else:
-        pairs = make_pairs(labels, settings.iterations, seed)
+        pairs = make_pairs(labels, settings.iterations, run_args.seed)
         data = datasets.Dataset.from_dict(
             {"first": [a for a, _, _ in pairs], "second": [b for _, b, _ in pairs], "target": [t for _, _, t in pairs]}
         )
@@ -175,20 +177,15 @@ def tune_body(model: PooledClassifier, train: datasets.Dataset, modality: Modali
         body = get_peft_model(body, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets))
     else:
         body.requires_grad_(True)
-    inherited = {k: cfg.training[k] for k in ("use_cpu", "disable_tqdm", "bf16", "fp16", "logging_steps") if k in cfg.training}
-    args = TrainingArguments(
-        output_dir=str(cfg.output_dir / "contrastive"),
+    args = stage_arguments(
+        run_args,
+        cfg.output_dir / "contrastive",
         num_train_epochs=settings.epochs,
         max_steps=settings.max_steps or -1,
         learning_rate=settings.learning_rate,
         per_device_train_batch_size=settings.batch_size,
         warmup_steps=0.1,
-        save_strategy="no",
-        report_to="none",
-        remove_unused_columns=False,
         label_names=["labels"],
-        seed=seed,
-        **inherited,
     )
     trainer = Trainer(model=encoder_class(body, model.pooling), args=args, train_dataset=data, data_collator=collate)
     trainer.model_accepts_loss_kwargs = False

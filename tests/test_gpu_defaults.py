@@ -1,0 +1,105 @@
+"""One precision per process (issue 24): on a GPU tlhub turns on bf16 by default, and every
+Trainer it creates in one process (contrastive's pair tuning, DAPT, the source-only
+baseline, the self-training teacher, each `tlhub compare` run) must use the precision and
+device the main run resolved. accelerate refuses a second precision in one process:
+
+    ValueError: AcceleratorState has already been initialized and cannot be changed ...
+
+CI has no GPU, so these tests force tlhub's GPU defaults on the CPU, where bf16 autocast
+runs too, and record the precision of every Trainer each flow builds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import Trainer
+
+import tlhub.pipeline
+from tests.conftest import text_config, with_sections
+from tests.tiny_models import toy_sentiment_rows, write_rows
+from tlhub.cli import main
+
+
+@pytest.fixture
+def trainers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool, str]]:
+    """tlhub's GPU defaults (bf16 mixed precision where the config sets neither bf16 nor fp16)
+    forced on the CPU; returns the (class, args.bf16, accelerator precision) of every Trainer built."""
+    monkeypatch.setattr(tlhub.pipeline, "gpu_defaults", lambda modality, user, gpu, bf16_supported: (
+        {} if "bf16" in user or "fp16" in user else {"bf16": True}))  # fmt: skip
+    seen: list[tuple[str, bool, str]] = []
+    build = Trainer.__init__
+
+    def recording(self, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        build(self, *args, **kwargs)
+        seen.append((type(self).__name__, bool(self.args.bf16), str(self.accelerator.mixed_precision)))
+
+    monkeypatch.setattr(Trainer, "__init__", recording)
+    return seen
+
+
+def write_config(tmp_path: Path, model: Path, name: str, **sections) -> Path:
+    data = write_rows(tmp_path / "train.csv", toy_sentiment_rows(64))
+    cfg = with_sections(text_config(model, data, tmp_path / "run", name), sections)
+    cfg["training"].update(num_train_epochs=1)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def assert_one_precision(trainers: list[tuple[str, bool, str]], at_least: int) -> None:
+    assert len(trainers) >= at_least, trainers
+    assert all(bf16 and precision == "bf16" for _, bf16, precision in trainers), trainers
+
+
+def test_contrastive_pair_tuning_uses_the_runs_precision(trainers, tiny_bert: Path, tmp_path: Path) -> None:
+    config = write_config(tmp_path, tiny_bert, "contrastive", strategy={"contrastive": {"iterations": 2}})
+    assert main(["train", str(config)]) == 0
+    assert_one_precision(trainers, 2)  # the pair tuning, then the run's own
+
+
+def test_dapt_and_the_source_only_baseline_use_the_runs_precision(trainers, tiny_bert: Path, tmp_path: Path) -> None:
+    target = write_rows(tmp_path / "target.csv", toy_sentiment_rows(32, seed=3))
+    da = {"target": str(target), "method": "dapt", "dapt": {"max_steps": 2, "batch_size": 8}}
+    config = write_config(tmp_path, tiny_bert, "full", domain_adaptation=da)
+    assert main(["train", str(config)]) == 0
+    assert_one_precision(trainers, 3)  # the baseline, continued pretraining, the adapted run
+
+
+def test_self_training_teacher_uses_the_runs_precision(trainers, tiny_bert: Path, tmp_path: Path) -> None:
+    target = write_rows(tmp_path / "target.csv", toy_sentiment_rows(32, seed=3))
+    config = write_config(tmp_path, tiny_bert, "full", domain_adaptation={"target": str(target), "method": "self_training"})
+    assert main(["train", str(config)]) == 0
+    assert_one_precision(trainers, 3)  # the baseline, the teacher, the student
+
+
+def test_compare_over_flows_with_stages_uses_one_precision(trainers, tiny_bert: Path, tmp_path: Path) -> None:
+    config = write_config(tmp_path, tiny_bert, "full", strategy={"contrastive": {"iterations": 2}})
+    assert main(["compare", str(config), "--strategies", "contrastive,full,lora"]) == 0
+    assert_one_precision(trainers, 4)
+
+
+def test_an_explicit_precision_is_kept_by_every_stage(trainers, tiny_bert: Path, tmp_path: Path) -> None:
+    """bf16 written by the user (not tlhub's default) reaches the stage's Trainer too."""
+    config = write_config(tmp_path, tiny_bert, "contrastive", strategy={"contrastive": {"iterations": 2}}, training={"bf16": True})
+    assert main(["train", str(config)]) == 0
+    assert_one_precision(trainers, 2)
+
+
+def test_the_test_device_switch_stops_pinning_the_cpu() -> None:
+    """TLHUB_TEST_DEVICE=cuda: the shared training section leaves the device to tlhub (and its
+    GPU defaults); an unknown value is refused."""
+    probe = "from pathlib import Path; import tests.conftest as c; print(c.USE_CPU, c.cpu_training(Path('x'))['use_cpu'], c.NUMBERS_REL)"
+    root = Path(__file__).resolve().parents[1]
+    for device, expected in (("cpu", "True True 0.0001"), ("cuda", "False False 0.02")):
+        env = {**os.environ, "TLHUB_TEST_DEVICE": device}
+        proc = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.stdout.strip() == expected, proc.stderr[-2000:]
+    env = {**os.environ, "TLHUB_TEST_DEVICE": "gpu"}
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert "TLHUB_TEST_DEVICE: 'gpu' is not cpu or cuda" in proc.stderr

@@ -11,9 +11,10 @@ from tlhub.modalities import MODALITIES, Modality, get_modality
 from tlhub.models import PooledClassifier
 from tlhub.pipeline import evaluate_run, finetune, load_run, predict
 from tlhub.strategies import STRATEGIES, count_parameters
+from tlhub.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
+    "__version__",
     "MODALITIES",
     "STRATEGIES",
     "ConfigError",

@@ -205,11 +205,11 @@ def feature_key(parts: dict[str, Any]) -> str:
 
 def library_versions() -> dict[str, str]:
     """The versions of the libraries that compute features (a new release may change them)."""
-    from importlib.metadata import version
-
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "tlhub": version("tlhub")}
+    from tlhub.version import __version__
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "tlhub": __version__}
 
 
 def media_identity(ds: datasets.Dataset, column: str | None) -> str | None:

@@ -11,6 +11,7 @@ are checked against that class's fields.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -561,38 +562,64 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _training_fields(seq2seq: bool) -> dict[str, dataclasses.Field]:
+def _training_types(seq2seq: bool) -> dict[str, Any]:
+    """Each TrainingArguments field (Seq2SeqTrainingArguments' for generating tasks) with its
+    resolved type (``int``, ``float | None``, ...), and tlhub's own keys of the section."""
     from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
     cls = Seq2SeqTrainingArguments if seq2seq else TrainingArguments
-    return {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    types_ = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+    return {**types_, **TLHUB_TRAINING_TYPES}
+
+
+def _training_value(key: str, value: Any, tp: Any) -> Any:
+    """`value` as the type of TrainingArguments' field `key`: a quoted number becomes the number
+    (YAML reads ``"16"`` and ``2e-5`` as strings, which TrainingArguments stores as they are and
+    the DataLoader or optimizer rejects later), a quoted ``"true"``/``"false"`` the bool (any
+    non-empty string is true), a whole float an int for integer fields; anything else that
+    does not fit is a ConfigError naming the key."""
+    args = set(typing.get_args(tp)) if typing.get_origin(tp) in (typing.Union, types.UnionType) else {tp}
+    if value is None or tp is Any:
+        return value
+    if bool in args and isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if args == {bool} or args == {bool, type(None)}:
+        _check(isinstance(value, bool), f"training.{key}", f"expected true or false, got {value!r}")
+        return value
+    numeric = [t for t in (int, float) if t in args]
+    if not numeric or isinstance(value, bool):
+        if value is False and any("Strategy" in str(a) for a in args):  # YAML 1.1 reads a bare `no` as false
+            return "no"
+        return value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            if str in args:  # a number or a word (eval_steps: 0.1, or report_to...)
+                return value
+            raise ConfigError(f"training.{key}: expected a number, got {value!r}") from None
+        value = number
+    if isinstance(value, float) and numeric == [int] and value.is_integer():
+        return int(value)
+    return value
+
+
+# tlhub's own keys of the `training` section (TLHUB_TRAINING_KEYS), typed like TrainingArguments'
+TLHUB_TRAINING_TYPES: dict[str, Any] = {"early_stopping_patience": int | None, "overwrite_output_dir": bool}
 
 
 def _check_training(training: dict[str, Any], seq2seq: bool) -> dict[str, Any]:
-    """Check `training` keys against TrainingArguments and coerce YAML's number strings.
-
-    PyYAML reads ``2e-5`` (no dot) as a string; TrainingArguments would then fail deep
-    inside, so numbers written that way are converted for float and int fields.
-    """
-    known = _training_fields(seq2seq)
+    """Check `training` keys against TrainingArguments and give each value its field's type
+    (:func:`_training_value`), then range-check the numbers (:func:`_check_number`)."""
+    known = _training_types(seq2seq)
     out: dict[str, Any] = {}
     for key, value in training.items():
-        if key in TLHUB_TRAINING_KEYS:
-            out[key] = value
-            continue
         if key not in known:
-            raise ConfigError(f"training.{key}: unknown key{closest(key, list(known) + list(TLHUB_TRAINING_KEYS))}")
-        annotation = str(known[key].type)
-        if isinstance(value, str) and ("float" in annotation or annotation.startswith("int")):
-            try:
-                value = float(value) if "float" in annotation else int(value)
-            except ValueError:
-                raise ConfigError(f"training.{key}: expected a number, got '{value}'") from None
-        if value is False and "Strategy" in annotation:  # YAML 1.1 reads a bare `no` as false
-            value = "no"
-        out[key] = value
+            raise ConfigError(f"training.{key}: unknown key{closest(key, list(known))}")
+        out[key] = _training_value(key, value, known[key])
     for key, value in out.items():
-        _check_number(key, value, str(known[key].type) if key in known else "int")
+        _check_number(key, value, known[key])
     _check(bool(out.get("output_dir")), "training.output_dir", "missing required key: where the run writes its results")
     if "max_steps" in out:
         steps = out["max_steps"]
@@ -600,14 +627,14 @@ def _check_training(training: dict[str, Any], seq2seq: bool) -> dict[str, Any]:
     return out
 
 
-def _check_number(key: str, value: Any, annotation: str) -> None:
+def _check_number(key: str, value: Any, tp: Any) -> None:
     """A numeric `training` value: finite, an integer where the field is one, within its range."""
-    import math
 
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     _check(math.isfinite(value), f"training.{key}", f"must be a finite number, got {value}")
-    integer = annotation.startswith("int") or "<class 'int'>" in annotation
+    args = set(typing.get_args(tp)) if typing.get_origin(tp) in (typing.Union, types.UnionType) else {tp}
+    integer = int in args and float not in args
     _check(not integer or float(value).is_integer(), f"training.{key}", f"must be a whole number, got {value}")
     if key not in NUMERIC_RANGES:
         return
@@ -658,18 +685,22 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if tp is bool:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):  # quoted in YAML
+            return value.strip().lower() == "true"
         _check(isinstance(value, bool), key, f"expected true or false, got {value!r}")
         return value
-    if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML reads 1e-3 as a string
+    if tp in (int, float):
+        if isinstance(value, str):  # quoted in YAML, or 1e-3 (no dot), which YAML reads as a string
             try:
-                return float(value)
+                value = float(value.strip())
             except ValueError:
                 pass
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
+        noun = "an integer" if tp is int else "a number"
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"expected {noun}, got {value!r}")
+        _check(math.isfinite(value), key, f"must be a finite number, got {value}")
+        if tp is int:
+            _check(float(value).is_integer(), key, f"expected {noun}, got {value!r}")
+            return int(value)
         return float(value)
     if tp is str:
         _check(isinstance(value, (str, int, float)) and not isinstance(value, bool), key, f"expected a string, got {value!r}")
@@ -731,13 +762,33 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping: PyYAML keeps the last
+    one silently, so ``modality:`` written twice would run the second and fail far from the cause."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may repeat keys on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice (first on line {first[key]}); keep one", key_node.start_mark
+                )
+            first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning file and syntax problems into ConfigErrors."""
+    """Read a YAML mapping, turning file and syntax problems (a key written twice included)
+    into ConfigErrors."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
     except yaml.YAMLError as exc:

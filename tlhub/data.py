@@ -51,15 +51,16 @@ def read_table(path: Path, key: str, label_column: str | None = None) -> dataset
     if kind is None:
         raise DataError(f"{key}: {path}: unsupported file type '{path.suffix}'; use one of {', '.join(FILE_READERS)}")
     try:
+        # utf-8-sig: a byte-order mark (Excel writes one) would otherwise stick to the first column's name
         if kind in ("csv", "tsv"):
-            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", encoding="utf-8", quoting=3 if kind == "tsv" else 0)
+            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", encoding="utf-8-sig", quoting=3 if kind == "tsv" else 0)
         elif kind == "jsonl":
-            frame = pd.read_json(path, lines=True, encoding="utf-8")
+            frame = pd.read_json(path, lines=True, encoding="utf-8-sig")
         elif kind == "json":
             try:
-                frame = pd.read_json(path, encoding="utf-8")
+                frame = pd.read_json(path, encoding="utf-8-sig")
             except ValueError:
-                frame = pd.read_json(path, lines=True, encoding="utf-8")
+                frame = pd.read_json(path, lines=True, encoding="utf-8-sig")
         else:
             frame = pd.read_parquet(path)
     except UnicodeDecodeError as exc:
@@ -314,12 +315,30 @@ def _with_labels(ds: datasets.Dataset, names: list[str]) -> datasets.Features:
 
 
 def split_validation(ds: datasets.Dataset, fraction: float, seed: int, stratify: bool) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """Hold out `fraction` of `ds`, stratified by ``labels`` when possible."""
+    """Hold out `fraction` of `ds`, stratified by ``labels`` when possible.
+
+    A class with a single row cannot be both trained on and validated: an error naming it. When
+    the held-out share is too small to hold every class, the split is a plain seeded one, said
+    in a warning.
+    """
     if len(ds) < 2:
         raise DataError(f"{where(ds, 'data.train')}: {len(ds)} row(s) is too few to split off a validation set")
+    if stratify:
+        feature = ds.features[LABELS]
+        counts = {i: 0 for i in range(feature.num_classes)}
+        for label in ds[LABELS]:
+            counts[label] += 1
+        single = [feature.int2str(i) for i, n in counts.items() if n == 1]
+        if single:
+            raise DataError(
+                f"{where(ds, 'data.train')}: class {', '.join(repr(c) for c in single[:5])} has a single row, which a "
+                "validation split (data.validation_split) cannot put in both training and validation; add rows of it, "
+                "drop it, or give data.validation"
+            )
     try:
         parts = ds.train_test_split(test_size=fraction, seed=seed, stratify_by_column=LABELS if stratify else None)
-    except ValueError:  # a class too small to stratify: fall back to a plain seeded split
+    except ValueError as exc:  # fewer held-out rows than classes: a plain seeded split
+        logger.warning("%s: a stratified validation split is impossible (%s); splitting without stratification", where(ds, "data.train"), exc)
         parts = ds.train_test_split(test_size=fraction, seed=seed)
     return parts["train"], parts["test"]
 

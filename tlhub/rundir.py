@@ -18,12 +18,22 @@ the folder holds:
 
 Clearing renames the folder aside in one step and removes it after, so a crash midway
 leaves either the old run whole or an empty folder, never a mix that loads.
+
+A folder is one live run's at a time (:func:`claim_output_dir`): a lock file beside it,
+``.<name>.tlhub-lock``, is held (``flock``) for as long as the run lives and names its owner's
+pid, host and start; a second run into the folder is refused whatever its overwrite flag. The
+operating system drops the lock when its owner exits, also on a crash or SIGKILL, so a lock
+left behind by a dead run is simply taken over.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +50,7 @@ RUN_INFO = "tlhub_run.json"
 RESULTS = "all_results.json"
 TARGET_PREDICTIONS = "target_predictions.jsonl"  # domain adaptation: the model's labels for the target rows
 CHECKPOINT_PREFIX = "checkpoint-"
+LOCK_SUFFIX = ".tlhub-lock"
 
 # `training` keys that say how a run is carried out or watched, not what it trains.
 NOT_IDENTITY = frozenset(
@@ -195,6 +206,87 @@ def prepare_output_dir(cfg: RunConfig, args: TrainingArguments) -> str | None:
                     (out / name).unlink(missing_ok=True)
         save_config(cfg, out / RUN_CONFIG)  # every checkpoint from now on is this config's
         return checkpoint
+
+
+# --------------------------------------------------------------------------- one live run per folder
+
+
+def lock_path(output_dir: Path) -> Path:
+    """The lock file of a run folder: beside it, so that clearing the folder keeps the lock."""
+    folder = Path(os.path.abspath(output_dir))
+    return folder.parent / f".{folder.name}{LOCK_SUFFIX}"
+
+
+class RunLock:
+    """A run's hold on its output folder; :meth:`release` (or the process ending) lets go."""
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path = path
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)  # while still held: a waiting claimant then makes a new file
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def claim_output_dir(output_dir: Path) -> RunLock:
+    """Hold `output_dir` for this run, or raise a ConfigError naming the live run that holds it.
+
+    A second run into a folder in use would clear it under the first (with
+    ``overwrite_output_dir``) or mix their files, and both would report success, so it is
+    refused whatever the overwrite flag. The lock is an ``flock`` on a file beside the folder
+    that holds the owner's pid, host and start: the kernel releases it when the owner exits,
+    crashes or is killed, so a lock file left by a dead run is taken over without a question.
+    """
+    import fcntl
+
+    path = lock_path(output_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"training.output_dir: cannot create {path.parent} ({exc.strerror or exc}); choose a writable folder") from None
+    for _ in range(5):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"training.output_dir: {output_dir} is in use by {_owner(path)}; wait for it to finish, "
+                              "or give this run another output_dir") from None  # fmt: skip
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the previous owner removed the file as we opened it: claim the new one
+            os.close(fd)
+            continue
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                 "command": " ".join(sys.argv)}  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
+        return RunLock(path, fd)
+    raise ConfigError(f"training.output_dir: {output_dir}: could not take its lock {path}; try again")
+
+
+def _owner(path: Path) -> str:
+    """How an error names the run holding a lock file."""
+    try:
+        owner = json.loads(path.read_text())
+        return f"another run (pid {owner['pid']} on {owner['host']}, since {owner['started']}: {owner['command']})"
+    except (OSError, ValueError, KeyError):
+        return f"another run (see {path})"
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -78,27 +78,57 @@ class AudioReadError(UnreadableExample):
     """A clip that soundfile cannot read (or that holds no samples)."""
 
 
+def _unreadable(name: str, exc: Exception) -> str:
+    """Why soundfile could not read a clip, in words a user can act on: libsndfile reports a file
+    it cannot parse as "File does not exist or is not a regular file" although it exists."""
+    detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    if "does not exist" in detail and Path(name).is_file():
+        detail = "not a format soundfile reads"
+    formats = ", ".join(sorted(f for f in sf.available_formats() if f in ("WAV", "FLAC", "OGG", "MP3", "AIFF")))
+    return f"{name}: unreadable audio ({detail}); readable formats: {formats}; convert it, e.g. to WAV"
+
+
+def non_finite(array: np.ndarray, name: str) -> str | None:
+    """Why a decoded clip cannot be trained on (NaN or infinite samples poison the loss and the
+    weights without an error), or None when every sample is a finite number."""
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    first = int(np.flatnonzero(~finite.reshape(-1))[0])
+    return f"{name}: {int((~finite).sum())} NaN or infinite sample(s), the first at sample {first}"
+
+
 def check_clip(value: Any, base_dir: Path | None = None) -> float:
-    """The clip's duration in seconds; AudioReadError unless the cell is audio soundfile
-    can read, with samples in it."""
+    """The clip's duration in seconds; AudioReadError unless the cell is audio soundfile can
+    read, with samples in it, all of them finite numbers (the clip is decoded whole: a float
+    WAV may hold NaN, which would silently turn the loss and the model into NaN)."""
     if isinstance(value, dict) and value.get("array") is not None:
-        return len(value["array"]) / float(value["sampling_rate"])
+        array = np.asarray(value["array"], dtype=np.float32)
+        problem = non_finite(array, str(value.get("path") or "<array>"))
+        if problem:
+            raise AudioReadError(problem)
+        return len(array) / float(value["sampling_rate"])
     source, name = cell_source(value, base_dir, AudioReadError, "audio")
     try:
-        info = sf.info(source)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioReadError(f"{name}: unreadable audio ({str(exc).strip().splitlines()[0][:120]})") from None
-    if info.frames <= 0:
+        array, rate = sf.read(source, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioReadError(_unreadable(name, exc)) from None
+    if len(array) == 0:
         raise AudioReadError(f"{name}: the clip holds no samples")
-    return info.frames / float(info.samplerate)
+    problem = non_finite(array, name)
+    if problem:
+        raise AudioReadError(problem)
+    return len(array) / float(rate)
 
 
 def load_clip(value: Any, sampling_rate: int) -> np.ndarray:
     """Decode one cell to a mono float32 array at `sampling_rate` (resampled when needed).
 
-    Raises DataError naming the file when it cannot be read, so a clip that went bad
-    after `prepare` stops the run with a clear message instead of a traceback.
+    Raises DataError naming the file when it cannot be read or holds NaN or infinite samples,
+    so a clip that went bad after `prepare` stops the run with a clear message instead of a
+    traceback or a NaN loss.
     """
+    name = "<array>"
     if isinstance(value, dict) and value.get("array") is not None:  # already decoded
         array, rate = np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
     else:
@@ -107,11 +137,14 @@ def load_clip(value: Any, sampling_rate: int) -> np.ndarray:
             array, rate = sf.read(source, dtype="float32", always_2d=True)
         except AudioReadError as exc:
             raise DataError(f"audio: {exc}") from None
-        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-            raise DataError(f"audio: {name}: unreadable audio ({str(exc).strip().splitlines()[0][:120]})") from None
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            raise DataError(f"audio: {_unreadable(name, exc)}") from None
         array = array.mean(axis=1)  # stereo (and more) mixed down to mono
     if array.ndim > 1:
         array = array.mean(axis=-1)
+    problem = non_finite(array, name)
+    if problem:
+        raise DataError(f"audio: {problem}")
     if rate != sampling_rate:
         array = AF.resample(torch.from_numpy(np.ascontiguousarray(array)), rate, sampling_rate).numpy()
     return np.ascontiguousarray(array, dtype=np.float32)

@@ -6,6 +6,7 @@ without importing the package that imports them: imports run one way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,8 +95,8 @@ def load_auto_model(auto_class: Any, model: ModelConfig, **config_kwargs: Any) -
     new_head = bool(config_kwargs)  # num_labels and kin: a new head replaces the checkpoint's
     try:
         if model.config_overrides:
-            check_config_overrides(AutoConfig.from_pretrained(model.name_or_path, **common), model.config_overrides)
-            config_kwargs = {**model.config_overrides, **config_kwargs}
+            checked = check_config_overrides(AutoConfig.from_pretrained(model.name_or_path, **common), model.config_overrides)
+            config_kwargs = {**checked, **config_kwargs}
         if model.pretrained:
             return auto_class.from_pretrained(
                 model.name_or_path,
@@ -126,15 +127,30 @@ def is_encoder_decoder(model: ModelConfig, source: str | None = None) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
-def check_config_overrides(config: Any, overrides: dict[str, Any]) -> None:
-    """Fail, naming the key, for a ``model.config_overrides`` key the model's config lacks
-    (transformers would store it silently and nothing would read it)."""
+def check_config_overrides(config: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``model.config_overrides`` checked against the model's config and given the type of the
+    setting they change: a key the config lacks (transformers would store it silently and
+    nothing would read it) or a value of another kind (a word where the config holds a number)
+    is a ConfigError naming the key; a quoted number becomes the number."""
     known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
-    for key in overrides:
+    checked: dict[str, Any] = {}
+    for key, value in overrides.items():
         if key not in known:
             raise ConfigError(
                 f"model.config_overrides.{key}: not a setting of {type(config).__name__}{closest(key, known)}"
             )
+        current = getattr(config, key, None)
+        if isinstance(current, (int, float)) and not isinstance(current, bool) and isinstance(value, str):
+            try:
+                value = type(current)(float(value)) if isinstance(current, float) or float(value).is_integer() else float(value)
+            except ValueError:
+                raise ConfigError(f"model.config_overrides.{key}: expected a number (the config holds {current!r}), got {value!r}") from None
+        if isinstance(current, bool) and not isinstance(value, bool):
+            raise ConfigError(f"model.config_overrides.{key}: expected true or false, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"model.config_overrides.{key}: must be a finite number, got {value}")
+        checked[key] = value
+    return checked
 
 
 def model_error(model: ModelConfig, exc: Exception) -> ModelError:

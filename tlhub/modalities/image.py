@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datasets
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import nn
@@ -70,7 +71,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float greyscale: scale to 8 bits
-        image = image.point(lambda v: v / 256.0 if image.mode != "F" else v).convert("L")
+        pixels = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(pixels).all():  # a float image (TIFF) may hold NaN: no pixels to train on
+            raise ValueError(f"{int((~np.isfinite(pixels)).sum())} NaN or infinite pixel value(s)")
+        if image.mode == "F":  # floats in [0, 1] (or already 0-255)
+            pixels = pixels * 255.0 if pixels.size and pixels.max() <= 1.0 else pixels
+        else:
+            pixels = pixels / 256.0
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L")
     return image.convert("RGB")
 
 

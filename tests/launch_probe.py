@@ -4,7 +4,7 @@
     accelerate launch ... tests/launch_probe.py recipes/finetune.py CONFIG [overrides]
     python tests/launch_probe.py train CONFIG [overrides]
 
-Runs exactly `tlhub.cli.main(argv)` (or the given script, as `__main__`), after wrapping `tlhub.pipeline.make_trainer` so that
+Runs exactly `tlhub.cli.main(argv)` (or the given script, as `__main__`), after wrapping `tlhub.pipeline.build_trainer` so that
 the Trainer it builds also
 
 - records, per process, every training example its data loader hands out
@@ -103,9 +103,9 @@ def _record_training_batches(trainer):  # noqa: ANN001
     trainer.get_train_dataloader = get_train_dataloader
 
 
-def _probed(make_trainer):  # noqa: ANN001
+def _probed(build_trainer):  # noqa: ANN001
     def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003
-        trainer = make_trainer(*args, **kwargs)
+        trainer = build_trainer(*args, **kwargs)
         if os.environ.get("TLHUB_PROBE_DIR"):
             PROBE_DIR.mkdir(parents=True, exist_ok=True)
             _record_training_batches(trainer)
@@ -127,7 +127,7 @@ def _probed(make_trainer):  # noqa: ANN001
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    tlhub.pipeline.make_trainer = _probed(tlhub.pipeline.make_trainer)
+    tlhub.pipeline.build_trainer = _probed(tlhub.pipeline.build_trainer)
     if os.environ.get("TLHUB_PROBE_STALL_IN_SAVE"):
         tlhub.pipeline.atomic_write_json = _stalling_final_save(tlhub.pipeline.atomic_write_json)
     if sys.argv[1].endswith(".py"):

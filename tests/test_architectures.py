@@ -37,13 +37,13 @@ def test_encoder_families(family: str) -> None:
     assert [len(s) for s in find_blocks(backbone_of(model))] == [3]
 
     text = get_modality("text")
-    partial = STRATEGIES.get("partial")(model, StrategyConfig(name="partial", unfreeze_last_n=1), text, "classification").model
+    partial = STRATEGIES.get("partial")().apply(model, StrategyConfig(name="partial", unfreeze_last_n=1), text, "classification").model
     trainable = {n for n, p in partial.named_parameters() if p.requires_grad}
     assert trainable and not any("embeddings" in n for n in trainable)
     assert any(n.startswith(heads[-1]) for n in trainable)
 
     fresh = AutoModelForSequenceClassification.from_config(config)
-    lora = STRATEGIES.get("lora")(fresh, StrategyConfig(name="lora"), text, "classification").model
+    lora = STRATEGIES.get("lora")().apply(fresh, StrategyConfig(name="lora"), text, "classification").model
     names = {n for n, p in lora.named_parameters() if p.requires_grad}
     assert all("lora_" in n or any(f".{h}." in n for h in heads) for n in names), names
     adapted = sum(p.numel() for n, p in lora.named_parameters() if "lora_" in n)
@@ -57,7 +57,7 @@ def test_t5_has_encoder_and_decoder_stacks() -> None:
     model = T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2))
     assert [len(s) for s in find_blocks(backbone_of(model))] == [2, 2]
     assert auto_target_modules(model) == ["q", "v"]
-    partial = STRATEGIES.get("partial")(model, StrategyConfig(name="partial", unfreeze_last_n=1), get_modality("text"), "text2text").model
+    partial = STRATEGIES.get("partial")().apply(model, StrategyConfig(name="partial", unfreeze_last_n=1), get_modality("text"), "text2text").model
     trainable = {n for n, p in partial.named_parameters() if p.requires_grad}
     assert {"encoder.final_layer_norm.weight", "decoder.final_layer_norm.weight"} <= trainable
     assert partial.get_output_embeddings().weight is partial.get_input_embeddings().weight

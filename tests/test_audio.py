@@ -19,7 +19,8 @@ from tlhub.config import config_from_dict
 from tlhub.data import load_data
 from tlhub.errors import ConfigError, DataError
 from tlhub.modalities import get_modality
-from tlhub.pipeline import compute_metrics_for, finetune, load_run, predict
+from tlhub.pipeline import finetune, load_run, predict
+from tlhub.tasks import get_task
 from tlhub.strategies import STRATEGIES, count_parameters
 
 TONES = {"low": 220.0, "high": 1760.0}
@@ -128,7 +129,7 @@ def test_strategies_train_the_expected_parameters(tiny_w2v: Path, tmp_path: Path
 
     def applied(name: str, **settings) -> tuple[int, int]:
         strategy = config_from_dict(audio_config(tiny_w2v, tmp_path, tmp_path / "run", strategy={"name": name, **settings})).strategy
-        return count_parameters(STRATEGIES.get(name)(modality.load_model(cfg, ["a", "b", "c"]), strategy, modality, "classification").model)
+        return count_parameters(STRATEGIES.get(name)().apply(modality.load_model(cfg, ["a", "b", "c"]), strategy, modality, "classification").model)
 
     model = modality.load_model(cfg, ["a", "b", "c"])
     _, total = count_parameters(model)
@@ -204,7 +205,7 @@ def test_ctc_metrics_decode_logits_and_padding() -> None:
     from types import SimpleNamespace
 
     cfg = SimpleNamespace(task="speech_recognition", data=SimpleNamespace(normalize_text=False))
-    metrics = compute_metrics_for(cfg, processor)(pred)
+    metrics = get_task(cfg.task).compute_metrics(cfg, processor, None, False)(pred)
     assert metrics["wer"] == pytest.approx(0.5)  # "high" right; "low l" has one inserted word
     assert metrics["cer"] == pytest.approx(2 / 7)
 
@@ -407,7 +408,7 @@ def test_whisper_defaults_follow_the_data_and_pool_only_the_clip(tones: tuple[Pa
         mapping = audio_config(whisper, folder, tmp_path / name, strategy="feature_extraction", data=data)
         mapping["training"].update(num_train_epochs=30, learning_rate=0.05)
         runs[name] = finetune(config_from_dict(mapping))
-        assert json.loads((tmp_path / name / "config.json").read_text())["max_source_positions"] == 50
+        assert json.loads((tmp_path / name / "backbone" / "config.json").read_text())["max_source_positions"] == 50
     assert runs["default"]["eval_accuracy"] >= runs["1s"]["eval_accuracy"] - 0.02
 
     # The mean over frames of real audio: the same clip padded to a 1 s or a 2 s window pools

@@ -12,6 +12,7 @@ import yaml
 
 from tests.conftest import text_config
 from tlhub.cli import main
+from tlhub.strategies import STRATEGIES
 from tlhub.config import config_from_dict
 from tlhub.data import fraction_of
 from tlhub.errors import ConfigError
@@ -35,7 +36,7 @@ def _yaml(tiny_bert: Path, toy_csv: Path, tmp_path: Path, epochs: int = 2) -> Pa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--strategies", "feature_extraction,lorra"], "--strategies: unknown strategy 'lorra' (did you mean 'lora'?); choose from: contrastive, feature_extraction, full, lora, partial"),
+        (["--strategies", "feature_extraction,lorra"], "--strategies: unknown strategy 'lorra' (did you mean 'lora'?); choose from: " + ", ".join(STRATEGIES.names())),
         (["--strategies", "full,full"], "--strategies: 'full,full' names a strategy twice"),
         (["--fractions", "0.1,1.5"], "--fractions: 1.5 is not in (0, 1]; give fractions of the training data, e.g. 0.1,0.5,1.0"),
         (["--fractions", "0,0.5"], "--fractions: 0 is not in (0, 1]; give fractions of the training data, e.g. 0.1,0.5,1.0"),
@@ -147,11 +148,11 @@ def test_train_fraction_is_checked(tiny_bert: Path, toy_csv: Path, tmp_path: Pat
 def test_fp16_without_a_gpu_is_a_clear_error(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
     import torch
 
-    from tlhub.pipeline import training_arguments
+    from tlhub.trainer import training_arguments
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     cfg = text_config(tiny_bert, toy_csv, tmp_path / "run")
     cfg["training"]["fp16"] = True
     with pytest.raises(ConfigError, match=r"^training.fp16: float16 mixed precision needs a CUDA GPU"):
-        training_arguments(config_from_dict(cfg), has_eval=True)
+        training_arguments(config_from_dict(cfg))

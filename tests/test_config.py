@@ -46,7 +46,7 @@ def test_overrides_parse_yaml_values() -> None:
         (["strategy.unfreeze_last_n=two"], "strategy.unfreeze_last_n: expected an integer, got 'two'"),
         (["model.pretrained=maybe"], "model.pretrained: expected true or false, got 'maybe'"),
         (["data.validation_split=1.5"], "data.validation_split: must be between 0 and 1, got 1.5"),
-        (["strategy.pooling=max"], "strategy.pooling: unknown pooling 'max' (did you mean 'mean'?); choose one of: auto, cls, mean, pooler"),
+        (["strategy.pooling=max"], "strategy.pooling: unknown pooling 'max' (did you mean 'mean'?); choose one of: auto, cls, mean, pooler, last"),
         (["training.num_train_epochs=lots"], "training.num_train_epochs: expected a number, got 'lots'"),
         (["oops"], "override 'oops': expected section.key=value, e.g. strategy.name=full"),
     ],

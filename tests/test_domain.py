@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from torch import nn
-from transformers import PretrainedConfig, Trainer, TrainingArguments, default_data_collator
+from transformers import PretrainedConfig, Trainer, Seq2SeqTrainingArguments, default_data_collator
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from tests.conftest import USE_CPU, text_config
@@ -23,16 +23,10 @@ from tlhub.data import load_data
 from tlhub.modalities import get_modality
 from tlhub.errors import ConfigError, DataError
 from tlhub.pipeline import finetune
-from tlhub.strategies.domain import (
-    DomainAdaptationTrainer,
-    DomainClassifier,
-    class_drift,
-    coral_loss,
-    drift_warning,
-    mmd_loss,
-    ramp,
-    reverse_gradient,
-)
+from tlhub.domain.adaptation import Adaptation
+from tlhub.domain.losses import DomainClassifier, coral_loss, mmd_loss, ramp, reverse_gradient
+from tlhub.domain.results import class_drift, drift_warning
+from tlhub.trainer import TlhubTrainer
 
 # --------------------------------------------------------------------------- the pieces
 
@@ -147,7 +141,7 @@ def toy_accuracy(method: str | None, tmp_path: Path, seed: int = 0) -> float:
     source, target = shifted_domains(400, seed)
     torch.manual_seed(seed)
     model = ToyNet()
-    args = TrainingArguments(
+    args = Seq2SeqTrainingArguments(
         output_dir=str(tmp_path / (method or "source_only")),
         num_train_epochs=6,
         learning_rate=0.02,
@@ -164,7 +158,7 @@ def toy_accuracy(method: str | None, tmp_path: Path, seed: int = 0) -> float:
         trainer = Trainer(**common)
     else:
         settings = DomainAdaptationConfig(target="toy", method=method, weight={"coral": 20.0}.get(method, 1.0), schedule="constant")
-        trainer = DomainAdaptationTrainer(**common, target_dataset=target.remove_columns("labels"), settings=settings)
+        trainer = TlhubTrainer(**common, adaptation=Adaptation(settings, target.remove_columns("labels")))
     trainer.train()
     predictions = trainer.predict(target)
     return float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
@@ -323,24 +317,26 @@ def test_image_target_reads_the_split_folder_it_names(tmp_path: Path) -> None:
     from tests.test_image import image_config
     from tests.tiny_models import toy_image_folder
     from tlhub.modalities import get_modality
-    from tlhub.strategies.domain import _read_target
+    from tlhub.domain.target import load_target
 
     toy_image_folder(tmp_path / "root" / "train", n_per_class=6)
     toy_image_folder(tmp_path / "root" / "val", n_per_class=3, seed=1)
     cfg = image_config(tmp_path / "unused-model", tmp_path / "root" / "train", tmp_path / "run")
     cfg["domain_adaptation"] = {"target": str(tmp_path / "root"), "target_split": "val", "method": "mmd"}
-    _, target, _, label_column = _read_target(config_from_dict(cfg), get_modality("image"))
-    assert len(target) == 6 and target.info.description == str(tmp_path / "root" / "val") and label_column == "label"
+    target = load_target(config_from_dict(cfg), get_modality("image"), ["bright", "dark"])
+    paths = target.unlabelled.with_format(None)["image"]
+    assert len(paths) == 6 and all(Path(p).parent.parent == (tmp_path / "root" / "val").resolve() for p in paths)
+    assert target.labelled is not None  # the target's label column, read for scoring
     cfg["domain_adaptation"]["target_split"] = "test"
     with pytest.raises(DataError, match=r"^domain_adaptation.target: .*root has a train/ folder but no test/ folder for this split$"):
-        _read_target(config_from_dict(cfg), get_modality("image"))
+        load_target(config_from_dict(cfg), get_modality("image"), ["bright", "dark"])
 
 
 # --------------------------------------------------------------------------- issue 14: mcc, cdan, self-training, stable dann
 
 
 def test_mcc_loss_is_zero_for_confident_distinct_classes_and_largest_when_confused() -> None:
-    from tlhub.strategies.domain import mcc_loss
+    from tlhub.domain.losses import mcc_loss
 
     confident = torch.tensor([[20.0, 0.0], [0.0, 20.0], [20.0, 0.0], [0.0, 20.0]])
     confused = torch.zeros(4, 2)
@@ -351,7 +347,7 @@ def test_mcc_loss_is_zero_for_confident_distinct_classes_and_largest_when_confus
 
 
 def test_pseudo_labels_train_only_confident_target_rows() -> None:
-    from tlhub.strategies.domain import pseudo_label_loss
+    from tlhub.domain.losses import pseudo_label_loss
 
     logits = torch.tensor([[5.0, 0.0], [0.0, 0.1], [0.0, 6.0], [0.2, 0.0]], requires_grad=True)
     loss, kept = pseudo_label_loss(logits, threshold=0.9)
@@ -362,7 +358,7 @@ def test_pseudo_labels_train_only_confident_target_rows() -> None:
 
 
 def test_confident_rows_keep_the_surest_share_of_each_predicted_class() -> None:
-    from tlhub.strategies.domain import confident_rows
+    from tlhub.domain.losses import confident_rows
 
     # 6 rows predicted class 0 (confidence rising with the row), 2 predicted class 1, none class 2
     logits = torch.tensor([[0.1 * i, 0.0, 0.0] for i in range(1, 7)] + [[0.0, 3.0, 0.0], [0.0, 1.0, 0.0]])
@@ -378,7 +374,7 @@ def test_the_log_reports_the_methods_own_loss_and_training_adds_it_weighted(meth
     too (here 0.5), which dann and cdan apply inside the gradient reversal instead."""
     from transformers import AutoModelForSequenceClassification
 
-    from tlhub.strategies.domain import DomainAdaptedModel
+    from tlhub.domain.model import DomainAdaptedModel
 
     torch.manual_seed(0)
     task_model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
@@ -411,7 +407,7 @@ def test_a_model_leaning_to_one_class_on_the_target_is_warned_about() -> None:
 
 
 def test_target_predictions_round_trip_and_a_stale_file_is_refused(tmp_path: Path) -> None:
-    from tlhub.strategies.domain import read_target_predictions, write_target_predictions
+    from tlhub.domain.results import read_target_predictions, write_target_predictions
 
     probabilities = torch.tensor([[0.9, 0.1], [0.25, 0.75]])
     path = tmp_path / "target_predictions.jsonl"
@@ -441,14 +437,13 @@ def blob_domains(n: int, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]
 def blob_accuracy(method: str | None, tmp_path: Path, seed: int) -> float:
     source, target = blob_domains(400, seed)
     torch.manual_seed(seed)
-    args = TrainingArguments(output_dir=str(tmp_path / f"{method}-{seed}"), num_train_epochs=6, learning_rate=0.02, per_device_train_batch_size=32,
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path / f"{method}-{seed}"), num_train_epochs=6, learning_rate=0.02, per_device_train_batch_size=32,
                              report_to="none", save_strategy="no", use_cpu=USE_CPU, disable_tqdm=True, seed=seed, remove_unused_columns=False)  # fmt: skip
     common = {"model": ToyNet(), "args": args, "train_dataset": source, "data_collator": default_data_collator}
     if method is None:
         trainer = Trainer(**common)
     else:
-        trainer = DomainAdaptationTrainer(**common, target_dataset=target.remove_columns("labels"),
-                                          settings=DomainAdaptationConfig(target="toy", method=method))  # fmt: skip
+        trainer = TlhubTrainer(**common, adaptation=Adaptation(DomainAdaptationConfig(target="toy", method=method), target.remove_columns("labels")))
     trainer.train()
     predictions = trainer.predict(target)
     return float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
@@ -513,9 +508,9 @@ def test_the_domain_classifier_learns_at_its_own_rate(tiny_bert, domains, tmp_pa
     from tlhub.modalities import get_modality
 
     task = get_modality("text").load_model(cfg, ["neg", "pos"])
-    args = TrainingArguments(output_dir=str(tmp_path / "o"), learning_rate=1e-4, report_to="none", use_cpu=USE_CPU)
-    trainer = DomainAdaptationTrainer(model=task, args=args, train_dataset=datasets.Dataset.from_dict({"x": [0]}),
-                                      target_dataset=datasets.Dataset.from_dict({"x": [0]}), settings=cfg.domain_adaptation)  # fmt: skip
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path / "o"), learning_rate=1e-4, report_to="none", use_cpu=USE_CPU)
+    trainer = TlhubTrainer(model=task, args=args, train_dataset=datasets.Dataset.from_dict({"x": [0]}),
+                           adaptation=Adaptation(cfg.domain_adaptation, datasets.Dataset.from_dict({"x": [0]})))  # fmt: skip
     optimizer = trainer.create_optimizer()
     classifier = {id(p) for p in trainer.model.domain_classifier.parameters()}
     rates = [group["lr"] for group in optimizer.param_groups if any(id(p) in classifier for p in group["params"])]

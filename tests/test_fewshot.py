@@ -113,7 +113,7 @@ def test_contrastive_moves_the_body_fits_a_logistic_head_and_reloads(body, pairi
     assert results["head"] == "logistic" and results["head_C"] > 0
     assert results["eval_accuracy"] > 0.7  # the toy sentences are learnable from 16 per class
     before = load_file(str(tiny_bert / "model.safetensors"))
-    after = load_file(str(out / "model.safetensors"))
+    after = load_file(str(out / "backbone" / "model.safetensors"))  # the run's backbone, beside its head
     key = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(before[f"bert.{key}"], after[key])  # the body learned from the pairs
     assert not any("lora" in k for k in after)  # a LoRA body is merged: a plain body is saved
@@ -163,4 +163,4 @@ def test_contrastive_is_for_text(tmp_path: Path) -> None:
     modality = get_modality("image")
     model = modality.load_model(cfg, ["a", "b"])
     with pytest.raises(ConfigError, match="^strategy.name: contrastive tunes a text encoder"):
-        STRATEGIES.get("contrastive")(model, cfg.strategy, modality, "classification")
+        STRATEGIES.get("contrastive")().apply(model, cfg.strategy, modality, "classification")

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from transformers import Trainer
 
-import tlhub.pipeline
+import tlhub.trainer
 from tests.conftest import text_config, with_sections
 from tests.tiny_models import toy_sentiment_rows, write_rows
 from tlhub.cli import main
@@ -30,7 +30,7 @@ from tlhub.cli import main
 def trainers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool, str]]:
     """tlhub's GPU defaults (bf16 mixed precision where the config sets neither bf16 nor fp16)
     forced on the CPU; returns the (class, args.bf16, accelerator precision) of every Trainer built."""
-    monkeypatch.setattr(tlhub.pipeline, "gpu_defaults", lambda modality, user, gpu, bf16_supported: (
+    monkeypatch.setattr(tlhub.trainer, "gpu_defaults", lambda modality, user, gpu, bf16_supported: (
         {} if "bf16" in user or "fp16" in user else {"bf16": True}))  # fmt: skip
     seen: list[tuple[str, bool, str]] = []
     build = Trainer.__init__

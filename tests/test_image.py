@@ -211,7 +211,7 @@ def test_strategy_trains_only_what_it_should(family: str, strategy: str, tiny_vi
     model = modality.load_model(cfg, ["a", "b"])
     expected_fn = CASES[(family, strategy)]
     expected = expected_fn(model) if expected_fn else None
-    applied = STRATEGIES.get(strategy)(model, cfg.strategy, modality, "classification")
+    applied = STRATEGIES.get(strategy)().apply(model, cfg.strategy, modality, "classification")
     trainable, _ = count_parameters(applied.model)
     if expected is None:  # LoRA on every Conv2d named "convolution": its A and B matrices plus the head
         lora_params = sum(p.numel() for n, p in applied.model.named_parameters() if "lora_" in n)
@@ -237,7 +237,7 @@ def test_lora_auto_on_a_convolutional_model_names_the_layers(tiny_resnet: Path, 
     cfg = config_from_dict(image_config(tiny_resnet, tmp_path, tmp_path, "lora"))
     modality = get_modality("image")
     with pytest.raises(ConfigError, match=r"found no attention projections .* e.g. target_modules: \[convolution\]"):
-        STRATEGIES.get("lora")(modality.load_model(cfg, ["a", "b"]), cfg.strategy, modality, "classification")
+        STRATEGIES.get("lora")().apply(modality.load_model(cfg, ["a", "b"]), cfg.strategy, modality, "classification")
 
 
 def test_blocks_and_pooled_features_across_families() -> None:
@@ -334,14 +334,14 @@ def test_timm_wrapper_models_train_with_each_strategy(tmp_path: Path) -> None:
     assert type(steps[-1]).__name__ == "Normalize" and steps[1].interpolation.value == "bicubic"
 
     model = modality.load_model(cfg, ["a", "b"])
-    applied = STRATEGIES.get("partial")(model, cfg.strategy, modality, "classification")
+    applied = STRATEGIES.get("partial")().apply(model, cfg.strategy, modality, "classification")
     trainable = {n.split(".")[1] + ("." + n.split(".")[2] if n.split(".")[1] == "blocks" else "") for n, p in applied.model.named_parameters() if p.requires_grad}
     assert trainable == {f"blocks.{len(model.timm_model.blocks) - 1}", "conv_head", "bn2", "classifier"}
 
     fe = config_from_dict(image_config(tmp_path / "timm", tmp_path, tmp_path, "feature_extraction"))
     model = modality.load_model(fe, ["a", "b"])
     width = model.timm_model.num_features
-    applied = STRATEGIES.get("feature_extraction")(model, fe.strategy, modality, "classification")
+    applied = STRATEGIES.get("feature_extraction")().apply(model, fe.strategy, modality, "classification")
     assert count_parameters(applied.model)[0] == width * 2 + 2  # the new 2-way head alone
 
     # From random weights: timm's own initialisation, not transformers' N(0, 0.02), under which
@@ -355,4 +355,4 @@ def test_timm_wrapper_models_train_with_each_strategy(tmp_path: Path) -> None:
     lora = config_from_dict(image_config(tmp_path / "timm", tmp_path, tmp_path, "lora"))
     model = modality.load_model(lora, ["a", "b"])
     with pytest.raises(ConfigError, match=r"found no attention projections .*name the layers to adapt, e\.g\. target_modules: \[conv"):
-        STRATEGIES.get("lora")(model, lora.strategy, modality, "classification")
+        STRATEGIES.get("lora")().apply(model, lora.strategy, modality, "classification")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tlhub.metrics import SHIPPED, load_metric, load_task_metrics
+from tlhub.metrics import SHIPPED, load_metric
+from tlhub.tasks import get_task
+from tlhub.tasks.base import combined
+
+
+def load_task_metrics(task: str):
+    return combined(get_task(task).metrics)
 
 
 def test_classification_metrics_offline(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,7 +23,7 @@ from tests.conftest import NUMBERS_REL, text_config
 from tests.tiny_models import toy_sentiment_rows, write_rows
 from tlhub.cli import main
 from tlhub.config import config_from_dict
-from tlhub.pipeline import training_arguments
+from tlhub.trainer import training_arguments
 from tlhub.rundir import last_complete_checkpoint, resume_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,15 +233,15 @@ def test_early_stopping_stops_and_keeps_the_best_model(tmp_path: Path, tiny_bert
 def test_early_stopping_settings() -> None:
     base = {"modality": "text", "model": {"name_or_path": "m"}, "data": {"train": "t.csv"}}
     cfg = config_from_dict({**base, "training": {"output_dir": "o", "early_stopping_patience": 2, "eval_strategy": "steps", "eval_steps": 5}})
-    args = training_arguments(cfg, has_eval=True)
+    args = training_arguments(cfg)
     assert (args.save_strategy, args.save_steps, args.load_best_model_at_end) == ("steps", 5, True)
     assert args.metric_for_best_model == "accuracy" and args.greater_is_better is True
     cfg = config_from_dict({**base, "training": {"output_dir": "o", "early_stopping_patience": 2, "save_strategy": "no"}})
     with pytest.raises(Exception, match=r"^training.early_stopping_patience: restoring the best model needs checkpoints"):
-        training_arguments(cfg, has_eval=True)
+        training_arguments(cfg)
     cfg = config_from_dict({**base, "training": {"output_dir": "o", "early_stopping_patience": 2, "eval_strategy": "no"}})
     with pytest.raises(Exception, match=r"^training.early_stopping_patience: early stopping needs evaluations"):
-        training_arguments(cfg, has_eval=True)
+        training_arguments(cfg)
 
 
 # --------------------------------------------------------------------------- atomic outputs

@@ -44,7 +44,7 @@ def test_full_learns_the_toy_task(tiny_bert: Path, toy_csv: Path, tmp_path: Path
 def test_feature_extraction_trains_only_the_head(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
     results = train(text_config(tiny_bert, toy_csv, tmp_path / "run", "feature_extraction", training={"num_train_epochs": 1}))
     assert results["trainable_params"] == 32 * 2 + 2  # a linear head on the 32-wide pooled features
-    before, after = weights(tiny_bert), weights(tmp_path / "run")
+    before, after = weights(tiny_bert), weights(tmp_path / "run" / "backbone")  # the frozen backbone, saved beside the head
     shared = [k for k in after if f"bert.{k}" in before]
     assert len(shared) > 20
     assert all(torch.equal(after[k], before[f"bert.{k}"]) for k in shared)
@@ -115,7 +115,8 @@ def test_layer_lr_decay_scales_lower_blocks_down(tiny_bert: Path) -> None:
 
 
 def test_strategies_are_registered_and_unknown_names_suggest(tmp_path: Path) -> None:
-    assert STRATEGIES.names() == ["contrastive", "feature_extraction", "full", "lora", "partial"]
+    # at least these (a new strategy is a new folder, and needs no change here)
+    assert set(STRATEGIES.names()) >= {"contrastive", "feature_extraction", "full", "lora", "partial"}
     with pytest.raises(Exception, match=r"strategy.name: unknown strategy 'loar' \(did you mean 'lora'\?\)"):
         load_config(None, {"modality": "text", "model": {"name_or_path": "x"}, "data": {"train": "x.csv"},
                            "training": {"output_dir": str(tmp_path)}, "strategy": {"name": "loar"}})
@@ -157,7 +158,7 @@ def test_half_precision_checkpoint_trains_in_float32_unless_asked(tiny_bert: Pat
 
 
 def test_gpu_defaults_fill_only_what_the_config_leaves_out() -> None:
-    from tlhub.pipeline import gpu_defaults
+    from tlhub.trainer import gpu_defaults
 
     assert gpu_defaults("text", {}, gpu=False, bf16_supported=False) == {"dataloader_pin_memory": False}
     on_gpu = gpu_defaults("audio", {}, gpu=True, bf16_supported=True)

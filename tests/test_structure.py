@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tlhub"
 
@@ -77,17 +79,26 @@ def test_the_import_graph_has_no_cycle() -> None:
     assert cycle is None, " -> ".join(cycle)
 
 
+LAYERS = [
+    ("tlhub.errors", "tlhub.registry", "tlhub.io", "tlhub.progress", "tlhub.version", "tlhub.compat", "tlhub.settings"),
+    ("tlhub.data", "tlhub.models", "tlhub.metrics", "tlhub.loading"),
+    ("tlhub.modalities", "tlhub.tasks"),
+    ("tlhub.trainer", "tlhub.cache", "tlhub.domain.settings", "tlhub.domain.losses", "tlhub.domain.model",
+     "tlhub.domain.adaptation", "tlhub.domain.target", "tlhub.domain.results"),
+    ("tlhub.strategies",),
+    ("tlhub.config",),
+    ("tlhub.rundir", "tlhub.card", "tlhub.inference", "tlhub.domain.runs"),
+]  # fmt: skip
+UPPER = {"tlhub.pipeline", "tlhub.cli", "tlhub.compare", "tlhub.demo"}
+
+
 def test_lower_layers_never_import_upper_ones() -> None:
-    """cli -> pipeline -> strategies / modalities -> data / models -> config / errors."""
+    """cli -> pipeline -> the runs a family is (domain.runs) and the run folder -> config ->
+    strategies -> the Trainer, domain pieces and cache -> modalities, tasks -> data, models,
+    loading -> errors, settings. A strategy or a task reads the config's types only."""
     graph = import_graph()
-    layers = [
-        ("tlhub.config", "tlhub.errors", "tlhub.registry", "tlhub.io", "tlhub.progress"),
-        ("tlhub.data", "tlhub.models", "tlhub.metrics"),
-        ("tlhub.strategies", "tlhub.modalities"),
-    ]
-    upper = {"tlhub.pipeline", "tlhub.cli", "tlhub.compare", "tlhub.demo"}
-    for depth, layer in enumerate(layers):
-        above = set(upper).union(*[set(lay) for lay in layers[depth + 1 :]])
+    for depth, layer in enumerate(LAYERS):
+        above = set(UPPER).union(*[set(lay) for lay in LAYERS[depth + 1 :]])
         for name, deps in graph.items():
             if name.startswith(layer):
                 bad = {d for d in deps if d.startswith(tuple(above)) and not d.startswith(layer)}
@@ -109,8 +120,62 @@ def test_every_module_imports_on_its_own() -> None:
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
-def test_config_strategy_names_are_the_registry() -> None:
-    from tlhub.config import STRATEGY_NAMES
+def test_the_config_asks_the_registry_for_strategies() -> None:
+    """strategy.name's choices, its help and the section's keys come from the registered units."""
+    import dataclasses
+
+    from tlhub.config import StrategyConfig
     from tlhub.strategies import STRATEGIES
 
-    assert sorted(STRATEGY_NAMES) == STRATEGIES.names()
+    assert {"full", "partial", "feature_extraction", "lora", "contrastive"} <= set(STRATEGIES.names())
+    keys = {f.name for f in dataclasses.fields(StrategyConfig)}
+    for name in STRATEGIES.names():
+        for settings in STRATEGIES.get(name).settings:
+            assert {f.name for f in dataclasses.fields(settings)} <= keys, (name, settings)
+    assert all(name in dataclasses.fields(StrategyConfig)[0].metadata["help"] for name in STRATEGIES.names())
+
+
+STRATEGY_FREE = ("pipeline.py", "cache.py", "config.py", "card.py", "inference.py", "trainer.py", "rundir.py")
+
+
+@pytest.mark.parametrize("module", STRATEGY_FREE)
+def test_the_run_machinery_names_no_strategy(module: str) -> None:
+    """Issue 26: a strategy is one unit; the modules that run, cache, configure and describe
+    runs ask the registry and never test a strategy's name (no string literal is one)."""
+    from tlhub.strategies import STRATEGIES
+
+    names = set(STRATEGIES.names())
+    tree = ast.parse((PACKAGE / module).read_text(encoding="utf-8"))
+    found = [(node.lineno, node.value) for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in names]
+    assert not found, f"{module} names strategies: {found}"
+
+
+def test_finetune_is_a_straight_line_of_at_most_60_lines() -> None:
+    """finetune dispatches; run is the phases, one after the other, with no strategy in them."""
+    tree = ast.parse((PACKAGE / "pipeline.py").read_text(encoding="utf-8"))
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    for name in ("finetune", "run"):
+        node = functions[name]
+        assert node.end_lineno - node.lineno + 1 <= 60, (name, node.end_lineno - node.lineno + 1)
+    calls = {n.func.id for n in ast.walk(functions["finetune"]) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "finetune" not in calls  # no recursion: a family of runs is tlhub.domain.runs.adapt's
+
+
+PRIVATE_ALLOWED = {"tlhub.compat"}
+
+
+def test_no_private_name_of_another_library_outside_the_compatibility_module() -> None:
+    """Attributes with a leading underscore are tlhub's own (self._x) or live in tlhub.compat."""
+    offenders = []
+    for name, path in modules().items():
+        if name in PRIVATE_ALLOWED:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = node.value.id if isinstance(node.value, ast.Name) else ""
+                if owner not in ("self", "cls"):
+                    offenders.append(f"{name}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("transformers", "peft", "accelerate", "datasets"):
+                offenders += [f"{name}:{node.lineno} {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not offenders, offenders

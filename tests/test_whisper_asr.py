@@ -19,7 +19,8 @@ from tests.tiny_models import make_tiny_whisper_asr
 from tlhub.cli import main
 from tlhub.config import config_from_dict
 from tlhub.errors import ConfigError
-from tlhub.pipeline import finetune, generates, load_run, predict
+from tlhub.pipeline import finetune, load_run, predict
+from tlhub.tasks import get_task
 from tlhub.strategies import count_parameters
 
 pytestmark = pytest.mark.skipif(
@@ -51,7 +52,7 @@ def trainable(run_dir_model: torch.nn.Module, prefix: str) -> bool:
 def test_the_model_decides_seq2seq_and_the_run_reloads_transcribes_and_loads_in_pipeline(whisper, words, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     cfg = config_from_dict(asr_config(whisper, words, out))
-    assert generates(cfg)  # an encoder-decoder: Seq2SeqTrainer, generation at evaluation
+    assert get_task(cfg.task).generates(cfg)  # an encoder-decoder: Seq2SeqTrainer, generation at evaluation
     results = finetune(cfg)
     assert {"eval_wer", "eval_cer", "eval_loss"} <= results.keys() and results["eval_wer"] >= 0
     # The window follows the data: 0.15-0.45 s clips read a 1 s window (50 encoder positions), not 30 s
@@ -89,7 +90,7 @@ def test_each_strategy_trains_what_it_should(strategy: str, whisper: Path, words
 
     load_data(cfg, modality)
     modality.load_processor(cfg)
-    applied = STRATEGIES.get(strategy)(modality.load_model(cfg, None), cfg.strategy, modality, cfg.task)
+    applied = STRATEGIES.get(strategy)().apply(modality.load_model(cfg, None), cfg.strategy, modality, cfg.task)
     model = applied.model
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     if strategy == "feature_extraction":  # the encoder frozen, the decoder learns

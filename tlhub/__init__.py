@@ -9,7 +9,8 @@ from tlhub.errors import ConfigError, DataError, ModelError, TlhubError
 from tlhub.metrics import load_metric
 from tlhub.modalities import MODALITIES, Modality, get_modality
 from tlhub.models import PooledClassifier
-from tlhub.pipeline import evaluate_run, finetune, load_run, predict
+from tlhub.inference import evaluate_run, load_run, predict
+from tlhub.pipeline import finetune
 from tlhub.strategies import STRATEGIES, count_parameters
 from tlhub.version import __version__
 

@@ -1,8 +1,8 @@
 """The feature cache: feature extraction runs the frozen backbone once per example.
 
-With ``strategy.name: feature_extraction`` and ``strategy.cache: true`` (the default)
-for classification, the backbone of the :class:`~tlhub.models.PooledClassifier` is
-frozen and in eval mode, so its pooled output for an example never changes during
+A strategy that trains a head on a frozen backbone (feature extraction with
+``strategy.cache: true``, the default, for classification) asks for it: the backbone of the
+:class:`~tlhub.models.PooledClassifier` is frozen and in eval mode, so its pooled output for an example never changes during
 training. :func:`cached_splits` computes those vectors once per split, stores them on
 disk, and gives the Trainer datasets of ``features`` + ``labels``; the head then trains
 for as many epochs as asked without running the backbone again (Ludwig reports 50x
@@ -57,6 +57,7 @@ import datasets
 import torch
 from safetensors.torch import load_file, save_file
 
+from tlhub.compat import dataset_fingerprint
 from tlhub.io import atomic_save_dir
 from tlhub.models import PooledClassifier
 from tlhub.progress import bar
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
 
     from tlhub.config import RunConfig
     from tlhub.modalities import Modality
-    from tlhub.strategies import Applied
 
 CACHE_ENV = "TLHUB_CACHE"
 FORMAT_VERSION = 2
@@ -100,20 +100,6 @@ def cache_root() -> Path:
     """Where cached features live: ``$TLHUB_CACHE`` or ``~/.cache/tlhub/features``."""
     value = os.environ.get(CACHE_ENV)
     return Path(value).expanduser() if value else Path.home() / ".cache" / "tlhub" / "features"
-
-
-def uses_feature_cache(cfg: RunConfig, applied: Applied) -> bool:
-    """True when the run trains a head on a frozen backbone and may cache its features."""
-    model = applied.model
-    strategy = cfg.strategy
-    return (
-        # contrastive: the features of the tuned body, computed once per run (see cached_splits)
-        (strategy.name == "contrastive" or (strategy.name == "feature_extraction" and strategy.cache))
-        and cfg.task == "classification"
-        and isinstance(model, PooledClassifier)
-        and model.freeze_backbone
-        and cfg.domain_adaptation is None
-    )
 
 
 # --------------------------------------------------------------------------- the key
@@ -377,7 +363,7 @@ def load_or_extract(
         processor_hash or processor_identity(processor),
         model.pooling if model.layer_weights is None else f"{model.pooling} of every layer",
         split,
-        ds._fingerprint,
+        dataset_fingerprint(ds),
         str(autocast_dtype or torch.float32).removeprefix("torch."),
         media=media_identity(ds, media_column),
         eval_batch_size=batch_size,
@@ -445,13 +431,14 @@ def cached_splits(
     model: PooledClassifier,
     splits: dict[str, datasets.Dataset],
     args: TrainingArguments | None = None,
+    store: bool = True,
 ) -> FeatureCache:
-    """Features of every split (from the cache or computed once). With several
-    processes the main process computes and writes first; the others then read."""
+    """Features of every split (from the cache or computed once; ``store=False``: computed for
+    this run only, for a body the key cannot identify). With several processes the main
+    process computes and writes first; the others then read."""
     import contextlib
 
     processor_hash = processor_identity(processor)
-    store = cfg.strategy.name != "contrastive"  # a tuned body: features of this run only
     guard = args.main_process_first(desc="feature cache") if args is not None else contextlib.nullcontext()
     with guard:
         entries = {
@@ -482,5 +469,4 @@ __all__ = [
     "load_or_extract",
     "model_identity",
     "processor_identity",
-    "uses_feature_cache",
 ]

@@ -13,16 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from tlhub.strategies import get_strategy
+from tlhub.tasks import get_task
+
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
 
-PIPELINE_TAGS = {
-    ("text", "classification"): "text-classification",
-    ("text", "text2text"): "text2text-generation",
-    ("image", "classification"): "image-classification",
-    ("audio", "classification"): "audio-classification",
-    ("audio", "speech_recognition"): "automatic-speech-recognition",
-}
 # all_results.json keys that are measurements of the model (not timings or counts)
 SKIPPED_SUFFIXES = ("_runtime", "_per_second", "_samples", "_loss")
 
@@ -40,16 +36,16 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, float]]:
 
 def model_card(cfg: RunConfig, results: dict[str, Any], base_model: str) -> str:
     """The text of ``README.md`` for a finished run."""
-    strategy = cfg.strategy.name
-    pipeline_tag = PIPELINE_TAGS.get((cfg.modality, cfg.task))
+    strategy, task = get_strategy(cfg.strategy.name), get_task(cfg.task)
+    pipeline_tag = task.pipeline_tags.get(cfg.modality)
     rows = metric_rows(results)
     datasets = [d for d in (cfg.data.train, cfg.data.validation, cfg.data.test) if d]
     metadata: dict[str, Any] = {
-        "library_name": "peft" if strategy == "lora" else "transformers",
+        "library_name": strategy.library,
         "base_model": base_model,
         "datasets": list(dict.fromkeys(datasets)),
         "pipeline_tag": pipeline_tag,
-        "tags": ["tlhub", "transfer-learning", cfg.modality, f"strategy-{strategy}"]
+        "tags": ["tlhub", "transfer-learning", cfg.modality, f"strategy-{cfg.strategy.name}"]
         + ([f"domain-adaptation-{cfg.domain_adaptation.method}"] if cfg.domain_adaptation else []),
         "metrics": sorted({name.split("_", 1)[1] for name, _ in rows if name.startswith("eval_")}),
         "model-index": [
@@ -77,29 +73,14 @@ def model_card(cfg: RunConfig, results: dict[str, Any], base_model: str) -> str:
     }
     table = "\n".join(f"| {name} | {value:.4f} |" for name, value in rows)
     params = f"{results.get('trainable_params', 0):,} of {results.get('total_params', 0):,}"
-    plain = f"from transformers import pipeline\npipe = pipeline({pipeline_tag!r}, model=RUN_DIR)"
-    peft = "from peft import PeftModel\nmodel = PeftModel.from_pretrained(BASE_MODEL, RUN_DIR)  # the adapter on its base model"
-    loaders = {
-        # merged/ is a plain checkpoint; the folder itself holds the adapter, as peft writes it
-        "lora": (plain.replace("model=RUN_DIR", "model=RUN_DIR + '/merged'") + "\n# or " + peft.replace("\n", "\n# ")) if cfg.strategy.lora.merge else peft,
-        # modeling_tlhub.py in the folder pools and applies the head (config.json's auto_map points to it)
-        "feature_extraction": plain.replace("model=RUN_DIR)", "model=RUN_DIR, trust_remote_code=True)"),
-    }
-    if cfg.task == "text2text":  # transformers 5 has no text2text pipeline
-        plain = (
-            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n"
-            "tokenizer = AutoTokenizer.from_pretrained(RUN_DIR)\nmodel = AutoModelForSeq2SeqLM.from_pretrained(RUN_DIR)\n\n"
-            "def generate(text):\n"
-            f"    inputs = tokenizer([{cfg.data.source_prefix!r} + text], return_tensors='pt')  # the prefix it was trained with\n"
-            f"    return tokenizer.decode(model.generate(**inputs, max_length={cfg.data.max_target_length})[0], skip_special_tokens=True)"
-        )
-        loaders["lora"] = plain.replace("from_pretrained(RUN_DIR)", "from_pretrained(RUN_DIR + '/merged')") if cfg.strategy.lora.merge else peft
-    kind = "feature_extraction" if strategy == "contrastive" else strategy  # saved alike: body + pooled head
-    load = loaders.get(kind, plain) if pipeline_tag else "import tlhub\nrun = tlhub.load_run(RUN_DIR)\nprint(tlhub.predict(run, [...]))"
+    if pipeline_tag:
+        load = strategy.card_loader(cfg, task.card_code(cfg, pipeline_tag))
+    else:
+        load = "import tlhub\nrun = tlhub.load_run(RUN_DIR)\nprint(tlhub.predict(run, [...]))"
     body = f"""
 # {cfg.output_dir.name}
 
-`{base_model}` adapted by [tlhub](https://pypi.org/project/tlhub/) with the **{strategy}** strategy
+`{base_model}` adapted by [tlhub](https://pypi.org/project/tlhub/) with the **{cfg.strategy.name}** strategy
 ({cfg.modality}, {cfg.task}); {params} parameters trained.
 
 ## Results

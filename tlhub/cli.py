@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tlhub.pipeline import evaluate_run, load_pretrained, load_run
+    from tlhub.inference import evaluate_run, load_pretrained, load_run
     from tlhub.rundir import RUN_INFO
 
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer's log lines; stdout is the JSON alone
@@ -58,7 +58,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tlhub.pipeline import load_run, predict
+    from tlhub.inference import load_run, predict
+    from tlhub.tasks import get_task
 
     inputs = list(args.inputs)
     if args.file:
@@ -69,11 +70,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not inputs:
         raise TlhubError("predict: give inputs on the command line or with --file")
     run = load_run(args.run_dir)
+    task = get_task(run.cfg.task)
     for row in predict(run, inputs):
-        if "label" in row:
-            print(f"{row['label']}\t{row['score']:.4f}\t{row['input']}")
-        else:
-            print(f"{row['text']}\t{row['input']}")
+        print(task.describe(row))
     return 0
 
 

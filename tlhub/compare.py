@@ -29,10 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tlhub.config import DOMAIN_METHODS, STRATEGY_NAMES, RunConfig, build, merge, parse_overrides, read_yaml
+from tlhub.config import RunConfig, build, merge, parse_overrides, read_yaml
+from tlhub.domain.settings import DOMAIN_METHODS
 from tlhub.errors import ConfigError, TlhubError, closest
 from tlhub.io import atomic_write_json
-from tlhub.metrics import MAIN_METRIC
+from tlhub.strategies import STRATEGIES
+from tlhub.tasks import get_task
 
 BASELINES = ("scratch", "none")
 DEFAULT_STRATEGIES = ("feature_extraction", "partial", "lora", "full")
@@ -56,8 +58,6 @@ def parse_names(text: str, flag: str, noun: str, known: list[str] | tuple[str, .
 
 def parse_strategies(text: str) -> list[str]:
     """``"lora,full"`` -> ["lora", "full"]; an unknown name is a TlhubError naming it."""
-    from tlhub.strategies import STRATEGIES
-
     return parse_names(text, "--strategies", "strategy", STRATEGIES.names(), "feature_extraction,partial,lora,full")
 
 
@@ -65,7 +65,7 @@ def parse_learning_rates(text: str) -> dict[str, float]:
     """``--learning-rates feature_extraction=2e-2,lora=1e-3``: a learning rate per strategy
     (``scratch``: the from-scratch baseline), since a head alone and a whole network train
     best at rates two or three orders of magnitude apart."""
-    known = set(STRATEGY_NAMES) | {"scratch"}
+    known = set(STRATEGIES.names()) | {"scratch"}
     rates: dict[str, float] = {}
     for item in (part.strip() for part in text.split(",") if part.strip()):
         name, _, value = item.partition("=")
@@ -215,7 +215,7 @@ def train_seeds(mapping: dict[str, Any], out: Path, seeds: list[int] | None, met
 
 
 def _main_metric(task: str) -> tuple[str, bool]:
-    name, greater = MAIN_METRIC[task]
+    name, greater = get_task(task).main_metric
     return f"eval_{name}", greater
 
 

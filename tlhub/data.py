@@ -9,10 +9,8 @@ counted by the modality instead.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +19,6 @@ import datasets
 import pandas as pd
 
 from tlhub.errors import ConfigError, DataError
-from tlhub.progress import progress
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -31,6 +28,16 @@ logger = logging.getLogger(__name__)
 
 FILE_READERS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 LABELS = "labels"
+
+
+@dataclass
+class Table:
+    """One split as read: its rows, the folder relative paths in it start from (None for a Hub
+    dataset), and how messages name it: the config key and the file, ``data.train (reviews.csv)``."""
+
+    rows: datasets.Dataset
+    base_dir: Path | None
+    origin: str
 
 
 @dataclass
@@ -85,9 +92,7 @@ def read_table(path: Path, key: str, label_column: str | None = None) -> dataset
                     f"{key} ({path}): column '{column}' mixes value types ({', '.join(kinds)}); use only numbers or only strings"
                 )
             frame[column] = frame[column].map(lambda v: None if _missing(v) else str(v))
-    ds = datasets.Dataset.from_pandas(frame, preserve_index=False)
-    ds.info.description = str(path)  # lets error messages name the file
-    return ds
+    return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
 
 def _first_bad_byte(path: Path, exc: UnicodeDecodeError) -> str:
@@ -115,15 +120,12 @@ def _is_saved_dataset(path: Path) -> bool:
     return any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
 
 
-def read_source(spec: str, split: str, key: str, cfg: RunConfig, modality: Modality) -> tuple[datasets.Dataset, Path | None]:
-    """Read one split from a file, a folder or a Hub dataset id.
-
-    Returns the dataset and the folder that relative paths inside it are relative to
-    (None for Hub datasets).
-    """
+def read_source(spec: str, split: str, key: str, cfg: RunConfig, modality: Modality) -> Table:
+    """Read one split (config key `key`) from a file, a folder or a Hub dataset id."""
     path = Path(spec).expanduser()
+    origin = f"{key} ({path})"
     if path.is_file():
-        return read_table(path, key, cfg.data.label_column), path.parent
+        return Table(read_table(path, key, cfg.data.label_column), path.parent, origin)
     if path.is_dir():
         if _is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path))
@@ -131,12 +133,11 @@ def read_source(spec: str, split: str, key: str, cfg: RunConfig, modality: Modal
                 if split not in loaded:
                     raise DataError(f"{key}: {path}: no split '{split}'; splits are: {', '.join(loaded)}")
                 loaded = loaded[split]
-            return loaded, path
-        folder = modality.load_folder(path, cfg, key)
-        return folder, path
+            return Table(loaded, path, origin)
+        return Table(modality.load_folder(path, cfg, key), path, origin)
     if spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in FILE_READERS:
         raise DataError(f"{key}: {spec}: no such file or folder")
-    return _load_hub(spec, split, key, cfg), None
+    return Table(_load_hub(spec, split, key, cfg), None, key)
 
 
 def _load_hub(spec: str, split: str, key: str, cfg: RunConfig) -> datasets.Dataset:
@@ -153,119 +154,36 @@ def _load_hub(spec: str, split: str, key: str, cfg: RunConfig) -> datasets.Datas
 # --------------------------------------------------------------------------- checking
 
 
-class UnreadableExample(Exception):
-    """An example (an image, an audio clip) that cannot be decoded; the message names it."""
-
-
-def absolute_path(value: str, base_dir: Path | None) -> str:
-    """A path cell as an absolute path (``~`` expanded; a relative one is relative to `base_dir`)."""
-    path = Path(value).expanduser()
-    return str(base_dir / path if base_dir is not None and not path.is_absolute() else path)
-
-
-def cell_source(value: Any, base_dir: Path | None, error: type[UnreadableExample], noun: str) -> tuple[Any, str]:
-    """What a decoder reads for one image or audio cell (a path or a BytesIO) and how
-    messages name it; `error` (naming the cell) when there is nothing to read.
-
-    A cell is a path (relative to `base_dir`), raw bytes, or a Hub Image/Audio cell read
-    with ``decode=False``: ``{"bytes": ..., "path": ...}``.
-    """
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return io.BytesIO(value["bytes"]), str(value.get("path") or "<bytes>")
-        value = value.get("path")
-    if isinstance(value, (bytes, bytearray)):
-        return io.BytesIO(value), "<bytes>"
-    if not isinstance(value, str) or not value.strip():
-        raise error(f"no {noun} (cell is {value!r})")
-    path = absolute_path(value, base_dir)
-    if not Path(path).is_file():
-        raise error(f"{path}: no such file")
-    return path, path
-
-
-def drop_unreadable(
-    ds: datasets.Dataset,
-    column: str,
-    check: Callable[[Any], Any],
-    key: str,
-    base_dir: Path | None,
-    max_bad_fraction: float,
-    noun: str,
-) -> tuple[datasets.Dataset, int, list[Any]]:
-    """Skip, and count, the rows whose `column` cell `check` rejects with UnreadableExample.
-
-    More than `max_bad_fraction` bad rows is a DataError naming the first of them (`noun`:
-    "images", "audio clips"); fewer are logged. Plain path cells become absolute paths.
-    Returns the good rows, how many were skipped, and `check`'s result for each good row.
-    """
-    good: list[int] = []
-    bad: list[str] = []
-    results: list[Any] = []
-    paths: list[str] = []
-    for row, value in enumerate(progress(ds[column], f"checking {noun} ({key})", unit=noun.split()[-1])):
-        try:
-            results.append(check(value))
-        except UnreadableExample as exc:
-            bad.append(f"row {row + 1}: {exc}")
-            continue
-        good.append(row)
-        if isinstance(value, str):
-            paths.append(absolute_path(value, base_dir))
-    if bad:
-        fraction = len(bad) / len(ds)
-        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-        if fraction > max_bad_fraction:
-            raise DataError(
-                f"{where(ds, key)}: {len(bad)} of {len(ds)} {noun} ({fraction:.0%}) are unreadable, more than "
-                f"data.max_bad_fraction={max_bad_fraction}: {shown}"
-            )
-        logger.warning("%s: skipped %d unreadable %s: %s", where(ds, key), len(bad), noun, shown)
-    description = ds.info.description
-    if len(good) < len(ds):
-        ds = ds.select(good)
-    if paths and len(paths) == len(ds):  # plain path cells: store absolute paths
-        ds = ds.remove_columns(column).add_column(column, paths)
-    ds.info.description = description
-    return ds, len(bad), results
-
-
-def where(ds: datasets.Dataset, key: str) -> str:
-    """How an error names a dataset: the config key and the file it came from."""
-    source = ds.info.description
-    return f"{key} ({source})" if source else key
-
-
-def require_columns(ds: datasets.Dataset, columns: dict[str, str], key: str) -> None:
+def require_columns(ds: datasets.Dataset, columns: dict[str, str], origin: str) -> None:
     """Fail with a message naming the config key when a required column is missing."""
     for config_key, column in columns.items():
         if column not in ds.column_names:
             raise DataError(
-                f"{where(ds, key)}: no column '{column}' (set by {config_key}); columns are: {', '.join(ds.column_names)}"
+                f"{origin}: no column '{column}' (set by {config_key}); columns are: {', '.join(ds.column_names)}"
             )
 
 
-def label_names_from(ds: datasets.Dataset, column: str, key: str) -> list[str]:
+def label_names_from(ds: datasets.Dataset, column: str, origin: str) -> list[str]:
     """The sorted distinct labels of `column`, checked for missing values and mixed types."""
     feature = ds.features[column]
     if isinstance(feature, datasets.ClassLabel):
-        check_class_ids(ds, column, key)
+        check_class_ids(ds, column, origin)
         return list(feature.names)
     values = ds[column]
     for row, value in enumerate(values, 1):
         if _missing(value) or (isinstance(value, str) and not value.strip()):
-            raise DataError(f"{where(ds, key)}: row {row}: empty label in column '{column}'; fill it in or drop the row")
+            raise DataError(f"{origin}: row {row}: empty label in column '{column}'; fill it in or drop the row")
     distinct = set(values)
     if len({isinstance(v, str) for v in distinct}) > 1:
-        raise DataError(f"{where(ds, key)}: column '{column}' mixes numbers and strings; use only one kind")
+        raise DataError(f"{origin}: column '{column}' mixes numbers and strings; use only one kind")
     if all(isinstance(v, (int, float)) for v in distinct):
         if not all(float(v).is_integer() for v in distinct):
-            raise DataError(f"{where(ds, key)}: column '{column}' holds fractional numbers; class labels must be integers or strings")
+            raise DataError(f"{origin}: column '{column}' holds fractional numbers; class labels must be integers or strings")
         return [str(int(v)) for v in sorted(distinct)]
     return sorted(str(v) for v in distinct)
 
 
-def check_class_ids(ds: datasets.Dataset, column: str, key: str) -> None:
+def check_class_ids(ds: datasets.Dataset, column: str, origin: str) -> None:
     """A ClassLabel column holds ids in [0, number of names): -1 marks an unlabelled row
     (GLUE's test splits are all -1), which must never reach the loss."""
     feature = ds.features[column]
@@ -273,20 +191,20 @@ def check_class_ids(ds: datasets.Dataset, column: str, key: str) -> None:
         if value is None or not 0 <= value < feature.num_classes:
             what = "no label (-1: an unlabelled row, as in GLUE's test splits)" if value in (-1, None) else f"label id {value}"
             raise DataError(
-                f"{where(ds, key)}: row {row}: {what} in column '{column}' of {feature.num_classes} classes; "
+                f"{origin}: row {row}: {what} in column '{column}' of {feature.num_classes} classes; "
                 "use a labelled split or drop such rows"
             )
 
 
-def encode_labels(ds: datasets.Dataset, column: str, names: list[str], key: str) -> datasets.Dataset:
+def encode_labels(ds: datasets.Dataset, column: str, names: list[str], origin: str) -> datasets.Dataset:
     """Add the integer ``labels`` column; a label not in `names` is an error naming its row."""
     if isinstance(ds.features[column], datasets.ClassLabel):
-        check_class_ids(ds, column, key)
+        check_class_ids(ds, column, origin)
     if isinstance(ds.features[column], datasets.ClassLabel) and list(ds.features[column].names) == names:
         return ds.cast_column(column, datasets.ClassLabel(names=names)).map(
             lambda b: {LABELS: b[column]}, batched=True, features=_with_labels(ds, names)
         )
-    label_names_from(ds, column, key)  # the same checks as train: empty and mixed values
+    label_names_from(ds, column, origin)  # the same checks as train: empty and mixed values
     index = {name: i for i, name in enumerate(names)}
     source = ds.features[column]
 
@@ -298,7 +216,7 @@ def encode_labels(ds: datasets.Dataset, column: str, names: list[str], key: str)
     for row, value in enumerate(ds[column], 1):
         if normalise(value) not in index:
             raise DataError(
-                f"{where(ds, key)}: row {row}: label '{normalise(value)}' does not occur in the training data "
+                f"{origin}: row {row}: label '{normalise(value)}' does not occur in the training data "
                 f"(labels: {', '.join(names)})"
             )
     return ds.map(
@@ -314,7 +232,7 @@ def _with_labels(ds: datasets.Dataset, names: list[str]) -> datasets.Features:
     return features
 
 
-def split_validation(ds: datasets.Dataset, fraction: float, seed: int, stratify: bool) -> tuple[datasets.Dataset, datasets.Dataset]:
+def split_validation(ds: datasets.Dataset, fraction: float, seed: int, stratify: bool, origin: str) -> tuple[datasets.Dataset, datasets.Dataset]:
     """Hold out `fraction` of `ds`, stratified by ``labels`` when possible.
 
     A class with a single row cannot be both trained on and validated: an error naming it. When
@@ -322,7 +240,7 @@ def split_validation(ds: datasets.Dataset, fraction: float, seed: int, stratify:
     in a warning.
     """
     if len(ds) < 2:
-        raise DataError(f"{where(ds, 'data.train')}: {len(ds)} row(s) is too few to split off a validation set")
+        raise DataError(f"{origin}: {len(ds)} row(s) is too few to split off a validation set")
     if stratify:
         feature = ds.features[LABELS]
         counts = {i: 0 for i in range(feature.num_classes)}
@@ -331,14 +249,14 @@ def split_validation(ds: datasets.Dataset, fraction: float, seed: int, stratify:
         single = [feature.int2str(i) for i, n in counts.items() if n == 1]
         if single:
             raise DataError(
-                f"{where(ds, 'data.train')}: class {', '.join(repr(c) for c in single[:5])} has a single row, which a "
+                f"{origin}: class {', '.join(repr(c) for c in single[:5])} has a single row, which a "
                 "validation split (data.validation_split) cannot put in both training and validation; add rows of it, "
                 "drop it, or give data.validation"
             )
     try:
         parts = ds.train_test_split(test_size=fraction, seed=seed, stratify_by_column=LABELS if stratify else None)
     except ValueError as exc:  # fewer held-out rows than classes: a plain seeded split
-        logger.warning("%s: a stratified validation split is impossible (%s); splitting without stratification", where(ds, "data.train"), exc)
+        logger.warning("%s: a stratified validation split is impossible (%s); splitting without stratification", origin, exc)
         parts = ds.train_test_split(test_size=fraction, seed=seed)
     return parts["train"], parts["test"]
 
@@ -405,40 +323,35 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
     """Read, check and split the data of a run; see the module docstring."""
     data = cfg.data
     classification = cfg.task == "classification"
-    raw: dict[str, tuple[datasets.Dataset, Path | None]] = {
-        "train": read_source(data.train, data.train_split, "data.train", cfg, modality)
-    }
+    tables = {"train": read_source(data.train, data.train_split, "data.train", cfg, modality)}
     for name, spec in (("validation", data.validation), ("test", data.test)):
         if spec is not None:
             split = data.eval_split if name == "validation" else data.test_split
-            raw[name] = read_source(spec, split, f"data.{name}", cfg, modality)
+            tables[name] = read_source(spec, split, f"data.{name}", cfg, modality)
 
     columns = modality.required_columns(cfg)
     splits: dict[str, datasets.Dataset] = {}
     skipped: dict[str, int] = {}
-    for name, (ds, base_dir) in raw.items():
-        key = f"data.{name}"
-        require_columns(ds, columns, key)
-        ds, bad = modality.prepare(ds, cfg, base_dir, key)
+    for name, table in tables.items():
+        require_columns(table.rows, columns, table.origin)
+        ds, bad = modality.prepare(table.rows, cfg, table.base_dir, table.origin)
         if len(ds) == 0:
-            raise DataError(f"{key}: no usable rows")
+            raise DataError(f"data.{name}: no usable rows")
         splits[name], skipped[name] = ds, bad
 
     label_names = None
+    origin = tables["train"].origin
     if classification:
-        label_names = label_names_from(splits["train"], data.label_column, "data.train")
+        label_names = label_names_from(splits["train"], data.label_column, origin)
         if len(label_names) < 2:
             raise DataError(
-                f"{where(splits['train'], 'data.train')}: only one class ('{label_names[0]}') in column "
-                f"'{data.label_column}'; classification needs at least two"
+                f"{origin}: only one class ('{label_names[0]}') in column '{data.label_column}'; classification needs at least two"
             )
         for name in splits:
-            splits[name] = encode_labels(splits[name], data.label_column, label_names, f"data.{name}")
+            splits[name] = encode_labels(splits[name], data.label_column, label_names, tables[name].origin)
 
     if "validation" not in splits:
-        splits["train"], splits["validation"] = split_validation(
-            splits["train"], data.validation_split, data.seed, stratify=classification
-        )
+        splits["train"], splits["validation"] = split_validation(splits["train"], data.validation_split, data.seed, classification, origin)
     splits["train"] = sample(splits["train"], data.max_train_samples, data.seed)
     splits["train"] = fraction_of(splits["train"], data.train_fraction, data.seed, stratify=classification)
     if data.samples_per_class is not None:

@@ -5,21 +5,27 @@ Feature extraction trains only a head on top of a pretrained backbone. transform
 pretrained to give them (BERT's `pooler_output`), but many checkpoints ship an
 untrained pooler (sentence-transformers' MiniLM, for one): a frozen random projection
 then sits between the backbone and the head. :class:`PooledClassifier` pools the
-backbone's hidden states itself (mean over tokens, frames or pixels by default; CLS
-token or the model's pooler on request), for every modality.
+backbone's hidden states itself (mean over tokens, frames or pixels by default; the
+last real token for decoder language models; CLS token or the model's pooler on request;
+or no pooling at all, a label per token, for token classification), for every modality.
 
 With ``weighted_layer_sum=True`` it pools every hidden layer (the embeddings' output and
 each block's) and learns a softmax-weighted sum of them, as the SUPERB benchmark does
 for frozen speech models: lower layers of wav2vec2 or Whisper often hold what a task
 needs better than the last one, and the weights cost one parameter per layer.
 
-A saved run holds the backbone as a normal transformers folder (``AutoModel.
-from_pretrained(run_dir)`` loads it) plus ``pooled_head.safetensors`` and
-``pooled_head.json``; :meth:`PooledClassifier.from_pretrained` loads the whole model.
-The folder also holds this file as ``modeling_tlhub.py``, named in ``config.json``'s
-``auto_map``, so ``transformers.pipeline(task, model=RUN_DIR, trust_remote_code=True)``
-and ``AutoModelFor...Classification`` load the whole classifier without tlhub: this module
-imports nothing of tlhub's but its error class, and only where it is installed.
+A saved run is a folder of tlhub's own model type (``config.json``:
+``model_type: tlhub_pooled_classifier``, :class:`PooledClassifierConfig`), so that no tool
+reads it as a plain ``BertForSequenceClassification`` whose head would be new, random
+weights: the backbone is a normal transformers folder in ``backbone/`` (``AutoModel.
+from_pretrained(run_dir, subfolder="backbone")``), the head beside it
+(``pooled_head.safetensors``, ``pooled_head.json``), and this file as ``modeling_tlhub.py``,
+named in ``config.json``'s ``auto_map``. ``transformers.pipeline(task, model=RUN_DIR,
+trust_remote_code=True)`` loads the whole classifier without tlhub (this module imports
+nothing of tlhub's but its error class, and only where it is installed); where tlhub is
+imported the classes are registered with transformers' auto classes, so the same call
+works without the flag; and without either, transformers refuses the folder, naming
+``trust_remote_code``, instead of loading a wrong model.
 """
 
 from __future__ import annotations
@@ -31,8 +37,18 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel, WhisperFeatureExtractor
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    WhisperFeatureExtractor,
+)
+from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
 try:  # tlhub's own error where tlhub is installed; a run folder's copy of this file runs without it
     from tlhub.errors import ConfigError
@@ -42,8 +58,15 @@ except ImportError:
 HEAD_WEIGHTS = "pooled_head.safetensors"
 HEAD_CONFIG = "pooled_head.json"
 REMOTE_CODE = "modeling_tlhub.py"  # this file, in a run folder
-# The auto classes whose pipelines a pooled classifier serves (text, image, audio classification).
-AUTO_CLASSES = ("AutoModelForSequenceClassification", "AutoModelForImageClassification", "AutoModelForAudioClassification")
+BACKBONE_FOLDER = "backbone"  # in a run folder: the frozen backbone, a plain transformers folder
+MODEL_TYPE = "tlhub_pooled_classifier"
+# The auto classes whose pipelines a pooled classifier serves (text, image, audio classification; tokens).
+AUTO_CLASSES = {
+    "AutoModelForSequenceClassification": AutoModelForSequenceClassification,
+    "AutoModelForImageClassification": AutoModelForImageClassification,
+    "AutoModelForAudioClassification": AutoModelForAudioClassification,
+    "AutoModelForTokenClassification": AutoModelForTokenClassification,
+}
 # from_pretrained keywords the backbone's loader understands; pipeline() passes others (_from_pipeline, ...)
 LOAD_KEYWORDS = ("dtype", "device_map", "revision", "cache_dir", "local_files_only", "token", "attn_implementation")
 
@@ -65,11 +88,13 @@ def feature_dim(config: PretrainedConfig, backbone: nn.Module | None = None) -> 
 
 
 def pool(outputs: Any, pooling: str, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Turn a backbone's outputs into one vector per example.
+    """Turn a backbone's outputs into one vector per example (or per token).
 
     ``mean``: the mean over tokens (honouring `attention_mask` when it matches the
     sequence), frames, or pixels of a convolutional feature map. ``cls``: the first
-    token. ``pooler``: the model's own ``pooler_output``.
+    token. ``last``: the last token the mask keeps (a decoder's, which has read all the
+    others). ``pooler``: the model's own ``pooler_output``. ``token``: no pooling, a
+    vector per token (token classification).
     """
     if pooling == "pooler":
         pooled = getattr(outputs, "pooler_output", None)
@@ -82,14 +107,24 @@ def pool(outputs: Any, pooling: str, attention_mask: torch.Tensor | None = None)
 
 def pool_hidden(hidden: torch.Tensor, pooling: str, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """One hidden-state tensor (batch, tokens, width) or feature map (batch, channels,
-    height, width) pooled to (batch, width) by ``mean`` or ``cls``; see :func:`pool`."""
+    height, width) pooled to (batch, width) by ``mean``, ``cls`` or ``last``, or left per
+    token by ``token``; see :func:`pool`."""
     if hidden.dim() == 4:  # (batch, channels, height, width) from a convolutional backbone
-        if pooling == "cls":
-            raise ValueError("a convolutional backbone has no CLS token; use strategy.pooling: mean")
+        if pooling != "mean":
+            raise ValueError(f"a convolutional backbone has no tokens to pool by '{pooling}'; use strategy.pooling: mean")
         return hidden.mean(dim=(2, 3))
+    if pooling == "token":
+        return hidden
     if pooling == "cls":
         return hidden[:, 0]
-    if attention_mask is not None and attention_mask.shape[:2] == hidden.shape[:2]:
+    masked = attention_mask is not None and attention_mask.shape[:2] == hidden.shape[:2]
+    if pooling == "last":
+        if not masked:
+            return hidden[:, -1]
+        positions = torch.arange(hidden.shape[1], device=hidden.device)[None, :]
+        last = (positions * attention_mask.to(positions.dtype)).argmax(1)  # right or left padding alike
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if masked:
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
     return hidden.mean(dim=1)
@@ -142,6 +177,31 @@ def mask_whisper_frames(directory: Path) -> None:
         path.write_text(json.dumps(config, indent=2) + "\n")
 
 
+def has_conv_frames(config: PretrainedConfig) -> bool:
+    """Whether the model turns samples into frames by a stack of 1-D convolutions (wav2vec2,
+    HuBERT, WavLM), whose sizes its config records."""
+    return bool(getattr(config, "conv_kernel", None)) and bool(getattr(config, "conv_stride", None))
+
+
+def frame_lengths(config: PretrainedConfig, lengths: torch.Tensor) -> torch.Tensor:
+    """How many frames the convolutional feature encoder makes of clips of `lengths` samples
+    (``floor((n - kernel) / stride) + 1`` per layer, and the adapter's layers where it has
+    them), from the config alone, as the model computes it internally."""
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+    if getattr(config, "add_adapter", False):
+        for _ in range(config.num_adapter_layers):
+            lengths = torch.div(lengths - 1, config.adapter_stride, rounding_mode="floor") + 1
+    return lengths
+
+
+def frame_mask(config: PretrainedConfig, frames: int, sample_mask: torch.Tensor) -> torch.Tensor:
+    """A mask over `frames` frames from a mask over samples: the first frame_lengths(...)
+    frames of each clip are its own, the rest cover padding."""
+    lengths = frame_lengths(config, sample_mask.sum(-1)).to(sample_mask.device)
+    return (torch.arange(frames, device=sample_mask.device)[None, :] < lengths[:, None]).to(sample_mask.dtype)
+
+
 def _backbone_class(config_file: Path) -> Any:
     """The class a saved backbone loads with: AutoModel, or the transformers class named in
     its config when AutoModel would build a different model (Whisper's encoder alone,
@@ -183,13 +243,39 @@ def backbone_of(model: nn.Module) -> nn.Module:
     return base
 
 
+class PooledClassifierConfig(PretrainedConfig):
+    """A run folder's pooled classifier: tlhub's own model type, the backbone's config
+    (``backbone``, which loads from ``backbone/``) and the head's settings."""
+
+    model_type = MODEL_TYPE
+
+    def __init__(
+        self,
+        backbone: dict[str, Any] | None = None,
+        pooling: str = "mean",
+        dropout: float = 0.1,
+        weighted_layer_sum: bool = False,
+        normalize: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.backbone = backbone or {}
+        self.pooling = pooling
+        self.dropout = dropout
+        self.weighted_layer_sum = weighted_layer_sum
+        self.normalize = normalize
+        super().__init__(**kwargs)
+
+
 class PooledClassifier(nn.Module):
     """backbone -> pool -> [weighted sum of layers] -> dropout -> linear, trained with cross-entropy.
 
     `forward` also accepts precomputed ``features`` (the pooled vectors, or with
     `weighted_layer_sum` the pooled vectors of every layer), which is how the feature cache
-    trains the head without running the backbone again.
+    trains the head without running the backbone again. With ``pooling="token"`` every
+    token gets its own logits (token classification; labels of -100 are ignored).
     """
+
+    config_class = PooledClassifierConfig  # what transformers' auto classes map it from
 
     def __init__(
         self,
@@ -204,13 +290,18 @@ class PooledClassifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.normalize = normalize  # L2-normalise the pooled vector before the head
-        self.config = backbone.config
         self.pooling = pooling
         self.freeze_backbone = freeze_backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(feature_dim(backbone.config, backbone), num_labels)
         # Zeros: the softmax starts as the plain average of all layers.
         self.layer_weights = nn.Parameter(torch.zeros(hidden_layer_count(backbone.config))) if weighted_layer_sum else None
+        names = getattr(backbone.config, "id2label", None) or {}
+        id2label = {i: names.get(i, f"LABEL_{i}") for i in range(num_labels)}
+        self.config = PooledClassifierConfig(
+            backbone=backbone.config.to_dict(), pooling=pooling, dropout=dropout, weighted_layer_sum=weighted_layer_sum,
+            normalize=normalize, id2label=id2label, label2id={v: k for k, v in id2label.items()}, architectures=[type(self).__name__],
+        )  # fmt: skip
         if freeze_backbone:
             self.backbone.requires_grad_(False)
 
@@ -222,7 +313,8 @@ class PooledClassifier(nn.Module):
 
     def features(self, **inputs: torch.Tensor) -> torch.Tensor:
         """The pooled backbone output for a batch of model inputs: (batch, width), or
-        (batch, layers, width) with `weighted_layer_sum` (every hidden layer pooled)."""
+        (batch, layers, width) with `weighted_layer_sum` (every hidden layer pooled); with
+        token pooling a token axis after the batch's."""
         inputs.pop("labels", None)
         if self.layer_weights is not None:
             inputs["output_hidden_states"] = True
@@ -233,9 +325,8 @@ class PooledClassifier(nn.Module):
         if mask is not None and hidden is not None and mask.shape[1] != hidden.shape[1]:
             # Audio: a mask over samples; wav2vec2/HuBERT map it to frames, so that the
             # mean leaves out padding and a clip's features do not depend on its batch.
-            to_frames = getattr(self.backbone, "_get_feature_vector_attention_mask", None)
-            if to_frames is not None:
-                mask = to_frames(hidden.shape[1], mask)
+            if has_conv_frames(self.backbone.config):
+                mask = frame_mask(self.backbone.config, hidden.shape[1], mask)
             elif mask.shape[1] == 2 * hidden.shape[1]:
                 # Whisper: a mask over log-mel frames, which its convolutions halve; the mean
                 # then covers the clip's own frames, not the padding to the window.
@@ -253,22 +344,26 @@ class PooledClassifier(nn.Module):
         return torch.stack([pool_hidden(h, self.pooling, mask) for h in layers], dim=1)
 
     def combine(self, features: torch.Tensor) -> torch.Tensor:
-        """Per-layer features (batch, layers, width) -> their softmax-weighted sum (batch, width)."""
+        """Per-layer features (batch, layers, [tokens,] width) -> their softmax-weighted sum."""
         if self.layer_weights is None:
             return features
         weights = self.layer_weights.softmax(0).to(features.dtype)
-        return (features * weights[None, :, None]).sum(1)
+        return (features * weights.view(1, -1, *([1] * (features.dim() - 2)))).sum(1)
 
     def forward(
         self, labels: torch.Tensor | None = None, features: torch.Tensor | None = None, **inputs: torch.Tensor
-    ) -> SequenceClassifierOutput:
+    ) -> SequenceClassifierOutput | TokenClassifierOutput:
         if features is None:
             features = self.features(**inputs)
         features = self.combine(features.to(self.head.weight.dtype))
         if self.normalize:
             features = nn.functional.normalize(features, dim=-1)
         logits = self.head(self.dropout(features))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        if self.pooling == "token":
+            return TokenClassifierOutput(loss=loss, logits=logits)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     # What transformers.pipeline asks of a model besides forward and config.
@@ -289,16 +384,16 @@ class PooledClassifier(nn.Module):
         saving always writes the code and auto_map anyway."""
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> None:
-        """The backbone as a transformers folder, the head beside it, and this file as its
-        remote code: config.json's ``auto_map`` sends the classification auto classes here."""
+        """The run folder's model: this config (tlhub's model type; ``auto_map`` sends the
+        classification auto classes to this file, written beside it as its remote code), the
+        backbone in ``backbone/`` and the head beside it."""
         directory = Path(save_directory)
-        config = self.backbone.config
-        previous = getattr(config, "auto_map", None)
-        config.auto_map = {**(previous or {}), **{name: f"{REMOTE_CODE[:-3]}.{type(self).__name__}" for name in AUTO_CLASSES}}
-        try:
-            self.backbone.save_pretrained(directory, **kwargs)
-        finally:
-            config.auto_map = previous
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(directory / BACKBONE_FOLDER, **kwargs)
+        self.config.backbone = self.backbone.config.to_dict()
+        self.config.auto_map = {"AutoConfig": f"{REMOTE_CODE[:-3]}.{PooledClassifierConfig.__name__}",
+                                **{name: f"{REMOTE_CODE[:-3]}.{type(self).__name__}" for name in AUTO_CLASSES}}  # fmt: skip
+        self.config.save_pretrained(directory)
         (directory / REMOTE_CODE).write_text(Path(__file__).read_text())
         tensors = {k: v.contiguous() for k, v in self.head.state_dict().items()}
         if self.layer_weights is not None:
@@ -316,18 +411,26 @@ class PooledClassifier(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, *args: Any, **kwargs: Any) -> PooledClassifier:
         """Load a saved backbone and head, from a folder or a Hub repository (the backbone's
-        loading keywords, dtype or revision, go to its ``from_pretrained``; others are ignored)."""
+        loading keywords, dtype or revision, go to its ``from_pretrained``; others, such as
+        the config transformers' auto classes pass, are not needed). A folder written before
+        the backbone moved to ``backbone/`` loads too."""
         from transformers.utils import cached_file
 
-        def fetch(name: str) -> str:
+        hub = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token") if k in kwargs}
+
+        def fetch(name: str) -> str | None:
             if Path(directory, name).is_file():
                 return str(Path(directory, name))
-            hub = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token") if k in kwargs}
-            return cached_file(str(directory), name, **hub)
+            try:
+                return cached_file(str(directory), name, **hub)
+            except OSError:  # not in the repository (or no network)
+                return None
 
         info = json.loads(Path(fetch(HEAD_CONFIG)).read_text())
         loading = {k: v for k, v in kwargs.items() if k in LOAD_KEYWORDS}
-        backbone = _backbone_class(Path(fetch("config.json"))).from_pretrained(directory, **loading)
+        subfolder = BACKBONE_FOLDER if fetch(f"{BACKBONE_FOLDER}/config.json") else ""
+        config_file = Path(fetch(f"{subfolder}/config.json" if subfolder else "config.json"))
+        backbone = _backbone_class(config_file).from_pretrained(directory, subfolder=subfolder, **loading)
         weighted = bool(info.get("weighted_layer_sum", False))
         model = cls(
             backbone, info["num_labels"], info["pooling"], info.get("dropout", 0.1), weighted_layer_sum=weighted,
@@ -343,3 +446,10 @@ class PooledClassifier(nn.Module):
     def is_saved_in(directory: str | Path) -> bool:
         """Whether `directory` holds a pooled classifier (its head's settings)."""
         return (Path(directory) / HEAD_CONFIG).exists()
+
+
+# Registered with transformers' auto classes, here and in a run folder's copy of this file, so
+# that the auto classes and pipelines take a run folder as this model (exist_ok: both register).
+AutoConfig.register(MODEL_TYPE, PooledClassifierConfig, exist_ok=True)
+for _auto in AUTO_CLASSES.values():
+    _auto.register(PooledClassifierConfig, PooledClassifier, exist_ok=True)

@@ -36,7 +36,12 @@ class Registry(Generic[T]):
         return self._items[name]
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._items)
+
+    def in_order(self) -> list[str]:
+        """The registered names in the order they were registered."""
+        return list(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -34,11 +34,14 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlhub.config import read_yaml, save_config
+from tlhub.config import save_config
 from tlhub.errors import ConfigError, TlhubError
+from tlhub.settings import read_yaml
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -168,6 +171,19 @@ def clear_run_dir(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+@contextmanager
+def run_folder(cfg: RunConfig, args: TrainingArguments) -> Iterator[str | None]:
+    """``training.output_dir`` held for this run while the block runs (:func:`claim_output_dir`,
+    on the main process), made this config's (:func:`prepare_output_dir`); yields the checkpoint
+    to resume from."""
+    lock = claim_output_dir(cfg.output_dir) if args.process_index == 0 else None
+    try:
+        yield prepare_output_dir(cfg, args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def prepare_output_dir(cfg: RunConfig, args: TrainingArguments) -> str | None:
     """Make ``training.output_dir`` this run's folder; return the checkpoint to resume from.
 
@@ -176,7 +192,7 @@ def prepare_output_dir(cfg: RunConfig, args: TrainingArguments) -> str | None:
     """
     out = cfg.output_dir
     current = cfg.to_dict()
-    overwrite = bool(cfg.training.get("overwrite_output_dir"))
+    overwrite = cfg.overwrite_output_dir
     with args.main_process_first(desc="run folder", local=False):
         if not args.process_index == 0:
             return resume_checkpoint(cfg)

@@ -1,16 +1,154 @@
-"""The Trainer side of tlhub: the arguments of every Trainer a run builds.
+"""The Trainer side of tlhub: the arguments of every Trainer a run builds, the one Trainer
+subclass (:class:`TlhubTrainer`) with every override tlhub makes, and how a run trains or
+restores a finished checkpoint and saves its model.
 
 A run may train more than once in one process: contrastive pair tuning or DAPT's continued
-pretraining before the run's own training. accelerate holds one precision per process, so
-every such stage derives its arguments from the run's resolved ones (:func:`stage_arguments`).
+pretraining come before the run's own training. accelerate holds one precision per process,
+so every such stage derives its arguments from the run's resolved ones (:func:`stage_arguments`).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import TrainingArguments
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+from tlhub.data import LABELS
+from tlhub.errors import ConfigError, TlhubError
+from tlhub.progress import quiet
+from tlhub.tasks import get_task
+
+if TYPE_CHECKING:
+    from tlhub.config import RunConfig
+    from tlhub.domain.adaptation import Adaptation
+
+# Keys of the `training` section that tlhub reads itself instead of passing them to
+# TrainingArguments, with their help and types (config.py checks them like the others).
+TLHUB_TRAINING_KEYS = {
+    "early_stopping_patience": "stop when the main eval metric has not improved for this many evaluations",
+    "overwrite_output_dir": "true: a run into a folder that holds another config's run clears that folder first "
+    "(default false: such a run is refused)",
+}
+TLHUB_TRAINING_TYPES: dict[str, Any] = {"early_stopping_patience": int | None, "overwrite_output_dir": bool}
+
+
+class TrainingDiverged(TlhubError):
+    """The training loss became NaN or infinite: the run stopped before saving anything."""
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def gpu_defaults(modality: str, user: dict[str, Any], gpu: bool, bf16_supported: bool) -> dict[str, Any]:
+    """Throughput settings tlhub picks where the config leaves them out.
+
+    On a GPU: pinned host memory (without one it only warns); bfloat16 mixed precision
+    where the GPU has it (Ampere or newer) and neither ``bf16`` nor ``fp16`` is set; and
+    for images and audio, whose decoding runs on the CPU, dataloader worker processes.
+    """
+    out: dict[str, Any] = {"dataloader_pin_memory": gpu}
+    if gpu and bf16_supported and "bf16" not in user and "fp16" not in user:
+        out["bf16"] = True
+    if gpu and modality in ("image", "audio"):
+        out["dataloader_num_workers"] = min(4, max(1, (os.cpu_count() or 2) // 2))
+    return out
+
+
+def training_arguments(cfg: RunConfig) -> Seq2SeqTrainingArguments:
+    """TrainingArguments from the `training` section, with defaults that suit tlhub's data.
+
+    Set by tlhub unless the config says otherwise: no experiment trackers, evaluate and save
+    once per epoch, keep two checkpoints, log every 25 steps, and on a GPU :func:`gpu_defaults`.
+    Always: keep the raw columns (preprocessing runs lazily and needs them), and the seq2seq
+    form of the arguments, whose generation settings serve the tasks that generate.
+    Transformers' own checks run here, so a bad `training` value fails before anything loads.
+    """
+    task = get_task(cfg.task)
+    main, greater = task.main_metric
+    user = cfg.training
+    values: dict[str, Any] = {
+        "report_to": "none",
+        "eval_strategy": "epoch",
+        "save_strategy": "epoch",
+        "save_total_limit": 2,
+        "logging_steps": 25,
+        "label_names": [LABELS],
+    }
+    if task.generates(cfg):
+        values.update(predict_with_generate=True, generation_max_length=cfg.data.max_target_length)
+    if "eval_strategy" in user and "save_strategy" not in user:
+        # Checkpoints where evaluations happen: what best-model selection needs.
+        values["save_strategy"] = user["eval_strategy"]
+        if "eval_steps" in user and "save_steps" not in user:
+            values["save_steps"] = user["eval_steps"]
+    values.update({k: v for k, v in user.items() if k not in TLHUB_TRAINING_KEYS})
+    if quiet():  # tlhub --quiet: the Trainer's bars go too
+        values["disable_tqdm"] = True
+    # training.push_to_hub: tlhub pushes the finished run folder (push_run), not the Trainer its checkpoints
+    values["push_to_hub"] = False
+    if user.get("early_stopping_patience") is not None:
+        if values["eval_strategy"] in ("no", None):
+            raise ConfigError(
+                "training.early_stopping_patience: early stopping needs evaluations during training; "
+                "set training.eval_strategy to epoch or steps"
+            )
+        if values["save_strategy"] in ("no", None):
+            raise ConfigError(
+                "training.early_stopping_patience: restoring the best model needs checkpoints; "
+                f"set training.save_strategy to best or to the eval_strategy ({values['eval_strategy']})"
+            )
+        values.setdefault("load_best_model_at_end", True)
+        values.setdefault("metric_for_best_model", main)
+        values.setdefault("greater_is_better", greater)
+    # DDP: frozen blocks, LoRA and heads that skip a module leave trainable parameters
+    # without gradients in some steps; find_unused_parameters makes DDP tolerate that.
+    # With activation checkpointing it would break the reducer, so use a static graph.
+    if user.get("gradient_checkpointing"):
+        values.setdefault("ddp_find_unused_parameters", False)
+        values.setdefault("ddp_static_graph", True)
+    else:
+        values.setdefault("ddp_find_unused_parameters", True)
+    gpu = torch.cuda.is_available() and not values.get("use_cpu")
+    for key, value in gpu_defaults(cfg.modality, user, gpu, gpu and torch.cuda.is_bf16_supported()).items():
+        values.setdefault(key, value)
+    # Per-device mean losses averaged by DDP, not token counts gathered across devices
+    # (tlhub's heads ignore those counts; see TlhubTrainer).
+    values.setdefault("average_tokens_across_devices", False)
+    # Mixed precision only where the hardware has it: a clear message instead of a failure deep in accelerate.
+    if values.get("fp16") and not torch.cuda.is_available():
+        raise ConfigError("training.fp16: float16 mixed precision needs a CUDA GPU and none is available; remove fp16 (bf16 works on CPU)")
+    if values.get("bf16") and torch.cuda.is_available() and not values.get("use_cpu") and not torch.cuda.is_bf16_supported():
+        raise ConfigError("training.bf16: this GPU does not support bfloat16; use training.fp16 instead")
+    values["remove_unused_columns"] = False
+    return build_arguments(values)
+
+
+# TrainingArguments whose check depends on the machine (mixed precision needs a GPU that has it)
+HARDWARE_KEYS = ("bf16", "fp16", "tf32", "bf16_full_eval", "fp16_full_eval")
+
+
+def build_arguments(values: dict[str, Any]) -> Seq2SeqTrainingArguments:
+    """Seq2SeqTrainingArguments from `values`, transformers' own errors as ConfigErrors."""
+    try:
+        return Seq2SeqTrainingArguments(**values)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"training: {str(exc).strip().splitlines()[0]}") from None
+
+
+def check_arguments(cfg: RunConfig) -> None:
+    """transformers' checks of the `training` section, run when the config is read: every key
+    but the mixed-precision ones, which depend on the machine that runs it (a recipe for a GPU
+    is read on a laptop too); the run checks those when it builds its arguments."""
+    user = {k: v for k, v in cfg.training.items() if k not in TLHUB_TRAINING_KEYS and k not in HARDWARE_KEYS}
+    build_arguments({"report_to": "none", "remove_unused_columns": False, **user, "use_cpu": True, "push_to_hub": False})
+
 
 # TrainingArguments fields that belong to the process rather than to one training: a stage's
 # Trainer (contrastive pair tuning, DAPT) copies them from the run's resolved arguments, because
@@ -21,11 +159,244 @@ PROCESS_ARGUMENTS = (
 )  # fmt: skip
 
 
-def stage_arguments(run: TrainingArguments, output_dir: str | Path, **values: Any) -> TrainingArguments:
+def stage_arguments(run: Seq2SeqTrainingArguments, output_dir: str | Path, **values: Any) -> Seq2SeqTrainingArguments:
     """TrainingArguments for a stage of a run (its own output folder, epochs, learning rate,
     batch size in `values`) with the run's precision and device settings (PROCESS_ARGUMENTS):
     tlhub's bf16 default on a GPU reaches every Trainer of the process, or accelerate refuses
     the second one ("AcceleratorState has already been initialized and cannot be changed")."""
     inherited = {key: getattr(run, key) for key in PROCESS_ARGUMENTS}
     defaults = {"save_strategy": "no", "eval_strategy": "no", "report_to": "none", "remove_unused_columns": False}
-    return TrainingArguments(output_dir=str(output_dir), **{**inherited, **defaults, **values})
+    return Seq2SeqTrainingArguments(output_dir=str(output_dir), **{**inherited, **defaults, **values})
+
+
+def layered_optimizer(lr_scales: list[tuple[list[nn.Parameter], float]] | None, args: Seq2SeqTrainingArguments) -> torch.optim.Optimizer | None:
+    """AdamW with one parameter group per learning-rate scale (layer-wise decay), or None for
+    the Trainer's own optimizer."""
+    if not lr_scales:
+        return None
+    groups = [{"params": params, "lr": args.learning_rate * scale, "weight_decay": args.weight_decay} for params, scale in lr_scales]
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+
+
+# --------------------------------------------------------------------------- the Trainer
+
+
+class TlhubTrainer(Seq2SeqTrainer):
+    """transformers' Trainer, in its seq2seq form (generation at evaluation, for the tasks whose
+    model generates; a plain Trainer otherwise), with every override tlhub makes:
+
+    - ``__init__``: ``model_accepts_loss_kwargs = False``. transformers 5 treats a model whose
+      forward takes ``**kwargs`` as one that divides its loss by ``num_items_in_batch``, and then
+      neither divides by gradient_accumulation_steps nor undoes its scaling by the number of
+      processes. The heads tlhub trains return per-batch means and ignore that count, so their
+      loss and gradients grew with both; False restores the plain per-batch-mean arithmetic.
+      With an `adaptation` (a run adapting to a target domain) the model is wrapped in its
+      DomainAdaptedModel, so that DDP, checkpoints and resume see the domain classifier too.
+    - :meth:`training_step`: a NaN or infinite loss stops the run (TrainingDiverged) before the
+      optimizer applies it, naming the step and the learning rate; the Trainer itself would
+      only leave it out of the logged loss (``logging_nan_inf_filter``) and train on.
+    - :meth:`compute_loss`: with an adaptation, each training batch gets a target batch and the
+      method's loss is added to the task loss.
+    - :meth:`create_optimizer`: with dann or cdan, the domain classifier's own group and rate.
+    - :meth:`evaluate`: without the model-placement timing the Trainer adds when evaluation is
+      the first to place the model (a run restored from its last checkpoint reports the keys
+      of one that trained).
+    - :meth:`log`: with an adaptation, the method's own loss and the schedule's coefficient.
+    """
+
+    def __init__(self, *args: Any, adaptation: Adaptation | None = None, patience: int | None = None, **kwargs: Any) -> None:
+        if adaptation is not None:
+            kwargs["model"] = adaptation.wrap(kwargs["model"])
+        if patience is not None:
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), EarlyStoppingCallback(early_stopping_patience=patience)]
+        super().__init__(*args, **kwargs)
+        self.adaptation = adaptation
+        self.model_accepts_loss_kwargs = False
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():  # one sync a step, as the Trainer's own NaN filter makes
+            raise TrainingDiverged(self.divergence(float(loss)))
+        return loss
+
+    def divergence(self, loss: float) -> str:
+        """What to tell the user when the loss became `loss` (NaN or infinite)."""
+        step = self.state.global_step + 1
+        rate = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else self.args.learning_rate
+        checkpoints = sorted(Path(self.args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+        kept = f"the last checkpoint, {checkpoints[-1].name}, is kept" if checkpoints else "no checkpoint was saved before it"
+        return (
+            f"training.learning_rate: the training loss became {loss} at step {step} (learning rate {rate:.3g}); the run "
+            f"stopped and saved nothing ({kept}). Try a lower training.learning_rate, training.warmup_steps or "
+            "training.max_grad_norm, and check the inputs for NaN or infinite values"
+        )
+
+    def compute_loss(
+        self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: torch.Tensor | int | None = None
+    ) -> Any:
+        if self.adaptation is None or not model.training:  # evaluation: the plain task loss
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        target = self.adaptation.next_batch(self.args.train_batch_size, self.data_collator, self.args.seed, self.args.device)
+        progress = self.state.global_step / max(self.state.max_steps or 1, 1)
+        inputs = self.adaptation.training_inputs(inputs, progress, target)
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        domain = outputs["domain_loss"]
+        scaled = (
+            self.loss_is_scaled_for_ga
+            if self.loss_is_scaled_for_ga is not None
+            else (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+        )
+        if scaled:  # the task loss is already divided for gradient accumulation: divide ours alike
+            domain = domain / self.current_gradient_accumulation_steps
+        self.adaptation.losses.append(float(outputs["method_loss"]))
+        loss = loss + domain
+        return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        group = self.adaptation.classifier_group(self.model, self.args.learning_rate) if self.adaptation is not None else None
+        if group is not None:
+            # taken out of the Trainer's groups first, where it built them from every parameter
+            mine = {id(p) for p in group["params"]}
+            for existing in optimizer.param_groups:
+                existing["params"] = [p for p in existing["params"] if id(p) not in mine]
+            optimizer.add_param_group(group)
+        return optimizer
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        metrics = super().evaluate(*args, **kwargs)
+        # The Trainer times the model's placement when evaluation is the first to place it (a run
+        # restored from its last checkpoint, `tlhub evaluate`): not a metric of the model.
+        return {k: v for k, v in metrics.items() if not k.endswith("_model_preparation_time")}
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if self.adaptation is not None and "loss" in logs:
+            logs.update(self.adaptation.log_entries(self.model))
+        super().log(logs, *args, **kwargs)
+
+
+def build_trainer(
+    cfg: RunConfig,
+    processor: Any,
+    model: nn.Module,
+    splits: dict[str, Any],
+    collator: Any,
+    args: Seq2SeqTrainingArguments,
+    label_names: list[str] | None,
+    lr_scales: list[tuple[list[nn.Parameter], float]] | None = None,
+    adaptation: Adaptation | None = None,
+) -> TlhubTrainer:
+    """A run's TlhubTrainer: `model` trained on ``splits["train"]`` and evaluated on
+    ``splits["validation"]``, batched by `collator`, scored by the task's metrics."""
+    return TlhubTrainer(
+        model=model,
+        args=args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        processing_class=processor,
+        data_collator=collator,
+        compute_metrics=get_task(cfg.task).compute_metrics(cfg, processor, label_names, args.predict_with_generate),
+        optimizers=(layered_optimizer(lr_scales, args), None),
+        adaptation=adaptation,
+        patience=cfg.early_stopping_patience,
+    )
+
+
+# --------------------------------------------------------------------------- training, restoring, saving
+
+
+@dataclass
+class Trained:
+    """What training left: the train_* metrics of all_results.json, and for a run restored
+    from a finished checkpoint rather than trained, that checkpoint's trainer state."""
+
+    metrics: dict[str, Any]
+    restored: dict[str, Any] | None = None
+
+    def state(self, trainer: TlhubTrainer) -> dict[str, Any]:
+        """What trainer_state.json records at the end: the Trainer's state (the evaluations
+        after training included), on top of the checkpoint's for a restored run."""
+        state = asdict(trainer.state)
+        if self.restored is None:
+            return state
+        return {**self.restored, "log_history": self.restored.get("log_history", []) + state["log_history"]}
+
+
+def training_finished(state: dict[str, Any], args: Seq2SeqTrainingArguments) -> bool:
+    """Whether a checkpoint's trainer state already reached the end the *current* settings ask for.
+
+    The end is ``max_steps`` when set, else ``num_train_epochs``, read from the current
+    arguments, so a resume with more epochs or steps continues training. A run that early
+    stopping ended stays ended.
+    """
+    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
+    step, epoch, planned = state.get("global_step", 0), state.get("epoch") or 0.0, state.get("max_steps", 0)
+    if control.get("should_training_stop") and step < planned:  # stopped before its planned end: early stopping
+        return True
+    if args.max_steps > 0:
+        return step >= args.max_steps
+    return step >= planned > 0 and epoch >= args.num_train_epochs - 1e-6
+
+
+def train_or_restore(trainer: TlhubTrainer, checkpoint: str | None) -> Trained:
+    """``trainer.train()`` (resuming from `checkpoint`), or, when that checkpoint already
+    reached the end of training (a run killed after training, before its results were
+    written), its weights restored instead: transformers would run one more step past
+    max_steps when that is not the end of an epoch, or one more epoch after early stopping.
+    The train_* metrics then come from the checkpoint's log (train_loss: the mean of the
+    logged losses, step-weighted; timings 0), so all_results.json has the same keys as an
+    uninterrupted run's. A checkpoint short of the current end resumes training.
+    """
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
+    if not checkpoint or not training_finished(state, trainer.args):
+        return Trained(dict(trainer.train(resume_from_checkpoint=checkpoint).metrics))
+    best = state.get("best_model_checkpoint")
+    restore_weights(trainer.model, best if trainer.args.load_best_model_at_end and best and Path(best).is_dir() else checkpoint)
+    total, steps, last = 0.0, 0, 0
+    for entry in state.get("log_history", []):
+        if "loss" in entry and "step" in entry:
+            total += entry["loss"] * (entry["step"] - last)
+            steps, last = steps + entry["step"] - last, entry["step"]
+    metrics = {
+        "epoch": state.get("epoch"),
+        "train_loss": total / steps if steps else float("nan"),
+        "train_runtime": 0.0,
+        "train_samples_per_second": 0.0,
+        "train_steps_per_second": 0.0,
+    }
+    return Trained(metrics, restored=state)
+
+
+def restore_weights(model: nn.Module, checkpoint: str | Path) -> None:
+    """Load the weights a Trainer checkpoint holds into `model` (what the Trainer trains: a
+    transformers model, a PEFT model, or a module of tlhub's), from its safetensors files."""
+    from peft import PeftModel, set_peft_model_state_dict
+
+    folder = Path(checkpoint)
+    if isinstance(model, PeftModel) and (folder / "adapter_model.safetensors").is_file():
+        set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+        return
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(folder.glob("model*.safetensors")):
+        state.update(load_file(str(file)))
+    if not state:
+        raise TlhubError(f"training.resume_from_checkpoint: {folder} holds no safetensors weights to restore")
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    if unexpected:
+        raise TlhubError(f"training.resume_from_checkpoint: {folder} holds weights this model lacks ({', '.join(unexpected[:3])}); "
+                         "resume with the config that wrote it")  # fmt: skip
+    model.load_state_dict(state, strict=False)  # tied weights (an output projection) are saved once
+
+
+def save_task_model(trainer: TlhubTrainer, model: nn.Module, directory: Path) -> None:
+    """Save the run's model (`model`, what the strategy built) into `directory`, every process
+    taking part (sharded weights are gathered first). Where the Trainer trained it inside a
+    DomainAdaptedModel, the task model alone is saved: the domain classifier is a means."""
+    if trainer.model is model:
+        trainer.save_model(str(directory))
+        return
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathers under FSDP/DeepSpeed
+    if trainer.is_world_process_zero():
+        own = {name.removeprefix("model."): tensor for name, tensor in state.items() if name.startswith("model.")}
+        model.save_pretrained(str(directory), state_dict=own)

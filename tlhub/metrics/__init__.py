@@ -14,25 +14,11 @@ import evaluate
 METRICS_DIR = Path(__file__).parent
 SHIPPED = sorted(p.stem for p in METRICS_DIR.glob("*.py") if not p.stem.startswith("_"))
 
-# The metric that decides "better" for each task, and whether larger is better.
-MAIN_METRIC = {"classification": ("accuracy", True), "text2text": ("rougeL", True), "speech_recognition": ("wer", False)}
-TASK_METRICS = {
-    "classification": ["accuracy", "f1", "precision", "recall"],
-    "text2text": ["exact_match", "rouge"],
-    "speech_recognition": ["wer", "cer"],
-}
-
-
 def load_metric(name: str) -> evaluate.EvaluationModule:
     """Load a metric by name: the copy shipped in tlhub when there is one, else from the Hub."""
     if name in SHIPPED:
         return evaluate.load(str(METRICS_DIR / f"{name}.py"))
     return evaluate.load(name)
-
-
-def load_task_metrics(task: str) -> evaluate.CombinedEvaluations:
-    """All metrics reported for `task`, combined so one `compute` call returns them all."""
-    return evaluate.combine([load_metric(name) for name in TASK_METRICS[task]])
 
 
 def normalize_text(texts: list[str]) -> list[str]:

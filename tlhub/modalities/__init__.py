@@ -8,22 +8,15 @@ One file per modality, each registering itself where it is defined::
 A modality knows its columns, its processor (tokenizer, image processor, feature
 extractor), its ``AutoModelFor...`` classes and its collator; it knows nothing about
 strategies or the order of a run (that is `tlhub.pipeline`). :class:`Modality` holds
-the defaults; a modality overrides what differs.
+the defaults; a modality overrides what differs. The media helpers every modality of
+files shares (decoding cells, skipping unreadable rows) are in :mod:`tlhub.modalities.media`.
 """
 
-from tlhub.modalities.base import (
-    MODALITIES,
-    Modality,
-    check_config_overrides,
-    get_modality,
-    is_encoder_decoder,
-    load_auto_model,
-    model_error,
-)
+from tlhub.modalities.base import MODALITIES, Modality, get_modality
 
 # Import the modality modules so that they register themselves.
 from tlhub.modalities import text as _text  # noqa: E402,F401
-from tlhub.modalities import audio as _audio  # noqa: E402,F401
 from tlhub.modalities import image as _image  # noqa: E402,F401
+from tlhub.modalities import audio as _audio  # noqa: E402,F401
 
-__all__ = ["MODALITIES", "Modality", "check_config_overrides", "get_modality", "is_encoder_decoder", "load_auto_model", "model_error"]
+__all__ = ["MODALITIES", "Modality", "get_modality"]

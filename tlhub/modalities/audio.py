@@ -45,6 +45,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from torch import nn
+from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING, MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING
 from transformers import (
     AutoFeatureExtractor,
     AutoModelForAudioClassification,
@@ -55,12 +56,12 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
-from tlhub.data import UnreadableExample, cell_source, drop_unreadable, where
-from tlhub.errors import DataError, ModelError
-from tlhub.errors import ConfigError
-from tlhub.modalities.base import MODALITIES, Modality, is_encoder_decoder, load_auto_model, model_error
+from tlhub.errors import ConfigError, DataError, ModelError
+from tlhub.loading import is_encoder_decoder, load_auto_model, load_config, model_error
+from tlhub.modalities.base import MODALITIES, Modality
+from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable
 from tlhub.modalities.whisper_window import fit_encoder, fit_extractor, is_whisper_extractor, window_seconds
-from tlhub.models import backbone_of
+from tlhub.models import backbone_of, frame_lengths, has_conv_frames
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -231,9 +232,9 @@ def blank_padded_frames(model: nn.Module, args: tuple, kwargs: dict, output: Any
     """
     mask = kwargs.get("attention_mask")
     logits = getattr(output, "logits", None)
-    if mask is None or logits is None or not hasattr(model, "_get_feat_extract_output_lengths"):
+    if mask is None or logits is None or not has_conv_frames(model.config):
         return output
-    lengths = model._get_feat_extract_output_lengths(mask.sum(-1)).to(logits.device)
+    lengths = frame_lengths(model.config, mask.sum(-1)).to(logits.device)
     padded = torch.arange(logits.shape[1], device=logits.device)[None, :] >= lengths[:, None]
     if not padded.any():
         return output
@@ -271,16 +272,14 @@ def warn_heavy_spec_augment(model: nn.Module, seconds: float | None) -> None:
         )
 
 
-def check_task_head(auto_class: Any, cfg: RunConfig, what: str, source: str | None = None) -> None:
+def check_task_head(mapping: Any, cfg: RunConfig, what: str, source: str | None = None) -> None:
     """A config error naming the model when its architecture has no head for `what`
-    (T5 for speech, or BERT for CTC)."""
-    from transformers import AutoConfig
-
+    (T5 for speech, or BERT for CTC): `mapping` is the auto class's config -> model table."""
     try:
-        config = AutoConfig.from_pretrained(source or cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+        config = load_config(cfg.model, source)
     except (OSError, ValueError, KeyError):
         return  # loading the model says why
-    if type(config) not in auto_class._model_mapping:
+    if type(config) not in mapping:
         raise ConfigError(
             f"model.name_or_path: {type(config).__name__.removesuffix('Config')} ({cfg.model.name_or_path}) has no head for "
             f"{what}; task: speech_recognition takes a CTC model (wav2vec2, HuBERT, WavLM) or a speech encoder-decoder "
@@ -364,11 +363,9 @@ class AudioModality(Modality):
                 f"{key}: {path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in label subfolders; "
                 "expected <label>/<clip>.wav, or pass a manifest file"
             )
-        ds = datasets.Dataset.from_list(rows)
-        ds.info.description = str(path)
-        return ds
+        return datasets.Dataset.from_list(rows)
 
-    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, key: str) -> tuple[datasets.Dataset, int]:
+    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, origin: str) -> tuple[datasets.Dataset, int]:
         """Resolve paths, skip (and count) unreadable clips, normalise transcripts.
 
         Fails when more than ``data.max_bad_fraction`` of the rows is unreadable, naming
@@ -379,27 +376,27 @@ class AudioModality(Modality):
         if isinstance(ds.features[column], datasets.Audio):  # Hub dataset: read undecoded, decode with soundfile
             ds = ds.cast_column(column, datasets.Audio(decode=False))
         ds, bad, seconds = drop_unreadable(
-            ds, column, lambda value: check_clip(value, base_dir), key, base_dir, data.max_bad_fraction, "audio clips"
+            ds, column, lambda value: check_clip(value, base_dir), origin, base_dir, data.max_bad_fraction, "audio clips"
         )
         if cfg.task == "speech_recognition":
-            ds = self._prepare_transcripts(ds, cfg, key)
-        if key == "data.train" and seconds:
+            ds = self._prepare_transcripts(ds, cfg, origin)
+        if origin.startswith("data.train") and seconds:
             self.median_seconds = float(np.median(seconds))
             self.longest_seconds = float(np.max(seconds))
         return ds, bad
 
-    def _prepare_transcripts(self, ds: datasets.Dataset, cfg: RunConfig, key: str) -> datasets.Dataset:
+    def _prepare_transcripts(self, ds: datasets.Dataset, cfg: RunConfig, origin: str) -> datasets.Dataset:
         data = cfg.data
         texts = []
         for row, value in enumerate(ds[data.target_column], 1):
             text = normalise_transcript(value, data.chars_to_ignore, data.lowercase_transcripts) if isinstance(value, str) else ""
             if not text:
                 raise DataError(
-                    f"{where(ds, key)}: row {row}: empty transcript in column '{data.target_column}' "
+                    f"{origin}: row {row}: empty transcript in column '{data.target_column}' "
                     "(after removing data.chars_to_ignore); fill it in or drop the row"
                 )
             texts.append(text)
-        if key == "data.train":
+        if origin.startswith("data.train"):
             self.transcript_chars = set("".join(texts))
         return ds.remove_columns(data.target_column).add_column(data.target_column, texts)
 
@@ -419,7 +416,7 @@ class AudioModality(Modality):
                 return fit_extractor(extractor, window)
             self.seq2seq = is_encoder_decoder(cfg.model, source)
             if self.seq2seq:  # Whisper and kin: the model's own tokenizer and feature extractor
-                check_task_head(AutoModelForSpeechSeq2Seq, cfg, "sequence-to-sequence speech recognition", source)
+                check_task_head(MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING, cfg, "sequence-to-sequence speech recognition", source)
                 processor = AutoProcessor.from_pretrained(name, **common)
                 if not hasattr(processor, "tokenizer"):
                     raise ModelError(f"model.name_or_path: '{name}' is an encoder-decoder without a tokenizer to decode with")
@@ -449,7 +446,7 @@ class AudioModality(Modality):
             model.generation_config.forced_decoder_ids = None  # generate() sets the prompt (language, task) itself
             return fit_encoder(model, window_seconds(cfg.data.max_duration_s or self.longest_seconds))
         if cfg.task == "speech_recognition":
-            check_task_head(AutoModelForCTC, cfg, "CTC speech recognition")
+            check_task_head(MODEL_FOR_CTC_MAPPING, cfg, "CTC speech recognition")
             if self.tokenizer_size is None:
                 raise ModelError("speech recognition: load the processor (load_processor) before the model, to size the CTC head")
             model = load_auto_model(

@@ -32,9 +32,10 @@ from torch import nn
 from torchvision.transforms import v2
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from tlhub.data import UnreadableExample, cell_source, drop_unreadable
 from tlhub.errors import DataError
-from tlhub.modalities.base import MODALITIES, Modality, load_auto_model, model_error
+from tlhub.loading import load_auto_model, model_error
+from tlhub.modalities.base import MODALITIES, Modality
+from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -296,11 +297,9 @@ class ImageModality(Modality):
                 f"{key}: {path}: only one class folder with images ('{with_images[0]}'); classification needs a subfolder "
                 "per class, at least two"
             )
-        ds = datasets.Dataset.from_list(rows)
-        ds.info.description = str(path)
-        return ds
+        return datasets.Dataset.from_list(rows)
 
-    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, key: str) -> tuple[datasets.Dataset, int]:
+    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, origin: str) -> tuple[datasets.Dataset, int]:
         """Resolve paths and decode every image once; skip (and count) unreadable ones.
 
         Fails when more than ``data.max_bad_fraction`` of the rows is unreadable, naming
@@ -311,16 +310,20 @@ class ImageModality(Modality):
         if isinstance(ds.features[column], datasets.Image):  # Hub / saved dataset: keep bytes, decode here
             ds = ds.cast_column(column, datasets.Image(decode=False))
         ds, bad, _ = drop_unreadable(
-            ds, column, lambda value: load_image(value, base_dir, min_size=64), key, base_dir, data.max_bad_fraction, "images"
+            ds, column, lambda value: load_image(value, base_dir, min_size=64), origin, base_dir, data.max_bad_fraction, "images"
         )
         return ds, bad
 
     def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
         name = source or cfg.model.name_or_path
-        if source and not any((Path(source) / f).is_file() for f in ("preprocessor_config.json", "config.json")):
-            # A LoRA run of a timm model: TimmWrapperImageProcessor keeps its settings in the
-            # model's config.json and does not save itself, and the run holds only the adapter.
-            name, source = cfg.model.name_or_path, None
+        if source and not (Path(source) / "preprocessor_config.json").is_file():
+            # A timm model's TimmWrapperImageProcessor keeps its settings in the model's config.json
+            # and does not save itself: a feature-extraction run has that config in backbone/, a
+            # LoRA run holds only the adapter (the base model has it).
+            if (Path(source) / "backbone" / "config.json").is_file():
+                name = str(Path(source) / "backbone")
+            elif not (Path(source) / "config.json").is_file():
+                name, source = cfg.model.name_or_path, None
         try:
             return AutoImageProcessor.from_pretrained(
                 name, revision=None if source else cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code

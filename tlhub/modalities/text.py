@@ -17,9 +17,9 @@ from transformers import (
     DataCollatorWithPadding,
 )
 
-from tlhub.data import where
 from tlhub.errors import DataError
-from tlhub.modalities.base import MODALITIES, Modality, load_auto_model, model_error
+from tlhub.loading import fit_tokenizer, input_length, load_auto_model, load_config, model_error, source_kwargs
+from tlhub.modalities.base import MODALITIES, Modality
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 class TextModality(Modality):
     name = "text"
     tasks = ("classification", "text2text")
+
+    def __init__(self) -> None:
+        self.pad_token_id: int | None = None  # set by load_processor(): what the model's config records
 
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
         data = cfg.data
@@ -41,12 +44,12 @@ class TextModality(Modality):
             columns["data.target_column"] = data.target_column
         return columns
 
-    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, key: str) -> tuple[datasets.Dataset, int]:
+    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, origin: str) -> tuple[datasets.Dataset, int]:
         data = cfg.data
         for column in filter(None, (data.text_column, data.text_pair_column)):
             for row, value in enumerate(ds[column], 1):
                 if not isinstance(value, str) or not value.strip():
-                    raise DataError(f"{where(ds, key)}: row {row}: empty text in column '{column}'; fill it in or drop the row")
+                    raise DataError(f"{origin}: row {row}: empty text in column '{column}'; fill it in or drop the row")
         if cfg.task == "text2text" and data.label_words:
             words = data.label_words
 
@@ -55,7 +58,7 @@ class TextModality(Modality):
                 for value in batch[data.label_column]:
                     label = str(int(value)) if isinstance(value, (int, float)) else str(value)
                     if label not in words:
-                        raise DataError(f"{where(ds, key)}: label '{label}' has no entry in data.label_words ({', '.join(words)})")
+                        raise DataError(f"{origin}: label '{label}' has no entry in data.label_words ({', '.join(words)})")
                     targets.append(words[label])
                 return {data.target_column: targets}
 
@@ -63,38 +66,48 @@ class TextModality(Modality):
         return ds, 0
 
     def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
+        """The tokenizer (from the model, a GGUF file, or a finished run's folder), with the
+        model's limit recorded and ``data.max_length`` checked against it, and a pad token
+        where it has none (decoder LMs: their end-of-sequence token)."""
         try:
-            return AutoTokenizer.from_pretrained(
-                source or cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
-            )
+            tokenizer = AutoTokenizer.from_pretrained(source or cfg.model.name_or_path, **source_kwargs(cfg.model, source))
+            config = load_config(cfg.model, source) if (source is None or (Path(source) / "config.json").is_file()) else load_config(cfg.model)
         except (OSError, ValueError) as exc:
             raise model_error(cfg.model, exc) from None
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token  # GPT-2 and Llama have none; padding is masked out anyway
+        self.pad_token_id = tokenizer.pad_token_id
+        return fit_tokenizer(tokenizer, config, cfg.data.max_length, f"'{cfg.model.name_or_path}'")
 
     def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
         if cfg.task == "text2text":
             return load_auto_model(AutoModelForSeq2SeqLM, cfg.model)
         assert label_names is not None
+        if self.pad_token_id is None:  # the tokenizer decides the pad token the model's config records
+            self.load_processor(cfg)
         return load_auto_model(
             AutoModelForSequenceClassification,
             cfg.model,
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={name: i for i, name in enumerate(label_names)},
+            pad_token_id=self.pad_token_id,  # decoder classifiers read the last token that is not padding
         )
 
     def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
         data = cfg.data
+        length = input_length(data.max_length, processor)
 
         def classify(batch: dict[str, list]) -> dict[str, list]:
             pairs = batch[data.text_pair_column] if data.text_pair_column else None
-            out = processor(batch[data.text_column], pairs, truncation=True, max_length=data.max_length)
+            out = processor(batch[data.text_column], pairs, truncation=True, max_length=length)
             if "labels" in batch:
                 out["labels"] = batch["labels"]
             return dict(out)
 
         def text2text(batch: dict[str, list]) -> dict[str, list]:
             sources = [data.source_prefix + s for s in batch[data.text_column]]
-            out = processor(sources, truncation=True, max_length=data.max_length)
+            out = processor(sources, truncation=True, max_length=length)
             if data.target_column in batch:
                 out["labels"] = processor(text_target=batch[data.target_column], truncation=True, max_length=data.max_target_length)[
                     "input_ids"

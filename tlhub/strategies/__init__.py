@@ -1,29 +1,49 @@
-"""Strategies decide which weights train. Each is a plain function, registered by name:
+"""Strategies decide which weights train. Each is one unit in one folder, registered by name
+where it is defined::
 
     @STRATEGIES.register("full")
-    def full(model, cfg, modality, task) -> Applied: ...
+    class Full(Strategy): ...
 
-It takes the model the modality loaded (a transformers ``...For<Task>`` model with a
-new head), the ``strategy`` config section and the modality, and returns the model to
-train (possibly wrapped, e.g. by PEFT) with optional learning-rate scales per
-parameter group. The helpers below find a model's backbone, head and blocks without
-knowing its family, so one strategy serves BERT, ViT, ResNet and wav2vec2 alike.
+A unit holds its settings, checks, how it changes the model, an optional stage before
+training, how it trains, and how it saves and loads (see :class:`Strategy`). Every folder of
+this package is imported here, so a new strategy is one new folder (docs/adding_a_strategy.md).
+The helpers find a model's backbone, head and blocks without knowing its family, so one
+strategy serves BERT, Llama, ViT, ResNet and wav2vec2 alike.
 """
 
+import importlib
+import pkgutil
+
 from tlhub.strategies.base import (
+    DEFAULT_STRATEGY,
     STRATEGIES,
     Applied,
+    Prepared,
+    StageContext,
     Strategy,
     backbone_of,
     block_lr_scales,
     count_parameters,
     find_blocks,
+    get_strategy,
     head_names,
 )
 
-# Import the strategy modules so that they register themselves.
-from tlhub.strategies import freeze as _freeze  # noqa: E402,F401
-from tlhub.strategies import lora as _lora  # noqa: E402,F401
-from tlhub.strategies import contrastive as _contrastive  # noqa: E402,F401
+for _unit in pkgutil.iter_modules(__path__):
+    if _unit.ispkg:
+        importlib.import_module(f"{__name__}.{_unit.name}")
 
-__all__ = ["STRATEGIES", "Applied", "Strategy", "backbone_of", "block_lr_scales", "count_parameters", "find_blocks", "head_names"]
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "STRATEGIES",
+    "Applied",
+    "Prepared",
+    "StageContext",
+    "Strategy",
+    "backbone_of",
+    "block_lr_scales",
+    "count_parameters",
+    "find_blocks",
+    "get_strategy",
+    "head_names",
+]

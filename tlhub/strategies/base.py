@@ -1,21 +1,38 @@
-"""What every strategy shares: :class:`Applied`, the registry, and helpers that find a
-model's backbone, head and blocks. Kept apart from the package's ``__init__`` so that the
-strategy modules import it without importing the package that imports them."""
+"""What every strategy shares: the :class:`Strategy` unit, its registry, the settings several
+strategies read, and helpers that find a model's backbone, head and blocks.
 
+A strategy is one unit in one place, as a peft method is: its settings (the keys it adds to
+the ``strategy`` section), its checks, how it changes the model (:meth:`Strategy.apply`), an
+optional stage before training (:meth:`Strategy.prepare`: contrastive pair tuning, the
+feature cache), how it trains (:meth:`Strategy.train`: the Trainer, or a closed form), and how
+it saves and loads. The pipeline asks the registry and never tests a strategy's name.
+Kept apart from the package's ``__init__`` so that the strategy modules import it without
+importing the package that imports them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import datasets
 from torch import nn
 
+from tlhub.errors import ConfigError
 from tlhub.models import backbone_of
 from tlhub.registry import Registry
+from tlhub.settings import check, setting
+from tlhub.trainer import Trained, save_task_model, train_or_restore
 
 if TYPE_CHECKING:
-    from tlhub.config import StrategyConfig
+    from transformers import Seq2SeqTrainingArguments
+
+    from tlhub.config import RunConfig, StrategyConfig
     from tlhub.modalities import Modality
+    from tlhub.trainer import TlhubTrainer
 
 
 @dataclass
@@ -27,11 +44,169 @@ class Applied:
     notes: list[str] = field(default_factory=list)
 
 
-class Strategy(Protocol):
-    def __call__(self, model: nn.Module, cfg: StrategyConfig, modality: Modality, task: str) -> Applied: ...
+@dataclass
+class StageContext:
+    """What a strategy's stage before training may use: the run's config, modality, processor
+    and resolved TrainingArguments (a stage's own Trainer derives its arguments from them)."""
+
+    cfg: RunConfig
+    modality: Modality
+    processor: Any
+    args: Seq2SeqTrainingArguments
 
 
-STRATEGIES: Registry[Strategy] = Registry("strategy", "strategy.name")
+@dataclass
+class Prepared:
+    """What the Trainer trains on after a strategy's stage: each split ready for the model
+    (lazily transformed rows, or cached features), the collator that batches them, what the
+    stage reports, and TrainingArguments it changes (cached features have no lengths to group by)."""
+
+    splits: dict[str, datasets.Dataset]
+    collator: Callable[[list[dict]], dict]
+    results: dict[str, Any] = field(default_factory=dict)
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+def transformed(splits: dict[str, datasets.Dataset], ctx: StageContext, model: nn.Module) -> Prepared:
+    """Every split with the modality's lazy preprocessing (training augmentation on train
+    only) and its collator: what the Trainer reads unless a stage says otherwise."""
+    ready = {name: split.with_transform(ctx.modality.transform(ctx.processor, ctx.cfg, train=name == "train")) for name, split in splits.items()}
+    return Prepared(ready, ctx.modality.collator(ctx.processor, ctx.cfg, model))
+
+
+class Strategy:
+    """One way to adapt a pretrained model. Subclasses register where they are defined::
+
+        @STRATEGIES.register("full")
+        class Full(Strategy): ...
+
+    and override what differs from these defaults: the Trainer trains the model the strategy
+    built, which saves and loads as a plain transformers folder.
+    """
+
+    # Dataclasses of the keys this strategy adds to the `strategy` section (several strategies
+    # may list one class; each key is declared once). They are validated when the config is read.
+    settings: ClassVar[tuple[type, ...]] = ()
+    # False: a head on frozen (or pair-tuned) features. Such a run cannot align the backbone to a
+    # target domain, and under FSDP its few head weights are written by the main process alone.
+    trains_backbone: ClassVar[bool] = True
+    library: ClassVar[str] = "transformers"  # the library that loads what it saves (model card)
+
+    def check(self, cfg: RunConfig) -> None:
+        """Refuse, naming the key, what this strategy cannot do with this config (modality, task, settings)."""
+
+    def head(self, settings: StrategyConfig) -> str:
+        """How the head is trained: linear (by the Trainer) or logistic (closed form)."""
+        return "linear"
+
+    def apply(self, model: nn.Module, settings: StrategyConfig, modality: Modality, task: str) -> Applied:
+        """The model to train, from the one the modality loaded (a transformers model with a new head)."""
+        raise NotImplementedError
+
+    def prepare(self, applied: Applied, splits: dict[str, datasets.Dataset], ctx: StageContext) -> Prepared:
+        """The stage before training; by default the modality's lazy preprocessing."""
+        return transformed(splits, ctx, applied.model)
+
+    def train(self, trainer: TlhubTrainer, applied: Applied, prepared: Prepared, ctx: StageContext, checkpoint: str | None) -> Trained:
+        """Train (or restore a finished checkpoint); by default the Trainer's loop."""
+        return train_or_restore(trainer, checkpoint)
+
+    def save(self, trainer: TlhubTrainer, applied: Applied, directory: Path, processor: Any) -> None:
+        """Write the trained model and its processor into `directory`; every process calls it
+        (sharded weights are gathered), the main process writes."""
+        save_task_model(trainer, applied.model, directory)
+        if trainer.is_world_process_zero():
+            processor.save_pretrained(str(directory))
+
+    def finish(self, run_dir: Path, cfg: RunConfig, modality: Modality, label_names: list[str] | None, processor: Any) -> None:
+        """After the run's files are in place, on the main process: anything built from them."""
+
+    def load(self, run_dir: Path, cfg: RunConfig, modality: Modality, label_names: list[str] | None, base_model: str) -> nn.Module:
+        """A finished run's model from its folder (`base_model`: what it was trained from)."""
+        local = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=str(run_dir), pretrained=True, gguf_file=None))
+        return modality.load_model(local, label_names)
+
+    def card_loader(self, cfg: RunConfig, plain: str) -> str:
+        """The code the model card gives to load the run, from the `plain` pipeline line."""
+        return plain
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategy.name")
+DEFAULT_STRATEGY = "full"  # strategy.name when a config leaves it out
+
+
+def get_strategy(name: str) -> Strategy:
+    """The registered strategy called `name`, ready to use."""
+    return STRATEGIES.get(name)()
+
+
+# --------------------------------------------------------------------------- settings several strategies read
+
+
+@dataclass
+class LayerDecaySettings:
+    """full and partial: slower learning for lower blocks."""
+
+    layer_lr_decay: float | None = setting("partial/full: multiply the learning rate by this factor per block going down (e.g. 0.8).", default=None)
+
+    def __post_init__(self) -> None:
+        check(
+            self.layer_lr_decay is None or 0.0 < self.layer_lr_decay <= 1.0,
+            "strategy.layer_lr_decay",
+            f"must be in (0, 1], got {self.layer_lr_decay}",
+        )
+
+
+POOLING_NAMES = ("auto", "cls", "mean", "pooler", "last")
+HEAD_KINDS = ("auto", "linear", "logistic")
+
+
+@dataclass
+class FeatureSettings:
+    """The strategies that train a head on a frozen backbone's features: how the features are
+    pooled, cached, and how the head is fitted."""
+
+    pooling: str = setting(
+        "feature_extraction: how the frozen backbone's outputs become one vector: auto | cls | mean | pooler | last. "
+        "auto = mean over tokens/frames/pixels (safe when the pooler is untrained), and the last real token for "
+        "decoder language models (GPT-2, Llama), whose last token has read the whole input.",
+        default="auto",
+    )
+    weighted_layer_sum: bool = setting(
+        "feature_extraction: pool every hidden layer and train a softmax-weighted sum of them with the head "
+        "(as SUPERB does for speech models) instead of reading the last layer alone.",
+        default=False,
+    )
+    cache: bool = setting("feature_extraction: cache the frozen backbone's features on disk.", default=True)
+    head: str = setting(
+        "feature_extraction / contrastive: how the linear head is trained. linear: by the Trainer, for "
+        "training.num_train_epochs | logistic: fitted in closed form, a logistic regression with its L2 strength "
+        "chosen by cross-validation (seconds; best with few labels) | auto: logistic for contrastive, linear otherwise.",
+        default="auto",
+    )
+
+    def __post_init__(self) -> None:
+        from tlhub.settings import check_choice
+
+        check_choice(self.pooling, POOLING_NAMES, "strategy.pooling", "pooling")
+        check_choice(self.head, HEAD_KINDS, "strategy.head", "head")
+        check(
+            not (self.weighted_layer_sum and self.pooling == "pooler"),
+            "strategy.weighted_layer_sum",
+            "pools every hidden layer with strategy.pooling mean or cls; the pooler reads the last layer only",
+        )
+
+
+def refuse_logistic_head(settings: StrategyConfig, name: str) -> None:
+    """A strategy that trains more than a head cannot fit it in closed form: say so, naming the key."""
+    check(
+        settings.head in ("auto", "linear"),
+        "strategy.head",
+        f"logistic fits a head on a frozen backbone's features: use it with feature_extraction or contrastive, not {name}",
+    )
+
+
+# --------------------------------------------------------------------------- the model's parts
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -98,6 +273,18 @@ def find_blocks(module: nn.Module) -> list[nn.ModuleList]:
         return []
     longest = max(len(s) for s in stacks)
     return [s for s in stacks if len(s) == longest]
+
+
+def model_stacks(model: nn.Module, modality: Modality) -> list[nn.ModuleList]:
+    """The blocks that layer-wise decay and partial fine-tuning work on: the modality's, or
+    those found by shape; a ConfigError naming the key when there are none."""
+    stacks = modality.blocks(model) or find_blocks(backbone_of(model))
+    if not stacks:
+        raise ConfigError(
+            f"strategy.name: cannot find the stacked blocks of {type(model).__name__} to unfreeze; "
+            "use feature_extraction or full for this model"
+        )
+    return stacks
 
 
 def block_lr_scales(

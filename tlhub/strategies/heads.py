@@ -27,13 +27,20 @@ C_GRID = np.logspace(-4, 4, 17)
 
 
 def fit_logistic_head(model: PooledClassifier, features: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict[str, Any]:
-    """Fit ``model.head`` to (features, labels) by cross-validated logistic regression."""
+    """Fit ``model.head`` to (features, labels) by cross-validated logistic regression, on
+    L2-normalised features (the head then normalises too)."""
+    model.normalize = True  # fitted on unit vectors (as sentence-transformers embeddings are)
+    return fit_linear(model.head, torch.nn.functional.normalize(features.float(), dim=-1), labels, seed)
+
+
+def fit_linear(head: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict[str, Any]:
+    """Set a linear layer's weights to a logistic regression of `labels` on `features`, its L2
+    strength chosen by stratified 5-fold cross-validation (log loss); what it did, to report."""
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
 
     start = time.perf_counter()
-    model.normalize = True  # fitted on unit vectors (as sentence-transformers embeddings are); the head then normalises too
-    x = torch.nn.functional.normalize(features.float(), dim=-1).numpy()
+    x = features.float().numpy()
     y = labels.numpy()
     smallest = int(np.bincount(y).min()) if len(y) else 0
     folds = min(5, smallest)
@@ -45,7 +52,7 @@ def fit_logistic_head(model: PooledClassifier, features: torch.Tensor, labels: t
         c = 1.0
         fitted = LogisticRegression(C=c, max_iter=2000).fit(x, y)
     coef, intercept = fitted.coef_, fitted.intercept_
-    classes = model.head.out_features
+    classes = head.out_features
     weight = np.zeros((classes, x.shape[1]), dtype=np.float32)
     bias = np.zeros(classes, dtype=np.float32)
     if coef.shape[0] == 1:  # binary: one logit difference, split evenly between the two classes
@@ -55,6 +62,6 @@ def fit_logistic_head(model: PooledClassifier, features: torch.Tensor, labels: t
     else:
         weight[fitted.classes_], bias[fitted.classes_] = coef, intercept
     with torch.no_grad():
-        model.head.weight.copy_(torch.from_numpy(weight))
-        model.head.bias.copy_(torch.from_numpy(bias))
+        head.weight.copy_(torch.from_numpy(weight).to(head.weight))
+        head.bias.copy_(torch.from_numpy(bias).to(head.bias))
     return {"head": "logistic", "head_C": c, "head_cv_folds": folds if folds >= 2 else 0, "head_fit_seconds": round(time.perf_counter() - start, 3)}

@@ -1,30 +1,5 @@
-"""Few-shot: contrastive tuning of the body on pairs (SetFit's method), then a head.
-
-With a handful of labelled rows per class, fine-tuning a classifier end to end has too
-little signal, and a frozen body may not separate the classes. SetFit (Tunstall et al.
-2022) uses the labels twice: first to build many *pairs* (same label -> similarity 1,
-different labels -> 0) on which the body learns, with a cosine-similarity loss on its
-pooled embeddings, to put a class's rows close together; then a logistic-regression
-head on the tuned embeddings. ``strategy.name: contrastive`` is that, built from
-transformers pieces:
-
-- the pairs: by default (``pairing: in_batch``) every pair of rows within a batch, a
-  batch of B rows scoring B(B-1)/2 pairs for B forward passes (:class:`InBatchEncoder`),
-  each row seen ``iterations`` times; measured more accurate than SetFit and faster at
-  8, 16 and 32 rows per class (docs/benchmarks.md). ``pairing: sampled`` is SetFit's:
-  :func:`make_pairs` gives each row, `iterations` times, one positive partner (another
-  row of its class) and one negative (a row of another class), seeded, balanced 1:1, two
-  forward passes a pair (:class:`PairEncoder`);
-- :func:`tune_body`: the body (mean-pooled, as the strategy's
-  :class:`~tlhub.models.PooledClassifier` pools) trained by a plain
-  ``transformers.Trainer``, ``MSE(cos(u, v), target)`` (sentence-transformers'
-  CosineSimilarityLoss); with ``strategy.contrastive.body: lora`` only LoRA matrices on
-  the attention projections train, merged into the body afterwards;
-- the head: ``strategy.head`` (``auto`` is ``logistic`` here), fitted on the tuned body's
-  features by :func:`tlhub.strategies.heads.fit_logistic_head`.
-
-The run saves like feature extraction: the (tuned) body plus ``pooled_head.safetensors``.
-"""
+"""Contrastive pair tuning of a body (SetFit's stage): the pairs, the encoders that score
+them, and :func:`tune_body`, the stage's own Trainer run."""
 
 from __future__ import annotations
 
@@ -35,36 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 import torch
+from peft import LoraConfig, get_peft_model
 from torch import nn
-from transformers import Trainer, TrainingArguments
 from transformers.utils import ModelOutput
 
 from tlhub.errors import ConfigError
-from tlhub.models import PooledClassifier, feature_backbone, pool
-from tlhub.strategies.base import STRATEGIES, Applied, backbone_of
-from tlhub.trainer import stage_arguments
+from tlhub.models import PooledClassifier, pool
+from tlhub.strategies.lora import lora_targets
+from tlhub.trainer import TlhubTrainer, stage_arguments
 
 if TYPE_CHECKING:
-    from tlhub.config import RunConfig, StrategyConfig
-    from tlhub.modalities import Modality
+    from tlhub.strategies.base import StageContext
 
 logger = logging.getLogger(__name__)
-
-
-@STRATEGIES.register("contrastive")
-def contrastive(model: nn.Module, cfg: StrategyConfig, modality: Modality, task: str) -> Applied:
-    """A PooledClassifier whose body the pipeline tunes on pairs (:func:`tune_body`) before
-    the head is fitted; the body is frozen for the head."""
-    if modality.name != "text" or task != "classification":
-        raise ConfigError(
-            f"strategy.name: contrastive tunes a text encoder on pairs of labelled sentences (text classification); "
-            f"for {modality.name} {task} use feature_extraction, partial or full"
-        )
-    if cfg.weighted_layer_sum:
-        raise ConfigError("strategy.weighted_layer_sum: contrastive tunes the last layer's pooled embedding; set it to false")
-    pooling = "mean" if cfg.pooling == "auto" else cfg.pooling
-    wrapped = PooledClassifier(feature_backbone(model, backbone_of(model)), model.config.num_labels, pooling)
-    return Applied(wrapped, notes=[f"contrastive pairs x{cfg.contrastive.iterations}, body: {cfg.contrastive.body}"])
 
 
 def make_pairs(labels: list[int], iterations: int, seed: int) -> list[tuple[int, int, float]]:
@@ -127,18 +85,17 @@ class InBatchEncoder(PairEncoder):
         return PairOutput(loss=loss, similarity=similarity)
 
 
-def tune_body(
-    model: PooledClassifier, train: datasets.Dataset, modality: Modality, processor: Any, cfg: RunConfig, run_args: TrainingArguments
-) -> dict[str, Any]:
+def tune_body(model: PooledClassifier, train: datasets.Dataset, ctx: StageContext) -> dict[str, Any]:
     """Train `model`'s body on pairs of `train`'s labelled rows; return what it did.
 
     The body is unfrozen for this stage and frozen again after it (the head is fitted
     on its features next). With ``body: lora`` the LoRA matrices are merged in.
     """
+    cfg, run_args = ctx.cfg, ctx.args
     settings = cfg.strategy.contrastive
-    rows = modality.transform(processor, cfg, train=False)(train[:])  # tokenized, unpadded
+    rows = ctx.modality.transform(ctx.processor, cfg, train=False)(train[:])  # tokenized, unpadded
     examples = [{k: v[i] for k, v in rows.items() if k != "labels"} for i in range(len(train))]
-    pad = modality.collator(processor, cfg, model)
+    pad = ctx.modality.collator(ctx.processor, cfg, model)
     labels = list(train["labels"])
     if settings.pairing == "in_batch":
         # every row `iterations` times; the Trainer shuffles, each batch scores all its pairs
@@ -168,13 +125,8 @@ def tune_body(
 
     body: nn.Module = model.backbone
     if settings.body == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        from tlhub.strategies.lora import auto_target_modules
-
         lora = cfg.strategy.lora
-        targets = auto_target_modules(body) if lora.target_modules == "auto" else list(lora.target_modules)
-        body = get_peft_model(body, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets))
+        body = get_peft_model(body, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora_targets(body, lora)))
     else:
         body.requires_grad_(True)
     args = stage_arguments(
@@ -187,8 +139,7 @@ def tune_body(
         warmup_steps=0.1,
         label_names=["labels"],
     )
-    trainer = Trainer(model=encoder_class(body, model.pooling), args=args, train_dataset=data, data_collator=collate)
-    trainer.model_accepts_loss_kwargs = False
+    trainer = TlhubTrainer(model=encoder_class(body, model.pooling), args=args, train_dataset=data, data_collator=collate)
     body.train()
     result = trainer.train()
     if settings.body == "lora":

@@ -1,0 +1,94 @@
+"""Media cells (images, audio clips): where a cell's bytes are, and skipping the rows whose
+media cannot be decoded. Shared by the image and audio modalities; ``tlhub.data`` reads tables
+and knows nothing of media.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from tlhub.errors import DataError
+from tlhub.progress import progress
+
+logger = logging.getLogger(__name__)
+
+
+class UnreadableExample(Exception):
+    """An example (an image, an audio clip) that cannot be decoded; the message names it."""
+
+
+def absolute_path(value: str, base_dir: Path | None) -> str:
+    """A path cell as an absolute path (``~`` expanded; a relative one is relative to `base_dir`)."""
+    path = Path(value).expanduser()
+    return str(base_dir / path if base_dir is not None and not path.is_absolute() else path)
+
+
+def cell_source(value: Any, base_dir: Path | None, error: type[UnreadableExample], noun: str) -> tuple[Any, str]:
+    """What a decoder reads for one image or audio cell (a path or a BytesIO) and how
+    messages name it; `error` (naming the cell) when there is nothing to read.
+
+    A cell is a path (relative to `base_dir`), raw bytes, or a Hub Image/Audio cell read
+    with ``decode=False``: ``{"bytes": ..., "path": ...}``.
+    """
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return io.BytesIO(value["bytes"]), str(value.get("path") or "<bytes>")
+        value = value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return io.BytesIO(value), "<bytes>"
+    if not isinstance(value, str) or not value.strip():
+        raise error(f"no {noun} (cell is {value!r})")
+    path = absolute_path(value, base_dir)
+    if not Path(path).is_file():
+        raise error(f"{path}: no such file")
+    return path, path
+
+
+def drop_unreadable(
+    ds: datasets.Dataset,
+    column: str,
+    check: Callable[[Any], Any],
+    origin: str,
+    base_dir: Path | None,
+    max_bad_fraction: float,
+    noun: str,
+) -> tuple[datasets.Dataset, int, list[Any]]:
+    """Skip, and count, the rows whose `column` cell `check` rejects with UnreadableExample.
+
+    More than `max_bad_fraction` bad rows is a DataError naming the first of them (`noun`:
+    "images", "audio clips"); fewer are logged. Plain path cells become absolute paths.
+    Returns the good rows, how many were skipped, and `check`'s result for each good row.
+    """
+    good: list[int] = []
+    bad: list[str] = []
+    results: list[Any] = []
+    paths: list[str] = []
+    for row, value in enumerate(progress(ds[column], f"checking {noun} ({origin.split(' (')[0]})", unit=noun.split()[-1])):
+        try:
+            results.append(check(value))
+        except UnreadableExample as exc:
+            bad.append(f"row {row + 1}: {exc}")
+            continue
+        good.append(row)
+        if isinstance(value, str):
+            paths.append(absolute_path(value, base_dir))
+    if bad:
+        fraction = len(bad) / len(ds)
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        if fraction > max_bad_fraction:
+            raise DataError(
+                f"{origin}: {len(bad)} of {len(ds)} {noun} ({fraction:.0%}) are unreadable, more than "
+                f"data.max_bad_fraction={max_bad_fraction}: {shown}"
+            )
+        logger.warning("%s: skipped %d unreadable %s: %s", origin, len(bad), noun, shown)
+    if len(good) < len(ds):
+        ds = ds.select(good)
+    if paths and len(paths) == len(ds):  # plain path cells: store absolute paths
+        ds = ds.remove_columns(column).add_column(column, paths)
+    return ds, len(bad), results

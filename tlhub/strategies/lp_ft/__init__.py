@@ -1,0 +1,109 @@
+"""`lp_ft`: linear probing, then full fine-tuning (LP-FT, Kumar et al. 2022).
+
+Full fine-tuning starts from a new, random head: its first gradients, large and random,
+reach the pretrained body and distort the features it came with. LP-FT first fits the head
+alone on the frozen body's features (the linear probe: here a logistic regression in closed
+form, on the very inputs the model's own head reads), then fine-tunes everything from there,
+so training starts from a head that already agrees with the features. The run saves and loads
+like ``full``: a plain transformers folder.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import datasets
+import torch
+from torch import nn
+
+from tlhub.settings import check, setting
+from tlhub.strategies.base import (
+    STRATEGIES,
+    Applied,
+    LayerDecaySettings,
+    Prepared,
+    StageContext,
+    Strategy,
+    block_lr_scales,
+    head_names,
+    model_stacks,
+    refuse_logistic_head,
+    transformed,
+)
+from tlhub.strategies.heads import fit_linear
+
+if TYPE_CHECKING:
+    from tlhub.config import RunConfig, StrategyConfig
+    from tlhub.modalities import Modality
+
+
+@dataclass
+class LpFtSettings:
+    probe_batch_size: int = setting("lp_ft: rows per forward pass of the frozen model while its head's inputs are read for the probe.", default=64)
+
+    def __post_init__(self) -> None:
+        check(self.probe_batch_size > 0, "strategy.lp_ft.probe_batch_size", f"must be positive, got {self.probe_batch_size}")
+
+
+@dataclass
+class LpFtSection:
+    lp_ft: LpFtSettings = setting("Settings of strategy.name: lp_ft.", default_factory=LpFtSettings)
+
+
+def output_layer(model: nn.Module) -> nn.Linear:
+    """The model's last linear layer that outputs the classes: the layer the probe fits."""
+    classes = model.config.num_labels
+    layers = [m for name in head_names(model) for m in model.get_submodule(name).modules() if isinstance(m, nn.Linear) and m.out_features == classes]
+    if not layers:
+        from tlhub.errors import ConfigError
+
+        raise ConfigError(f"strategy.name: lp_ft probes a linear output layer of {classes} classes, which {type(model).__name__} lacks; use full")
+    return layers[-1]
+
+
+@torch.no_grad()
+def head_inputs(model: nn.Module, layer: nn.Linear, rows: datasets.Dataset, collate: Any, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `layer` reads for each row (the frozen model in evaluation mode), and the labels."""
+    seen: list[torch.Tensor] = []
+    hook = layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().float().cpu()))
+    was_training, labels = model.training, []
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+            labels.append(batch.pop("labels"))
+            model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return torch.cat(seen), torch.cat(labels)
+
+
+@STRATEGIES.register("lp_ft")
+class LinearProbeThenFineTune(Strategy):
+    settings = (LpFtSection, LayerDecaySettings)
+
+    def check(self, cfg: RunConfig) -> None:
+        refuse_logistic_head(cfg.strategy, "lp_ft")
+        check(cfg.task == "classification", "strategy.name", f"lp_ft probes a classifier's head; for task {cfg.task} use full")
+
+    def apply(self, model: nn.Module, settings: StrategyConfig, modality: Modality, task: str) -> Applied:
+        model.requires_grad_(True)
+        output_layer(model)  # a model without a probe-able head fails here, before any data is read
+        scales = block_lr_scales(model, model_stacks(model, modality), settings.layer_lr_decay) if settings.layer_lr_decay else None
+        return Applied(model, scales, notes=["head probed first, then every weight trains"])
+
+    def prepare(self, applied: Applied, splits: dict[str, datasets.Dataset], ctx: StageContext) -> Prepared:
+        """The linear probe: the head fitted on what it reads from the pretrained model, before training."""
+        start = time.perf_counter()
+        layer = output_layer(applied.model.to(ctx.args.device))
+        rows = splits["train"].with_transform(ctx.modality.transform(ctx.processor, ctx.cfg, train=False))
+        collate = ctx.modality.collator(ctx.processor, ctx.cfg, applied.model)
+        features, labels = head_inputs(applied.model, layer, rows, collate, ctx.cfg.strategy.lp_ft.probe_batch_size)
+        fitted = fit_linear(layer, features, labels, ctx.args.seed)
+        prepared = transformed(splits, ctx, applied.model)
+        probe = {f"probe_{key}": value for key, value in fitted.items() if key != "head"}
+        return Prepared(prepared.splits, prepared.collator, {**probe, "probe_seconds": round(time.perf_counter() - start, 3)})

@@ -1,0 +1,76 @@
+"""`partial`: the embeddings and lower blocks stay as pretrained; the last
+``unfreeze_last_n`` blocks of each stack, what sits above them and the head train."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from tlhub.errors import ConfigError
+from tlhub.models import backbone_of
+from tlhub.settings import check, setting
+from tlhub.strategies.base import (
+    STRATEGIES,
+    Applied,
+    LayerDecaySettings,
+    Strategy,
+    block_lr_scales,
+    model_stacks,
+    refuse_logistic_head,
+)
+
+if TYPE_CHECKING:
+    from tlhub.config import RunConfig, StrategyConfig
+    from tlhub.modalities import Modality
+
+
+@dataclass
+class PartialSettings:
+    unfreeze_last_n: int = setting("partial: train the last N blocks (and everything above them).", default=2)
+
+    def __post_init__(self) -> None:
+        check(self.unfreeze_last_n >= 0, "strategy.unfreeze_last_n", f"must be 0 or more, got {self.unfreeze_last_n}")
+
+
+@STRATEGIES.register("partial")
+class Partial(Strategy):
+    """Partial fine-tuning. A seq2seq LM whose output projection is tied to its input
+    embeddings (t5-small) keeps both frozen."""
+
+    settings = (PartialSettings, LayerDecaySettings)
+
+    def check(self, cfg: RunConfig) -> None:
+        refuse_logistic_head(cfg.strategy, "partial")
+
+    def apply(self, model: nn.Module, settings: StrategyConfig, modality: Modality, task: str) -> Applied:
+        stacks = model_stacks(model, modality)
+        n = settings.unfreeze_last_n
+        if n > max(len(s) for s in stacks):
+            raise ConfigError(f"strategy.unfreeze_last_n: {n} is more than the {max(len(s) for s in stacks)} blocks of this model")
+        backbone = backbone_of(model)
+        model.requires_grad_(True)
+        backbone.requires_grad_(False)
+        if backbone is model:  # seq2seq LMs: the head is the output projection...
+            head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+            if head is not None and (embeddings is None or head.weight is not embeddings.weight):
+                head.requires_grad_(True)  # ...unless it is the (frozen) input embedding itself, as in t5-small
+        if n > 0:
+            in_stack = {id(p): i for i, stack in enumerate(stacks) for p in stack.parameters()}
+            # Embeddings are never "above" a stack: Whisper's decoder embeddings follow the encoder's blocks
+            embedding = {id(p) for m in backbone.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+            params = list(backbone.parameters())
+            for i, stack in enumerate(stacks):
+                for block in stack[len(stack) - n :]:
+                    block.requires_grad_(True)
+                # Parameters between the end of this stack and the start of the next one
+                # (a final layer norm, a pooler) sit above the unfrozen blocks: train them too.
+                last = max(j for j, p in enumerate(params) if in_stack.get(id(p)) == i)
+                for p in params[last + 1 :]:
+                    if id(p) in in_stack:
+                        break
+                    if id(p) not in embedding:
+                        p.requires_grad_(True)
+        scales = block_lr_scales(model, stacks, settings.layer_lr_decay) if settings.layer_lr_decay else None
+        return Applied(model, scales)

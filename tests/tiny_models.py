@@ -231,3 +231,122 @@ def make_tiny_whisper_asr(path: Path, d_model: int = 32, seed: int = 0) -> Path:
     WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# --------------------------------------------------------------------------- decoder language models
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _byte_level_vocabulary() -> tuple[list[str], list[str], list[str]]:
+    """(tokens, merges, specials) of a small byte-level BPE over the toy words: every byte,
+    and merges that spell each toy word whole, with and without its leading space."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    spelled = bytes_to_unicode()
+    tokens = specials + [spelled[b] for b in range(256)]
+    known, merges = set(tokens), []
+    for word in vocabulary() + ["neg", "pos", "user", "assistant", "review"]:
+        for piece in (word, "Ġ" + word):
+            current = piece[0]
+            for char in piece[1:]:
+                merges.append(f"{current} {char}")
+                current += char
+                if current not in known:
+                    tokens.append(current)
+                    known.add(current)
+    return tokens, list(dict.fromkeys(merges)), specials
+
+
+def make_tiny_llama_gguf(path: Path, hidden_size: int = 32, layers: int = 2, seed: int = 0) -> tuple[Path, str, torch.nn.Module]:
+    """A 2-layer Llama written as a GGUF file (float32 tensors, llama.cpp's names and its
+    query/key permutation; a byte-level BPE tokenizer with a chat template, no pad token),
+    as a quantised checkpoint like SmolLM2's is shipped. Returns (folder, file name, the model
+    it was written from)."""
+    import gguf
+    import numpy as np
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    tokens, merges, specials = _byte_level_vocabulary()
+    heads, kv_heads = 4, 2
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokens), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=128, rms_norm_eps=1e-5,
+        tie_word_embeddings=False, bos_token_id=0, eos_token_id=2, rope_theta=10000.0,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    writer = gguf.GGUFWriter(str(path / "tiny-llama.gguf"), "llama")
+    writer.add_context_length(128)
+    writer.add_embedding_length(hidden_size)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(2 * hidden_size)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(hidden_size // heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_merges(merges)
+    writer.add_token_types([3] * len(specials) + [1] * (len(tokens) - len(specials)))  # 3: control tokens
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(2)  # <|im_end|>, the end of a chat turn, as SmolLM2's
+    writer.add_chat_template(CHAT_TEMPLATE)
+
+    def permuted(weight: np.ndarray, n_head: int) -> np.ndarray:  # llama.cpp's layout of query and key rows
+        return weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+    state = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
+    for i in range(layers):
+        layer = f"model.layers.{i}."
+        for name, key in (("attn_norm", "input_layernorm"), ("attn_v", "self_attn.v_proj"), ("attn_output", "self_attn.o_proj"),
+                          ("ffn_norm", "post_attention_layernorm"), ("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj"),
+                          ("ffn_down", "mlp.down_proj")):  # fmt: skip
+            writer.add_tensor(f"blk.{i}.{name}.weight", state[f"{layer}{key}.weight"])
+        writer.add_tensor(f"blk.{i}.attn_q.weight", permuted(state[f"{layer}self_attn.q_proj.weight"], heads))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", permuted(state[f"{layer}self_attn.k_proj.weight"], kv_heads))
+    writer.add_tensor("output_norm.weight", state["model.norm.weight"])
+    writer.add_tensor("output.weight", state["lm_head.weight"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path, "tiny-llama.gguf", model
+
+
+def make_tiny_llama(path: Path, seed: int = 0) -> Path:
+    """The tiny Llama of :func:`make_tiny_llama_gguf` as a transformers folder (the tokenizer
+    has a chat template and no pad token)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    folder, name, _ = make_tiny_llama_gguf(path / "gguf", seed=seed)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True))
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(path)
+    return path
+
+
+def make_tiny_gpt2(path: Path, hidden_size: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A 2-layer GPT-2 (fused c_attn attention) with a word-level tokenizer that has an
+    end-of-text token, no pad token and no chat template, as GPT-2's."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    vocab = {tok: i for i, tok in enumerate(["<|endoftext|>", "<unk>"] + vocabulary() + ["neg", "pos"])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<unk>")
+    config = GPT2Config(vocab_size=len(vocab), n_embd=hidden_size, n_layer=layers, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", help="training.output_dir of a finished run, or (with --task) a pretrained model to score as it is")
     evaluate.add_argument("overrides", nargs="*", help="with --task: dotted config keys, e.g. data.audio_column=path data.max_duration_s=3")
     evaluate.add_argument("--data", required=True, help="a file or dataset with the columns used in training")
-    evaluate.add_argument("--task", choices=["text2text", "speech_recognition"], help="score a pretrained model zero-shot (Whisper, T5)")
+    evaluate.add_argument(
+        "--task", choices=["text2text", "speech_recognition", "causal_lm"], help="score a pretrained model zero-shot (Whisper, T5, a decoder LM)"
+    )
     evaluate.add_argument("--modality", choices=["text", "audio"], default="audio", help="with --task: the model's modality")
     evaluate.set_defaults(func=cmd_evaluate)
 

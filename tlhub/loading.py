@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig
+from transformers import AutoConfig, GgufConfig
 
 from tlhub.errors import ConfigError, ModelError, closest
 
@@ -57,7 +57,8 @@ def load_auto_model(auto_class: Any, model: ModelConfig, **config_kwargs: Any) -
             checked = check_config_overrides(load_config(model), model.config_overrides)
             config_kwargs = {**checked, **config_kwargs}
         if model.pretrained:
-            weights = {} if model.gguf_file else {"use_safetensors": None if model.allow_pickle else True}
+            # a GGUF file's weights dequantised into plain tensors: a model that trains and saves like any other
+            weights = {"quantization_config": GgufConfig(dequantize=True)} if model.gguf_file else {"use_safetensors": None if model.allow_pickle else True}
             return auto_class.from_pretrained(
                 model.name_or_path, ignore_mismatched_sizes=new_head, dtype=dtype or "auto", **weights, **common, **config_kwargs
             )

@@ -12,18 +12,20 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from accelerate.utils import send_to_device
 from safetensors.torch import load_file
 from torch import nn
-from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
 
 from tlhub.data import LABELS
 from tlhub.errors import ConfigError, TlhubError
 from tlhub.progress import quiet
-from tlhub.tasks import get_task
+from tlhub.tasks import Task, get_task
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -81,8 +83,8 @@ def training_arguments(cfg: RunConfig) -> Seq2SeqTrainingArguments:
         "logging_steps": 25,
         "label_names": [LABELS],
     }
-    if task.generates(cfg):
-        values.update(predict_with_generate=True, generation_max_length=cfg.data.max_target_length)
+    if task.generates(cfg):  # a decoder LM generates in TlhubTrainer.prediction_step, a seq2seq model in Seq2SeqTrainer's
+        values.update(predict_with_generate=not task.prompted, generation_max_length=cfg.data.max_target_length)
     if "eval_strategy" in user and "save_strategy" not in user:
         # Checkpoints where evaluations happen: what best-model selection needs.
         values["save_strategy"] = user["eval_strategy"]
@@ -198,19 +200,28 @@ class TlhubTrainer(Seq2SeqTrainer):
     - :meth:`compute_loss`: with an adaptation, each training batch gets a target batch and the
       method's loss is added to the task loss.
     - :meth:`create_optimizer`: with dann or cdan, the domain classifier's own group and rate.
-    - :meth:`evaluate`: without the model-placement timing the Trainer adds when evaluation is
-      the first to place the model (a run restored from its last checkpoint reports the keys
-      of one that trained).
+    - :meth:`evaluate` and :meth:`predict`: Seq2SeqTrainer's only where the model generates
+      (its eval_loss averages batches, not rows), the Trainer's otherwise; without the
+      model-placement timing the Trainer adds when evaluation is the first to place the model
+      (a run restored from its last checkpoint reports the keys of one that trained).
     - :meth:`log`: with an adaptation, the method's own loss and the schedule's coefficient.
+    - :meth:`prediction_step`: a decoder LM's evaluation batch (it carries the prompts alone)
+      is scored on the completion's loss and on the completion it generates from the prompt;
+      other batches as the Trainer (and Seq2SeqTrainer's generation) score them.
+    - :meth:`evaluate` also adds the task's metrics computed from the Trainer's own (a language
+      model's perplexity).
     """
 
-    def __init__(self, *args: Any, adaptation: Adaptation | None = None, patience: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, adaptation: Adaptation | None = None, patience: int | None = None, task: Task | None = None, **kwargs: Any
+    ) -> None:
         if adaptation is not None:
             kwargs["model"] = adaptation.wrap(kwargs["model"])
         if patience is not None:
             kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), EarlyStoppingCallback(early_stopping_patience=patience)]
         super().__init__(*args, **kwargs)
         self.adaptation = adaptation
+        self.task = task
         self.model_accepts_loss_kwargs = False
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
@@ -263,11 +274,51 @@ class TlhubTrainer(Seq2SeqTrainer):
             optimizer.add_param_group(group)
         return optimizer
 
-    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
-        metrics = super().evaluate(*args, **kwargs)
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval", **kwargs: Any) -> dict[str, float]:
+        # Seq2SeqTrainer's evaluation only where the model generates: its gathering (accelerator.gather,
+        # not gather_for_metrics) averages eval_loss over batches, a short last batch counting as a
+        # whole one; the Trainer's averages over rows.
+        evaluate = super().evaluate if self.args.predict_with_generate else partial(Trainer.evaluate, self)
+        metrics = evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **kwargs)
         # The Trainer times the model's placement when evaluation is the first to place it (a run
         # restored from its last checkpoint, `tlhub evaluate`): not a metric of the model.
-        return {k: v for k, v in metrics.items() if not k.endswith("_model_preparation_time")}
+        metrics = {k: v for k, v in metrics.items() if not k.endswith("_model_preparation_time")}
+        return {**metrics, **(self.task.derived_metrics(metrics, metric_key_prefix) if self.task is not None else {})}
+
+    def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test", **kwargs: Any) -> Any:
+        predict = super().predict if self.args.predict_with_generate else partial(Trainer.predict, self)  # as evaluate
+        return predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **kwargs)
+
+    def prediction_step(
+        self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None, **gen_kwargs: Any
+    ) -> tuple[torch.Tensor | None, Any, torch.Tensor | None]:
+        if "prompt_input_ids" not in inputs:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+        # A decoder LM's evaluation batch: the loss of prompt + completion (the completion's tokens
+        # only), then the completion generated from the prompt alone, and with answer words the
+        # one the model's next-token scores choose.
+        inputs = send_to_device(inputs, self.args.device)
+        prompt, prompt_mask = inputs.pop("prompt_input_ids"), inputs.pop("prompt_attention_mask")
+        answers = inputs.pop("answer_token_ids", None)
+        with torch.no_grad(), self.autocast_smart_context_manager():
+            loss = self.compute_loss(model, inputs).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        generator = self.accelerator.unwrap_model(model)
+        with torch.no_grad():
+            generated = generator.generate(
+                input_ids=prompt, attention_mask=prompt_mask, max_new_tokens=self.args.generation_max_length, do_sample=False
+            )[:, prompt.shape[1] :]
+            predictions: Any = generated
+            if answers is not None:
+                last = generator(input_ids=prompt, attention_mask=prompt_mask).logits[:, -1]
+                predictions = (generated, last.gather(1, answers).argmax(-1))
+        labels = inputs["labels"]
+        completion = torch.full_like(labels, -100)
+        for row, ids in enumerate(labels):  # the completion's tokens, moved to the start
+            kept = ids[ids != -100]
+            completion[row, : len(kept)] = kept
+        return loss, predictions, completion
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if self.adaptation is not None and "loss" in logs:
@@ -299,6 +350,7 @@ def build_trainer(
         optimizers=(layered_optimizer(lr_scales, args), None),
         adaptation=adaptation,
         patience=cfg.early_stopping_patience,
+        task=get_task(cfg.task),
     )
 
 

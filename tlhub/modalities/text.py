@@ -1,5 +1,7 @@
-"""Text: encoder classification (BERT, RoBERTa, DistilBERT, DeBERTa, MiniLM) and
-T5-style text-to-text generation."""
+"""Text: classification with encoders (BERT, RoBERTa, DistilBERT, DeBERTa, MiniLM) and decoder
+language models (GPT-2, Llama, Qwen, SmolLM), and T5-style text-to-text generation here; the
+tasks of text alone that bring their own side (causal_lm, token_classification:
+``Task.text``) are delegated to it."""
 
 from __future__ import annotations
 
@@ -20,20 +22,29 @@ from transformers import (
 from tlhub.errors import DataError
 from tlhub.loading import fit_tokenizer, input_length, load_auto_model, load_config, model_error, source_kwargs
 from tlhub.modalities.base import MODALITIES, Modality
+from tlhub.tasks import TASKS, get_task
+from tlhub.tasks.base import TextSide
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
 
 
+def text_side(cfg: RunConfig) -> TextSide | None:
+    """The task's own side of the text modality, where it brings one."""
+    return get_task(cfg.task).text
+
+
 @MODALITIES.register("text")
 class TextModality(Modality):
     name = "text"
-    tasks = ("classification", "text2text")
+    tasks = ("classification", "text2text", *(name for name in TASKS.names() if TASKS.get(name).text is not None))
 
     def __init__(self) -> None:
         self.pad_token_id: int | None = None  # set by load_processor(): what the model's config records
 
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
+        if side := text_side(cfg):
+            return side.required_columns(cfg)
         data = cfg.data
         columns = {"data.text_column": data.text_column}
         if data.text_pair_column:
@@ -45,6 +56,8 @@ class TextModality(Modality):
         return columns
 
     def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, origin: str) -> tuple[datasets.Dataset, int]:
+        if side := text_side(cfg):
+            return side.prepare(ds, cfg, origin)
         data = cfg.data
         for column in filter(None, (data.text_column, data.text_pair_column)):
             for row, value in enumerate(ds[column], 1):
@@ -71,20 +84,22 @@ class TextModality(Modality):
         where it has none (decoder LMs: their end-of-sequence token)."""
         try:
             tokenizer = AutoTokenizer.from_pretrained(source or cfg.model.name_or_path, **source_kwargs(cfg.model, source))
-            config = load_config(cfg.model, source) if (source is None or (Path(source) / "config.json").is_file()) else load_config(cfg.model)
+            config = None if source else load_config(cfg.model)  # a finished run's tokenizer recorded the limit
         except (OSError, ValueError) as exc:
             raise model_error(cfg.model, exc) from None
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token  # GPT-2 and Llama have none; padding is masked out anyway
         self.pad_token_id = tokenizer.pad_token_id
-        return fit_tokenizer(tokenizer, config, cfg.data.max_length, f"'{cfg.model.name_or_path}'")
+        return fit_tokenizer(tokenizer, config, cfg.data.max_length, f"'{cfg.model.name_or_path}'") if config is not None else tokenizer
 
     def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
+        if self.pad_token_id is None:  # the tokenizer decides the pad token the model's config records
+            self.load_processor(cfg)
+        if side := text_side(cfg):
+            return side.load_model(cfg, label_names, self.pad_token_id)
         if cfg.task == "text2text":
             return load_auto_model(AutoModelForSeq2SeqLM, cfg.model)
         assert label_names is not None
-        if self.pad_token_id is None:  # the tokenizer decides the pad token the model's config records
-            self.load_processor(cfg)
         return load_auto_model(
             AutoModelForSequenceClassification,
             cfg.model,
@@ -95,6 +110,8 @@ class TextModality(Modality):
         )
 
     def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
+        if side := text_side(cfg):
+            return side.transform(processor, cfg, train)
         data = cfg.data
         length = input_length(data.max_length, processor)
 
@@ -117,14 +134,20 @@ class TextModality(Modality):
         return text2text if cfg.task == "text2text" else classify
 
     def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:
+        if side := text_side(cfg):
+            return side.collator(processor, cfg, model)
         if cfg.task == "text2text":
             return DataCollatorForSeq2Seq(processor, model=model, label_pad_token_id=-100)
         return DataCollatorWithPadding(processor)
 
     def peft_task_type(self, task: str) -> str | None:
+        if side := get_task(task).text:
+            return side.peft_task_type()
         return "SEQ_2_SEQ_LM" if task == "text2text" else "SEQ_CLS"
 
     def input_row(self, value: str, cfg: RunConfig) -> dict[str, Any]:
+        if side := text_side(cfg):
+            return side.input_row(value, cfg)
         if cfg.data.text_pair_column:
             first, _, second = value.partition(" ||| ")
             return {cfg.data.text_column: first, cfg.data.text_pair_column: second}

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import datasets
 import numpy as np
+from torch import nn
 
 from tlhub.metrics import load_metric
 from tlhub.registry import Registry
@@ -24,6 +26,32 @@ if TYPE_CHECKING:
     from tlhub.config import RunConfig
 
 
+class TextSide:
+    """What a task of text alone brings to the text modality (which delegates to it): the
+    columns it reads, its checks of the rows, its model class and how rows become tensors."""
+
+    def required_columns(self, cfg: RunConfig) -> dict[str, str]:
+        raise NotImplementedError
+
+    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, origin: str) -> tuple[datasets.Dataset, int]:
+        return ds, 0
+
+    def load_model(self, cfg: RunConfig, label_names: list[str] | None, pad_token_id: int | None) -> nn.Module:
+        raise NotImplementedError
+
+    def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
+        raise NotImplementedError
+
+    def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:
+        raise NotImplementedError
+
+    def peft_task_type(self) -> str | None:
+        return None
+
+    def input_row(self, value: str, cfg: RunConfig) -> dict[str, Any]:
+        return {cfg.data.text_column: value}
+
+
 class Task:
     """What the pipeline, the model card and `tlhub predict` ask of a task."""
 
@@ -32,6 +60,12 @@ class Task:
     main_metric: ClassVar[tuple[str, bool]] = ("", True)  # the metric that decides "better", and whether larger is
     pipeline_tags: ClassVar[dict[str, str]] = {}  # modality -> transformers pipeline task
     has_classes: ClassVar[bool] = False  # its labels are names read from the training data (label_names)
+    text: ClassVar[TextSide | None] = None  # a task of text alone: its side of the text modality
+    prompted: ClassVar[bool] = False  # generates from a prompt inside its input (a decoder LM), not seq2seq
+
+    def derived_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
+        """Metrics computed from the Trainer's own (a language model's perplexity from its loss)."""
+        return {}
 
     def generates(self, cfg: RunConfig, source: str | None = None) -> bool:
         """Whether the model generates its outputs at evaluation (Seq2Seq generation)."""

@@ -60,6 +60,12 @@ class FeatureExtraction(Strategy):
     def check(self, cfg: RunConfig) -> None:
         s = cfg.strategy
         check(
+            cfg.task != "causal_lm",
+            "strategy.name",
+            "feature_extraction trains a new head on frozen features, and a language model's head is its output embedding "
+            "(the whole vocabulary, tied to the input's); for causal_lm use lora, partial or full",
+        )
+        check(
             not (self.head(s) == "logistic" and s.weighted_layer_sum),
             "strategy.head",
             "logistic fits on one pooled vector per row; with strategy.weighted_layer_sum use head: linear",

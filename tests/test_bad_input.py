@@ -208,7 +208,7 @@ CASES: dict[str, Case] = {
     ),
     "unsupported file type": (
         lambda ws: _data(ws, "données.xlsx", b"PK\x03\x04"),
-        lambda ws: f"data.train: {ws.root / 'données.xlsx'}: unsupported file type '.xlsx'; use one of .csv, .tsv, .json, .jsonl, .parquet",
+        lambda ws: f"data.train: {ws.root / 'données.xlsx'}: unsupported file type '.xlsx'; use one of .csv, .tsv, .json, .jsonl, .parquet, .conll, .txt",
     ),
     "early stopping without checkpoints": (
         lambda ws: _train(ws, "training.early_stopping_patience=2", "training.save_strategy=no"),

@@ -36,6 +36,12 @@ def test_overrides_parse_yaml_values() -> None:
     assert parse_overrides(["a.b=1", "a.c=true", "d=[q, v]", "e=null"]) == {"a": {"b": 1, "c": True}, "d": ["q", "v"], "e": None}
 
 
+def test_text_overrides_stay_as_typed() -> None:
+    # YAML alone would read the prompt as a mapping {"Answer": None} and strip its trailing space
+    parsed = parse_overrides(["data.source_prefix=Answer: ", "data.label_words={0: negative, 1: positive}", "x='quoted '"])
+    assert parsed == {"data": {"source_prefix": "Answer: ", "label_words": {0: "negative", 1: "positive"}}, "x": "quoted "}
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

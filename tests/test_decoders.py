@@ -186,9 +186,16 @@ def test_bad_instruction_rows_are_named(decoders, tmp_path: Path, capsys) -> Non
 def test_zero_shot_evaluation_of_a_pretrained_decoder(decoders, tmp_path: Path, capsys) -> None:
     data = write_rows(tmp_path / "qa.csv", [{"prompt": f"sentiment: {r['text']}", "completion": WORDS[r["label"]]} for r in toy_sentiment_rows(8)])
     capsys.readouterr()
-    assert main(["evaluate", str(decoders["llama"]), "--task", "causal_lm", "--modality", "text", "--data", str(data), "data.max_target_length=4"]) == 0
+    assert main(["evaluate", str(decoders["llama"]), "--task", "causal_lm", "--data", str(data), "data.max_target_length=4"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["eval_samples"] == 8 and 0.0 <= metrics["eval_exact_match"] <= 1.0 and metrics["eval_perplexity"] > 1.0
+    # a prompt typed as an override stays text ("Review: " is not a YAML mapping), and a sample is scored
+    labelled = write_rows(tmp_path / "reviews.csv", toy_sentiment_rows(8))
+    words = "data.label_words={" + ", ".join(f"{k}: {v}" for k, v in WORDS.items()) + "}"
+    assert main(["evaluate", str(decoders["llama"]), "--task", "causal_lm", "--data", str(labelled), "--max-samples", "5", words,
+                 "data.source_prefix=Review: ", "data.max_target_length=2"]) == 0  # fmt: skip
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["eval_samples"] == 5 and metrics["eval_answer_accuracy"] in {k / 5 for k in range(6)}
 
 
 def test_a_gguf_checkpoint_loads_trains_and_saves_plain_weights(decoders, tmp_path: Path) -> None:

@@ -88,4 +88,4 @@ def test_demo_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture)
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--modality", "video"])
     assert exit_info.value.code == 2
-    assert "argument --modality: invalid choice: 'video' (choose from 'text', 'image', 'audio')" in capsys.readouterr().err
+    assert "argument --modality: invalid choice: 'video' (choose from 'text', 'image', 'audio', 'llm')" in capsys.readouterr().err

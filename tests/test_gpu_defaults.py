@@ -11,9 +11,6 @@ runs too, and record the precision of every Trainer each flow builds.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -91,15 +88,59 @@ def test_an_explicit_precision_is_kept_by_every_stage(trainers, tiny_bert: Path,
     assert_one_precision(trainers, 2)
 
 
-def test_the_test_device_switch_stops_pinning_the_cpu() -> None:
+def test_the_test_device_switch_stops_pinning_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """TLHUB_TEST_DEVICE=cuda: the shared training section leaves the device to tlhub (and its
     GPU defaults); an unknown value is refused."""
-    probe = "from pathlib import Path; import tests.conftest as c; print(c.USE_CPU, c.cpu_training(Path('x'))['use_cpu'], c.NUMBERS_REL)"
-    root = Path(__file__).resolve().parents[1]
-    for device, expected in (("cpu", "True True 0.0001"), ("cuda", "False False 0.02")):
-        env = {**os.environ, "TLHUB_TEST_DEVICE": device}
-        proc = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, timeout=120)
-        assert proc.stdout.strip() == expected, proc.stderr[-2000:]
-    env = {**os.environ, "TLHUB_TEST_DEVICE": "gpu"}
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env, capture_output=True, text=True, timeout=120)
-    assert "TLHUB_TEST_DEVICE: 'gpu' is not cpu or cuda" in proc.stderr
+    import importlib
+
+    import tests.conftest as conftest
+
+    try:
+        for device, expected in (("cuda", (False, False, 0.02)), ("cpu", (True, True, 1e-4))):
+            monkeypatch.setenv("TLHUB_TEST_DEVICE", device)
+            importlib.reload(conftest)
+            assert (conftest.USE_CPU, conftest.cpu_training(Path("x"))["use_cpu"], conftest.NUMBERS_REL) == expected
+        monkeypatch.setenv("TLHUB_TEST_DEVICE", "gpu")
+        with pytest.raises(pytest.UsageError, match="TLHUB_TEST_DEVICE: 'gpu' is not cpu or cuda"):
+            importlib.reload(conftest)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(conftest)
+
+
+# --------------------------------------------------------------------------- throughput settings
+
+
+def test_torch_compile_pads_to_a_few_bucketed_lengths(tiny_bert: Path, tmp_path: Path) -> None:
+    """torch.compile specialises a graph per input shape: batches padded to a handful of
+    lengths compile once per length, not once per batch."""
+    from tlhub.config import config_from_dict
+    from tlhub.modalities import get_modality
+
+    cfg = config_from_dict(text_config(tiny_bert, write_rows(tmp_path / "t.csv", toy_sentiment_rows(8)), tmp_path / "r",
+                                       training={"torch_compile": True}))  # fmt: skip
+    text = get_modality("text")
+    tokenizer = text.load_processor(cfg)
+    collate = text.collator(tokenizer, cfg, None)
+    assert collate.buckets == [16, 32, 64]  # the tiny BERT reads 64 positions
+    widths = set()
+    for words in (3, 14, 15, 20, 40, 70):
+        long = tokenizer(" ".join(["good"] * words), truncation=True, max_length=64)  # as the transform truncates
+        batch = collate([{**long, "labels": 1}, {**tokenizer("bad"), "labels": 0}])
+        widths.add(batch["input_ids"].shape[1])
+        assert batch["labels"].tolist() == [1, 0]
+    assert widths <= {16, 32, 64}
+
+
+def test_features_are_extracted_at_a_large_batch_on_a_gpu() -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from tlhub.cache import extraction_batch_size
+
+    gpu = SimpleNamespace(per_device_eval_batch_size=8, device=torch.device("cuda"))
+    cpu = SimpleNamespace(per_device_eval_batch_size=8, device=torch.device("cpu"))
+    assert extraction_batch_size(gpu, "text") == extraction_batch_size(gpu, "image") == 256
+    assert extraction_batch_size(gpu, "audio") == 8  # wav2vec2's group norm sees the batch's padding: the evaluation batch
+    assert extraction_batch_size(cpu, "text") == 8

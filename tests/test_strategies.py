@@ -130,7 +130,7 @@ def test_partial_rejects_more_blocks_than_the_model_has(tiny_bert: Path, toy_csv
 
 
 def test_text_modality_is_registered() -> None:
-    assert get_modality("text").tasks == ("classification", "text2text")
+    assert get_modality("text").tasks == ("classification", "text2text", "causal_lm", "token_classification")
 
 
 def test_half_precision_checkpoint_trains_in_float32_unless_asked(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
@@ -167,3 +167,4 @@ def test_gpu_defaults_fill_only_what_the_config_leaves_out() -> None:
     assert "bf16" not in gpu_defaults("text", {"bf16": False}, gpu=True, bf16_supported=True)
     assert "bf16" not in gpu_defaults("text", {}, gpu=True, bf16_supported=False)  # a V100: fp16 only on request
     assert "dataloader_num_workers" not in gpu_defaults("text", {}, gpu=True, bf16_supported=True)  # tokenizing is cheap
+    assert on_gpu["optim"] == "adamw_torch_fused" and "optim" not in gpu_defaults("text", {"optim": "adafactor"}, gpu=True, bf16_supported=True)

@@ -350,3 +350,33 @@ def make_tiny_gpt2(path: Path, hidden_size: int = 32, layers: int = 2, seed: int
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# --------------------------------------------------------------------------- tagged words
+
+def toy_ner_rows(n: int, seed: int = 0) -> list[dict]:
+    """Sentences of filler words with one entity each: a sentiment word tagged POS or NEG,
+    sometimes followed by 'very' inside it (B- then I-): learnable from the words alone."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words, tags = rng.sample(FILLER, 4), ["O"] * 4
+        kind = rng.choice(["POS", "NEG"])
+        at = rng.randrange(5)
+        words.insert(at, rng.choice(POSITIVE if kind == "POS" else NEGATIVE))
+        tags.insert(at, f"B-{kind}")
+        if rng.random() < 0.3:
+            words.insert(at + 1, "very")
+            tags.insert(at + 1, f"I-{kind}")
+        rows.append({"tokens": words, "ner_tags": tags})
+    return rows
+
+
+def write_conll(path: Path, rows: list[dict], separator: str = "\t") -> Path:
+    """`rows` as a CoNLL file: word<separator>tag lines, a tab-only line between sentences (as WNUT's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for row in rows:
+        lines += [f"{word}{separator}{tag}" for word, tag in zip(row["tokens"], row["ner_tags"])] + ["\t"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -265,9 +265,10 @@ def extract_features(
     desc: str = "features",
     progress: bool = True,
     sort_window: int = 16,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, ...]:
     """Pooled backbone features (float32, one row per example, in order; a row is
-    (layers, width) when the model pools every layer) and labels.
+    (layers, width) when the model pools every layer) and labels; with token pooling, every
+    row's token vectors and token labels one after the other, and each row's length.
 
     The rows are transformed and padded as for evaluation (`transform` with
     ``train=False`` and the modality's collator), so the features equal what the
@@ -281,6 +282,7 @@ def extract_features(
     n = len(ds)
     features: torch.Tensor | None = None
     labels: torch.Tensor | None = None
+    rows_out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # token pooling: row -> (features, labels)
     window = batch_size * sort_window
     try:
         with bar(n, desc, unit="ex", enabled=progress) as shown:
@@ -296,6 +298,12 @@ def extract_features(
                     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
                     with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                         pooled = model.features(**batch).float().cpu()
+                    if model.pooling == "token":  # a vector per token: each row's own tokens, kept apart
+                        mask = batch["attention_mask"].bool().cpu()
+                        for position, row in enumerate(chunk):
+                            rows_out[start + row] = (pooled[position][mask[position]], torch.as_tensor(batch_labels)[position][mask[position]])
+                        shown.update(len(chunk))
+                        continue
                     if features is None:
                         features = torch.empty(n, *pooled.shape[1:])  # (n, width) or (n, layers, width)
                     index = torch.tensor(chunk) + start
@@ -307,6 +315,10 @@ def extract_features(
                     shown.update(len(chunk))
     finally:
         model.train(was_training)
+    if rows_out:  # token pooling: every row's tokens, one after the other, and the row lengths
+        ordered = [rows_out[i] for i in range(n)]
+        lengths = torch.tensor([len(f) for f, _ in ordered])
+        return torch.cat([f for f, _ in ordered]), torch.cat([t for _, t in ordered]), lengths
     assert features is not None, "no rows to extract features from"
     return features, labels
 
@@ -327,8 +339,17 @@ class CachedSplit:
     seconds: float
 
 
-def _as_dataset(features: torch.Tensor, labels: torch.Tensor | None) -> datasets.Dataset:
-    columns: dict[str, Any] = {"features": features.numpy()}
+def _as_dataset(features: torch.Tensor, labels: torch.Tensor | None, lengths: torch.Tensor | None = None) -> datasets.Dataset:
+    """The features as a dataset of ``features`` (and ``labels``); with `lengths` (token
+    pooling), each row its tokens' vectors and labels."""
+    if lengths is not None:
+        ends = lengths.cumsum(0).tolist()
+        starts = [0, *ends[:-1]]
+        columns: dict[str, Any] = {"features": [features[a:b].numpy() for a, b in zip(starts, ends)]}
+        if labels is not None:
+            columns["labels"] = [labels[a:b].numpy() for a, b in zip(starts, ends)]
+        return datasets.Dataset.from_dict(columns).with_format("torch")
+    columns = {"features": features.numpy()}
     if labels is not None:
         columns["labels"] = labels.numpy()
     return datasets.Dataset.from_dict(columns).with_format("torch")
@@ -356,7 +377,7 @@ def load_or_extract(
     autocast_dtype = None
     if args is not None and device.type == "cuda" and (args.bf16 or args.fp16):
         autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16
-    batch_size = args.per_device_eval_batch_size if args is not None else 32
+    batch_size = extraction_batch_size(args, cfg.modality)
     media_column = {"image": cfg.data.image_column, "audio": cfg.data.audio_column}.get(cfg.modality)
     parts = key_parts(
         cfg,
@@ -372,11 +393,12 @@ def load_or_extract(
     if store and (folder / FEATURES_FILE).is_file():
         try:
             tensors = load_file(str(folder / FEATURES_FILE))
-            if tensors["features"].shape[0] == len(ds):
-                return CachedSplit(_as_dataset(tensors["features"], tensors.get("labels")), folder, True, time.perf_counter() - start)
+            if len(tensors.get("lengths", tensors["features"])) == len(ds):
+                found = _as_dataset(tensors["features"], tensors.get("labels"), tensors.get("lengths"))
+                return CachedSplit(found, folder, True, time.perf_counter() - start)
         except Exception:  # noqa: BLE001 - an unreadable entry is recomputed and replaced
             pass
-    features, labels = extract_features(
+    features, labels, *lengths = extract_features(
         model,
         ds,
         modality.transform(processor, cfg, train=False),
@@ -390,14 +412,30 @@ def load_or_extract(
     tensors = {"features": features.contiguous()}
     if labels is not None:
         tensors["labels"] = labels.contiguous()
+    if lengths:
+        tensors["lengths"] = lengths[0]
 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp / FEATURES_FILE))
         (tmp / KEY_FILE).write_text(json.dumps(parts, indent=2, sort_keys=True, default=str) + "\n")
 
     if store:
-        atomic_save_dir(folder, write)
-    return CachedSplit(_as_dataset(features, labels), folder, False, time.perf_counter() - start)
+        atomic_save_dir(folder, write, replace=False)  # another run may have stored the same features meanwhile
+    return CachedSplit(_as_dataset(features, labels, lengths[0] if lengths else None), folder, False, time.perf_counter() - start)
+
+
+LARGE_BATCH = 256  # rows a forward pass when features are extracted on a GPU
+
+
+def extraction_batch_size(args: TrainingArguments | None, modality: str) -> int:
+    """Rows a forward pass while features are extracted: the evaluation batch, and on a GPU at
+    least 256 for text and images, whose pooled features do not depend on the batch (a frozen
+    forward pass is memory-light, and small batches leave the chip idle). Audio keeps the
+    evaluation batch: wav2vec2's group norm sees the padding of the batch a clip is in."""
+    size = args.per_device_eval_batch_size if args is not None else 32
+    if args is not None and args.device.type == "cuda" and modality != "audio":
+        return max(size, LARGE_BATCH)
+    return size
 
 
 @dataclass
@@ -448,6 +486,17 @@ def cached_splits(
     return FeatureCache({name: entry.dataset for name, entry in entries.items()}, entries)
 
 
+def token_feature_collator(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Pads cached rows of token vectors (tokens, width) into a batch: zeros, and labels of
+    -100, which the loss ignores."""
+    from torch.nn.utils.rnn import pad_sequence
+
+    batch = {"features": pad_sequence([e["features"] for e in examples], batch_first=True)}
+    if "labels" in examples[0]:
+        batch["labels"] = pad_sequence([torch.as_tensor(e["labels"]) for e in examples], batch_first=True, padding_value=-100)
+    return batch
+
+
 def feature_collator(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stacks cached feature vectors (and labels) into a batch."""
     batch = {"features": torch.stack([e["features"] for e in examples])}
@@ -464,6 +513,7 @@ __all__ = [
     "cached_splits",
     "extract_features",
     "feature_collator",
+    "token_feature_collator",
     "feature_key",
     "key_parts",
     "load_or_extract",

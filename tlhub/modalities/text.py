@@ -29,6 +29,22 @@ if TYPE_CHECKING:
     from tlhub.config import RunConfig
 
 
+class BucketedPadding:
+    """Pads each batch to the shortest of a few lengths that holds its longest row: powers of
+    two from 16 up to `max_length`, and `max_length` itself. torch.compile specialises a graph
+    for each input shape, so padding to the longest row of each batch recompiles for nearly
+    every batch; with buckets it compiles once per bucket (five for 128 tokens)."""
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.buckets = sorted({*(2**k for k in range(4, max_length.bit_length()) if 2**k < max_length), max_length})
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        longest = max(len(f["input_ids"]) for f in features)
+        length = next((b for b in self.buckets if b >= longest), longest)
+        return DataCollatorWithPadding(self.tokenizer, padding="max_length", max_length=length)(features)
+
+
 def text_side(cfg: RunConfig) -> TextSide | None:
     """The task's own side of the text modality, where it brings one."""
     return get_task(cfg.task).text
@@ -41,6 +57,11 @@ class TextModality(Modality):
 
     def __init__(self) -> None:
         self.pad_token_id: int | None = None  # set by load_processor(): what the model's config records
+
+    def class_column(self, cfg: RunConfig) -> str | None:
+        if side := text_side(cfg):
+            return side.class_column(cfg)
+        return super().class_column(cfg)
 
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
         if side := text_side(cfg):
@@ -138,6 +159,8 @@ class TextModality(Modality):
             return side.collator(processor, cfg, model)
         if cfg.task == "text2text":
             return DataCollatorForSeq2Seq(processor, model=model, label_pad_token_id=-100)
+        if cfg.training.get("torch_compile"):  # a few padded lengths: compiled once each, not once per batch length
+            return BucketedPadding(processor, input_length(cfg.data.max_length, processor))
         return DataCollatorWithPadding(processor)
 
     def peft_task_type(self, task: str) -> str | None:

@@ -33,6 +33,18 @@ def is_whisper_extractor(extractor: Any) -> bool:
     return isinstance(extractor, WhisperFeatureExtractor)
 
 
+def check_window(extractor: Any, max_duration_s: float | None) -> None:
+    """A ``data.max_duration_s`` longer than a Whisper model reads (its feature extractor's
+    window, 30 s) is a ConfigError naming both: the rest of each clip would be cut silently."""
+    from tlhub.errors import ConfigError
+
+    if max_duration_s is not None and is_whisper_extractor(extractor) and max_duration_s > extractor.chunk_length:
+        raise ConfigError(
+            f"data.max_duration_s: {max_duration_s:g} s is longer than the {extractor.chunk_length} s window this Whisper model "
+            f"reads; set at most {extractor.chunk_length}"
+        )
+
+
 def fit_extractor(extractor: Any, seconds: int | None) -> Any:
     """Cut a Whisper feature extractor's window to `seconds` (no-op for others, or a longer request)."""
     if seconds is None or not is_whisper_extractor(extractor) or seconds >= extractor.chunk_length:

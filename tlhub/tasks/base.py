@@ -33,6 +33,10 @@ class TextSide:
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
         raise NotImplementedError
 
+    def class_column(self, cfg: RunConfig) -> str | None:
+        """The column of the classes it learns (label_names), or None."""
+        return None
+
     def prepare(self, ds: datasets.Dataset, cfg: RunConfig, origin: str) -> tuple[datasets.Dataset, int]:
         return ds, 0
 
@@ -59,7 +63,6 @@ class Task:
     metrics: ClassVar[tuple[str, ...]] = ()  # evaluate modules (shipped in tlhub.metrics)
     main_metric: ClassVar[tuple[str, bool]] = ("", True)  # the metric that decides "better", and whether larger is
     pipeline_tags: ClassVar[dict[str, str]] = {}  # modality -> transformers pipeline task
-    has_classes: ClassVar[bool] = False  # its labels are names read from the training data (label_names)
     text: ClassVar[TextSide | None] = None  # a task of text alone: its side of the text modality
     prompted: ClassVar[bool] = False  # generates from a prompt inside its input (a decoder LM), not seq2seq
 

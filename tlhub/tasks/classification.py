@@ -22,7 +22,6 @@ class Classification(Task):
     metrics = ("accuracy", "f1", "precision", "recall")
     main_metric = ("accuracy", True)
     pipeline_tags = {"text": "text-classification", "image": "image-classification", "audio": "audio-classification"}
-    has_classes = True
 
     def compute_metrics(self, cfg: RunConfig, processor: Any, label_names: list[str] | None, generative: bool) -> Callable[[Any], dict[str, float]]:
         metrics = combined(self.metrics)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import datasets
 from torch import nn
 
-from tlhub.cache import cached_splits, feature_collator
+from tlhub.cache import cached_splits, feature_collator, token_feature_collator
 from tlhub.errors import ConfigError
 from tlhub.loading import is_decoder_lm
 from tlhub.models import PooledClassifier, backbone_of, feature_backbone, mask_whisper_frames
@@ -43,11 +43,13 @@ def resolve_pooling(pooling: str, model: nn.Module) -> str:
     return "last" if is_decoder_lm(model.config) else "mean"
 
 
-def pooled_classifier(model: nn.Module, settings: StrategyConfig) -> PooledClassifier:
-    """The frozen backbone of `model` under a new pooled linear head."""
+def pooled_classifier(model: nn.Module, settings: StrategyConfig, per_token: bool = False) -> PooledClassifier:
+    """The frozen backbone of `model` under a new pooled linear head (a head per token, for
+    token classification)."""
     backbone = feature_backbone(model, backbone_of(model))
+    pooling = "token" if per_token else resolve_pooling(settings.pooling, model)
     try:
-        return PooledClassifier(backbone, model.config.num_labels, resolve_pooling(settings.pooling, model), weighted_layer_sum=settings.weighted_layer_sum)
+        return PooledClassifier(backbone, model.config.num_labels, pooling, weighted_layer_sum=settings.weighted_layer_sum)
     except ValueError as exc:  # no layer count in the config: a model without stacked layers
         raise ConfigError(f"strategy.weighted_layer_sum: {exc}; set it to false for this model") from None
 
@@ -66,6 +68,12 @@ class FeatureExtraction(Strategy):
             "(the whole vocabulary, tied to the input's); for causal_lm use lora, partial or full",
         )
         check(
+            not (cfg.task == "token_classification" and (s.weighted_layer_sum or self.head(s) == "logistic")),
+            "strategy.weighted_layer_sum" if s.weighted_layer_sum else "strategy.head",
+            "token classification trains a linear head per token on the last layer's features; use weighted_layer_sum: false "
+            "and head: linear",
+        )
+        check(
             not (self.head(s) == "logistic" and s.weighted_layer_sum),
             "strategy.head",
             "logistic fits on one pooled vector per row; with strategy.weighted_layer_sum use head: linear",
@@ -80,8 +88,8 @@ class FeatureExtraction(Strategy):
         return "linear" if settings.head == "auto" else settings.head
 
     def apply(self, model: nn.Module, settings: StrategyConfig, modality: Modality, task: str) -> Applied:
-        if task == "classification":
-            wrapped = pooled_classifier(model, settings)
+        if task in ("classification", "token_classification"):
+            wrapped = pooled_classifier(model, settings, per_token=task == "token_classification")
             return Applied(wrapped, notes=[f"pooling: {wrapped.pooling}" + (", weighted sum of layers" if settings.weighted_layer_sum else "")])
         model.requires_grad_(True)
         encoder = model.get_encoder() if model.config.is_encoder_decoder else backbone_of(model)
@@ -127,7 +135,7 @@ class FeatureExtraction(Strategy):
         return super().load(run_dir, cfg, modality, label_names, base_model)
 
     def card_loader(self, cfg: RunConfig, plain: str) -> str:
-        if cfg.task != "classification":
+        if cfg.task not in ("classification", "token_classification"):
             return plain
         # modeling_tlhub.py in the folder pools and applies the head (config.json's auto_map points to it)
         return plain.replace("model=RUN_DIR)", "model=RUN_DIR, trust_remote_code=True)")
@@ -137,5 +145,6 @@ def features(applied: Applied, splits: dict[str, datasets.Dataset], ctx: StageCo
     """The splits as the frozen backbone's pooled features (computed once, or read from the
     cache), batched by stacking; fixed-size vectors have no lengths to group batches by."""
     cache = cached_splits(ctx.cfg, ctx.modality, ctx.processor, applied.model, splits, ctx.args, store=store)
-    return Prepared(cache.splits, feature_collator, cache.results(), {"train_sampling_strategy": "random"})
+    collator = token_feature_collator if applied.model.pooling == "token" else feature_collator
+    return Prepared(cache.splits, collator, cache.results(), {"train_sampling_strategy": "random"})
 

@@ -4,7 +4,7 @@ and MiniLM-L6 on Amazon -> Yelp review sentences, 3 seeds, the same budget for e
     HF_HUB_OFFLINE=1 python scripts/bench_llm.py --json docs/bench_llm_sentiment.json
 
 Every row trains on the 1,000 Amazon sentences (``../shared/datasets/sentiment``; 10 % held
-out for validation) and is scored on the 1,000 Yelp ones (``test_*``), 2 epochs, batch 16,
+out for validation) and is scored on the 1,000 Yelp ones (``test_*``), 1 epoch, batch 16,
 inputs cut to 64 tokens:
 
 - zero-shot prompting: SmolLM2 as it is, asked "Is this review positive or negative? Answer
@@ -38,12 +38,12 @@ PROMPT = "Is this review positive or negative? Answer with one word.\nReview: "
 WORDS = {"0": "negative", "1": "positive"}
 
 
-def mapping(model: str, out: Path, task: str, strategy: str, rate: float, seed: int, pretrained: bool = True, **data: object) -> dict:
+def mapping(model: str, out: Path, task: str, strategy: str, rate: float, seed: int, pretrained: bool = True, epochs: float = 1, **data: object) -> dict:
     return {
         "modality": "text", "task": task, "model": {"name_or_path": model, "pretrained": pretrained},
         "data": {"train": str(SENTIMENT / "amazon.tsv"), "test": str(SENTIMENT / "yelp.tsv"), "max_length": 64, **data},
         "strategy": {"name": strategy, "lora": {"r": 8, "alpha": 16, "merge": False}},
-        "training": {"output_dir": str(out), "num_train_epochs": 2, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32,
+        "training": {"output_dir": str(out), "num_train_epochs": epochs, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32,
                      "learning_rate": rate, "eval_strategy": "no", "save_strategy": "no", "logging_strategy": "no", "seed": seed,
                      "disable_tqdm": True, "overwrite_output_dir": True},
     }  # fmt: skip
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "llm")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--only", help="comma-separated row names to run (default: all)")
+    parser.add_argument("--epochs", type=float, default=1.0, help="training epochs of every trained row")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -103,7 +104,7 @@ def main() -> None:
         runs = []
         for seed in seeds:
             out = args.work / "runs" / f"{model}-{name}-{seed}".replace(" ", "_")
-            cfg = mapping(models[model], out, task, strategy, rate, seed, pretrained, **settings)
+            cfg = mapping(models[model], out, task, strategy, rate, seed, pretrained, args.epochs, **settings)
             if strategy == "feature_extraction":
                 cfg["strategy"]["head"] = "logistic"
             start = time.perf_counter()

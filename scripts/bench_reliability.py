@@ -16,7 +16,15 @@ tests/tiny_models.py) and its outcome classified:
   finished run, and the same command, repeated, must finish at the planned last step
   with the same evaluation loss and predictions as an uninterrupted run; *lost work* when
   it needs more than one rerun or trains from step 0 although a checkpoint was complete,
-  *wrong model* when the result differs.
+  *wrong model* when the result differs;
+- round 3 (issue 27 and the classes of its faults): media that decodes to NaN or inf, a
+  diverging loss, inputs longer than the model reads, a second live run into a folder (and a
+  SIGKILLed owner's lock), bad values of every kind of numeric setting, text cells that are
+  numbers, objects or lists, a feature-extraction run loaded by ``pipeline()`` without
+  ``trust_remote_code``: *ok* when it ends as it should (a clean error, or a run with finite
+  losses that counts what it skipped); *lost work* when a live run's model is replaced.
+
+    python scripts/bench_reliability.py --only-round-three     # round 3 alone, a few minutes
 """
 
 from __future__ import annotations
@@ -127,6 +135,180 @@ def reruns(work: Path, model: Path, data: Path) -> list[dict]:
     return rows
 
 
+def _error(proc: subprocess.CompletedProcess) -> tuple[bool, str]:
+    """(one clean `tlhub: error:` line and exit 2, that line or the end of stderr)."""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("tlhub: error:")]
+    clean = proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr
+    return clean, lines[0] if lines else proc.stderr[-300:]
+
+
+def _finite_run(out: Path, skipped: int) -> bool:
+    """The run finished, its losses are finite and it skipped `skipped` examples."""
+    if not (out / "all_results.json").is_file():
+        return False
+    res = results(out)
+    losses = [v for k, v in res.items() if k.endswith("loss") and isinstance(v, (int, float))]
+    return all(v == v and abs(v) != float("inf") for v in losses) and sum(res.get("skipped_examples", {}).values()) == skipped
+
+
+def round_three(work: Path, model: Path, data: Path) -> list[dict]:
+    """Issue 27's faults and their classes: non-finite media and losses, inputs longer than a
+    model reads, two live runs in one folder, every numeric setting's bad values, text cells
+    that are not text, a feature-extraction run loaded as a plain classifier."""
+    import numpy as np
+    import pandas as pd
+    import soundfile as sf
+    from PIL import Image
+
+    from tests.tiny_models import make_tiny_vit, make_tiny_wav2vec2, make_tiny_whisper, toy_image_folder
+
+    root = work / "round3"
+    root.mkdir()
+    rows: list[dict] = []
+
+    def record(case: str, good: bool, message: str, failure: str = "traceback") -> None:
+        rows.append({"kind": "round 3", "case": case, "outcome": "ok" if good else failure, "message": message})
+
+    def write_cfg(name: str, cfg: dict) -> Path:
+        path = root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def text_cfg(name: str, train: Path, strategy: str = "full", **training: object) -> Path:
+        cfg = yaml.safe_load(config(root, model, train, root / name, strategy, max_steps=4, save_strategy="no", resume_from_checkpoint=None).read_text())
+        cfg["training"].update(training)
+        return write_cfg(name, cfg)
+
+    def refused(case: str, *argv: str) -> None:
+        clean, line = _error(tlhub(*argv, cwd=root))
+        record(case, clean, line)
+
+    def trains(case: str, cfg: Path, out: Path, skipped: int = 0, *argv: str) -> None:
+        proc = tlhub("train", str(cfg), *argv, cwd=root)
+        good = proc.returncode == 0 and _finite_run(out, skipped)
+        record(case, good, "" if good else _error(proc)[1], "traceback" if proc.returncode not in (0, 2) else "wrong model")
+
+    # media that decodes to NaN or inf: skipped and counted like a corrupt file, or too many stop the run
+    clips, manifest = root / "clips", []
+    for label, freq in (("low", 220.0), ("high", 1760.0)):
+        (clips / label).mkdir(parents=True)
+        for i in range(10):
+            wave = (0.5 * np.sin(2 * np.pi * freq * np.arange(4000) / 8000)).astype(np.float32)
+            sf.write(clips / label / f"{i}.wav", wave, 8000, subtype="FLOAT")
+            manifest.append({"path": f"{label}/{i}.wav", "label": label})
+    for bad, value in (("nan.wav", np.nan), ("inf.wav", np.inf)):
+        wave = np.zeros(4000, dtype=np.float32)
+        wave[100] = value
+        sf.write(clips / "low" / bad, wave, 8000, subtype="FLOAT")
+    w2v = make_tiny_wav2vec2(root / "w2v")
+    for bad in ("nan.wav", "inf.wav"):
+        pd.DataFrame([*manifest, {"path": f"low/{bad}", "label": "low"}]).to_csv(clips / f"{bad}.csv", index=False)
+        audio = {"modality": "audio", "model": {"name_or_path": str(w2v)}, "data": {"train": str(clips / f"{bad}.csv"), "validation_split": 0.25, "audio_column": "path"},
+                 "strategy": {"name": "full"}, "training": {"output_dir": str(root / f"audio-{bad}"), "use_cpu": True, "max_steps": 4,
+                                                             "save_strategy": "no", "disable_tqdm": True}}  # fmt: skip
+        cfg = write_cfg(f"audio-{bad}", audio)
+        trains(f"a clip holding {bad[:3]} among 20: skipped and counted", cfg, root / f"audio-{bad}", 1)
+        refused("the same with data.max_bad_fraction=0", "train", str(cfg), "data.max_bad_fraction=0", "training.overwrite_output_dir=true")
+    images = toy_image_folder(root / "images", n_per_class=8)
+    first_class = sorted(p for p in images.iterdir() if p.is_dir())[0]
+    pixels = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    pixels[3, 3] = np.nan
+    Image.fromarray(pixels, "F").save(first_class / "nan.tif")
+    image = {"modality": "image", "model": {"name_or_path": str(make_tiny_vit(root / "vit"))}, "data": {"train": str(images), "validation_split": 0.25},
+             "strategy": {"name": "full"}, "training": {"output_dir": str(root / "image-nan"), "use_cpu": True, "max_steps": 4, "save_strategy": "no",
+                                                         "disable_tqdm": True}}  # fmt: skip
+    trains("a float TIFF holding NaN among 16 images: skipped and counted", write_cfg("image-nan", image), root / "image-nan", 1)
+
+    # a diverging loss: stopped at the step, nothing saved, the last checkpoint kept
+    diverge = text_cfg("diverge", data, learning_rate=1e6, max_steps=8, save_strategy="steps", save_steps=1, adam_epsilon=1e-30)
+    proc = tlhub("train", str(diverge), cwd=root)
+    clean, line = _error(proc)
+    kept = (root / "diverge" / "checkpoint-1").is_dir() and not (root / "diverge" / "model.safetensors").exists()
+    record("a learning rate that makes the loss NaN", clean and "the training loss became" in line and kept, line, "traceback" if not clean else "wrong model")
+
+    # longer than the model reads (tiny BERT: 64 positions)
+    words = "good food and the staff was really very lovely".split()
+    long_rows = [{"text": " ".join(words[i % 9] for i in range(k, k + 100)), "label": ["neg", "pos"][k % 2]} for k in range(40)]
+    long_cfg = text_cfg("long", write_rows(root / "long.csv", long_rows))
+    trains("100-word sentences, 64 positions, data.max_length unset", long_cfg, root / "long")
+    refused("the same with data.max_length=4096", "train", str(long_cfg), "data.max_length=4096", "training.overwrite_output_dir=true")
+    whisper = {**image, "modality": "audio", "model": {"name_or_path": str(make_tiny_whisper(root / "whisper"))},
+               "data": {"train": str(clips / "nan.wav.csv"), "audio_column": "path", "max_duration_s": 45}}  # fmt: skip
+    refused("Whisper with data.max_duration_s=45 (its window is 30 s)", "train", str(write_cfg("whisper", whisper)))
+
+    # two live runs, one folder: the second is refused whatever its overwrite flag; a killed owner's lock is taken over
+    shared = root / "shared"
+    owner_cfg = text_cfg("shared", data, "full", max_steps=1500)  # long enough to be alive when the intruder starts
+    intruder = ["train", str(owner_cfg), "strategy.name=lora", "training.overwrite_output_dir=true"]
+    owner = subprocess.Popen([sys.executable, "-m", "tlhub.cli", "train", str(owner_cfg)], cwd=root, env=env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lock = root / ".shared.tlhub-lock"
+    while owner.poll() is None and not (lock.is_file() and lock.read_text().strip()):
+        time.sleep(0.1)
+    clean, line = _error(tlhub(*intruder, cwd=root))
+    alive = owner.poll() is None
+    owner.communicate(timeout=900)
+    info = json.loads((shared / "tlhub_run.json").read_text()) if (shared / "tlhub_run.json").is_file() else {}
+    intact = owner.returncode == 0 and info.get("strategy") == "full" and predictions(shared) is not None
+    record("a lora run with overwrite_output_dir into a folder a full run is training in", alive and clean and "is in use by" in line and intact, line,
+           "traceback" if not clean else "lost work")  # fmt: skip
+    owner = subprocess.Popen([sys.executable, "-m", "tlhub.cli", "train", str(owner_cfg), "training.overwrite_output_dir=true", "training.max_steps=400"],
+                             cwd=root, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(1)
+    while owner.poll() is None and not (shared / "config.yaml").is_file():
+        time.sleep(0.1)
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    proc = tlhub(*intruder, cwd=root)
+    taken = proc.returncode == 0 and json.loads((shared / "tlhub_run.json").read_text()).get("strategy") == "lora"
+    record("the same after the owner was SIGKILLed: its lock is taken over", taken, _error(proc)[1] if not taken else "", "lost work")
+
+    # every numeric setting: NaN, infinite, out of range, quoted
+    ok_cfg = text_cfg("numbers", data)
+    for key, values in {
+        "training.learning_rate": (".nan", ".inf", "-1"), "training.num_train_epochs": ("-1",), "training.per_device_train_batch_size": ("0", "2.5"),
+        "training.weight_decay": (".nan",), "training.warmup_steps": ("-3",), "training.max_grad_norm": (".nan",), "training.seed": ("1e30",),
+        "training.gradient_accumulation_steps": ("0",), "training.label_smoothing_factor": ("2",), "training.adam_beta1": ("1.5",),
+        "training.adam_epsilon": ("0",), "training.logging_steps": ("0",), "training.dataloader_num_workers": ("-2",),
+        "training.save_total_limit": ("-1",), "data.max_length": ("0", ".nan"), "data.validation_split": ("1.5", ".nan"),
+        "data.max_train_samples": ("0",), "data.max_bad_fraction": ("2",), "data.seed": (".nan",), "strategy.lora.r": ("0",),
+        "strategy.lora.dropout": (".nan", "1.5"), "strategy.unfreeze_last_n": ("-1", "99"), "strategy.layer_lr_decay": ("0",),
+    }.items():  # fmt: skip
+        strategy = "lora" if ".lora." in key else "partial" if key in ("strategy.unfreeze_last_n", "strategy.layer_lr_decay") else "full"
+        for value in values:
+            refused(f"{key}={value}", "train", str(ok_cfg), f"strategy.name={strategy}", f"{key}={value}")
+    trains("quoted numbers and booleans ('16', '1e-3', 'true')", ok_cfg, root / "numbers", 0, "training.per_device_train_batch_size='16'",
+           "training.learning_rate='1e-3'", "training.use_cpu='true'", "training.overwrite_output_dir=true")  # fmt: skip
+
+    # text cells that are not text, classes and files
+    base = toy_sentiment_rows(40)
+    codes = write_rows(root / "codes.csv", [{"text": 1000 + i, "label": r["label"]} for i, r in enumerate(base)])
+    trains("a text column of numbers (codes)", text_cfg("codes", codes), root / "codes")
+    nested = root / "nested.jsonl"
+    nested.write_text("".join(json.dumps({"text": {"t": r["text"]} if i == 2 else r["text"], "label": r["label"]}) + "\n" for i, r in enumerate(base)))
+    refused("a JSON object in one row's text", "train", str(text_cfg("nested", nested)))
+    listed = root / "listed.parquet"
+    pd.DataFrame({"text": [[r["text"]] for r in base], "label": [r["label"] for r in base]}).to_parquet(listed)
+    refused("a column of lists as text", "train", str(text_cfg("listed", listed)))
+    refused("a class with a single row", "train", str(text_cfg("single", write_rows(root / "single.csv", [*base, {"text": "the food", "label": "meh"}]))))
+    (root / "latin1.csv").write_bytes("text,label\ncaf\xe9 cr\xe8me,pos\n".encode("latin-1"))
+    refused("a Latin-1 CSV", "train", str(text_cfg("latin1", root / "latin1.csv")))
+    (clips / "low" / "fake.mp3").write_text("not audio at all\n" * 20)
+    pd.DataFrame([*manifest, {"path": "low/fake.mp3", "label": "low"}]).to_csv(clips / "fake.csv", index=False)
+    refused("a text file named .mp3", "train", str(write_cfg("fake", {**audio, "data": {"train": str(clips / "fake.csv"), "audio_column": "path", "max_bad_fraction": 0.0}})))
+    (root / "twice.yaml").write_text("modality: text\nmodel: {name_or_path: x}\nmodality: image\ndata: {train: a.csv}\ntraining: {output_dir: o}\n")
+    refused("a YAML key written twice", "train", str(root / "twice.yaml"))
+
+    # a feature-extraction run never loads as a plain classifier with a random head
+    fe = text_cfg("fe", data, "feature_extraction", learning_rate=3e-2)
+    assert tlhub("train", str(fe), cwd=root).returncode == 0
+    probe = ("import sys; sys.modules['tlhub'] = None\nfrom transformers import pipeline\ntry:\n    pipeline('text-classification', "
+             f"model={str(root / 'fe')!r})\n    print('LOADED')\nexcept ValueError as exc:\n    print('refused', 'trust_remote_code' in str(exc))\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env(), timeout=300, input="n\n").stdout
+    record("pipeline() on a feature-extraction run without trust_remote_code", "refused True" in out and "LOADED" not in out, out.strip()[-200:], "wrong model")
+    return rows
+
+
 def _launch(cfg: Path, work: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tlhub.cli", "train", str(cfg)], cwd=work, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -216,12 +398,17 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20, help="SIGKILL trials")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the rows and the summary here")
+    parser.add_argument("--only-round-three", action="store_true", help="only issue 27's faults (round 3)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tlhub-reliability-") as tmp:
         work = Path(tmp)
         model = make_tiny_bert(work / "tiny-bert")
         data = write_rows(work / "train.csv", toy_sentiment_rows(160))
-        rows = bad_inputs(work, model) + reruns(work, model, data) + kills(work, model, data, args.kills, args.seed)
+        if args.only_round_three:
+            rows = round_three(work, model, data)
+        else:
+            rows = bad_inputs(work, model) + reruns(work, model, data) + round_three(work, model, data)
+            rows += kills(work, model, data, args.kills, args.seed)
     summary: dict[str, dict[str, int]] = {}
     for row in rows:
         summary.setdefault(row["kind"], {}).setdefault(row["outcome"], 0)

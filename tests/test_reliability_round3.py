@@ -277,3 +277,18 @@ def test_processes_racing_to_write_one_folder_never_fail(tmp_path: Path) -> None
     atomic_save_dir(target, ours)  # a replacing write wins
     assert (target / "who").read_text() == "ours"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # no temporary or old folders left
+
+
+def test_text_columns_of_numbers_train_and_nested_values_are_named(tmp_path: Path, tiny_bert: Path, capsys) -> None:
+    rows = toy_sentiment_rows(40)
+    codes = write_rows(tmp_path / "codes.csv", [{"text": 1000 + i, "label": r["label"]} for i, r in enumerate(rows)])  # read as numbers
+    assert main(["train", str(write(tmp_path / "c.yaml", text_config(tiny_bert, codes, tmp_path / "run", training={"max_steps": 1})))]) == 0
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text("".join(json.dumps({"text": {"title": r["text"]} if i == 2 else r["text"], "label": r["label"]}) + "\n" for i, r in enumerate(rows)))
+    err = error(capsys, ["train", str(write(tmp_path / "n.yaml", text_config(tiny_bert, nested, tmp_path / "run2")))])
+    assert err == (f"tlhub: error: data.train ({nested}): row 3: column 'text' holds a mapping where other rows hold str; give every "
+                   "row the same kind of value\n")  # fmt: skip
+    listed = tmp_path / "listed.parquet"
+    pd.DataFrame({"text": [[r["text"]] for r in rows], "label": [r["label"] for r in rows]}).to_parquet(listed)
+    err = error(capsys, ["train", str(write(tmp_path / "l.yaml", text_config(tiny_bert, listed, tmp_path / "run3")))])
+    assert err == f"tlhub: error: data.train ({listed}): row 1: column 'text' holds a list, not text; give one string per row\n"

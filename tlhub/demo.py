@@ -243,7 +243,7 @@ def audio_demo(output_dir: Path, epochs: float | None, data: Path | None) -> Dem
 # --------------------------------------------------------------------------- llm
 
 LLM_PROMPT = "Is this review positive or negative? Answer with one word.\nReview: "
-LLM_WORDS = {"0": "negative", "1": "positive"}
+LLM_WORDS = {"negative": "negative", "positive": "positive"}  # the shipped sample's labels are the words themselves
 
 
 def sentiment_splits(out: Path, validation: int = 150, seed: int = 0) -> tuple[Path, Path]:
@@ -325,7 +325,7 @@ def run_demo(
             cfg = run.config
             data = {k: v for k, v in cfg["data"].items() if k in ("max_length", "max_target_length", "source_prefix", "label_words")}
             model = load_pretrained(cfg["model"]["name_or_path"], cfg["modality"], cfg["task"], settings={"data": data})
-            results = {**evaluate_run(model, run.zero_shot), "train_runtime": 0.0, "trainable_params": 0}
+            results = {**evaluate_run(model, run.zero_shot), "train_runtime": None, "trainable_params": 0}  # nothing trains
         else:
             results = finetune(config_from_dict(run.config))
         rows.append({"run": run.label, "metric": results.get(run.metric), **results})
@@ -334,14 +334,15 @@ def run_demo(
     for column in ("run", "accuracy", "macro F1", "train time", "trainable params"):
         table.add_column(column, justify="left" if column == "run" else "right")
     for row in rows:
-        seconds = row.get("train_runtime", 0.0) + row.get("feature_cache_seconds", 0.0)  # cached features: their extraction too
+        trained = row.get("train_runtime") is not None
+        seconds = (row.get("train_runtime") or 0.0) + row.get("feature_cache_seconds", 0.0)  # cached features: their extraction too
         trainable = row["trainable_params"]
         f1 = row.get("eval_f1")
         table.add_row(
             row["run"],
             f"{row['metric']:.3f}",
             "-" if f1 is None else f"{f1:.3f}",
-            f"{seconds:.0f} s",
+            f"{seconds:.0f} s" if trained else "-",
             f"{trainable / 1e6:.1f} M" if trainable >= 1e5 else f"{trainable:,}",
         )
     console.print()

@@ -39,6 +39,12 @@ def load_config(model: ModelConfig, source: str | None = None, **config_kwargs: 
     return AutoConfig.from_pretrained(source or model.name_or_path, **source_kwargs(model, source), **config_kwargs)
 
 
+def label_head(label_names: list[str]) -> dict[str, Any]:
+    """The config settings of a new classification head over `label_names` (its size and the
+    names, which the saved model's config carries for pipelines and the Hub)."""
+    return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}
+
+
 def load_auto_model(auto_class: Any, model: ModelConfig, **config_kwargs: Any) -> nn.Module:
     """Load `auto_class` from `model.name_or_path`: pretrained weights, or the same
     architecture from random weights when ``model.pretrained`` is false.

@@ -32,7 +32,6 @@ from tlhub.io import atomic_save_dir, atomic_write_json, atomic_write_text
 from tlhub.modalities import Modality, get_modality
 from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, run_folder
 from tlhub.strategies import Applied, Prepared, StageContext, Strategy, count_parameters, get_strategy
-from tlhub.tasks import get_task
 from tlhub.trainer import TlhubTrainer, build_trainer, training_arguments
 
 logger = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def run(
     the `modality` that read `data` (read once for a family of runs), the `folder` it holds and
     prepared (yielding the checkpoint), the run's part in a domain-adaptation `family`, and what
     config.yaml `recorded` (dapt points the model elsewhere); a plain run does all itself."""
-    modality, task, strategy = modality or get_modality(cfg.modality), get_task(cfg.task), get_strategy(cfg.strategy.name)
+    modality, strategy = modality or get_modality(cfg.modality), get_strategy(cfg.strategy.name)
     args = training_arguments(cfg)
     check_sharding(args, strategy)
     set_seed(args.seed)

@@ -57,7 +57,7 @@ from transformers import (
 )
 
 from tlhub.errors import ConfigError, DataError, ModelError
-from tlhub.loading import is_encoder_decoder, load_auto_model, load_config, model_error
+from tlhub.loading import is_encoder_decoder, label_head, load_auto_model, load_config, model_error
 from tlhub.modalities.base import MODALITIES, Modality
 from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable
 from tlhub.modalities.whisper_window import check_window, fit_encoder, fit_extractor, is_whisper_extractor, window_seconds
@@ -467,9 +467,7 @@ class AudioModality(Modality):
         model = load_auto_model(
             AutoModelForAudioClassification,
             cfg.model,
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)},
+            **label_head(label_names),
         )
         warn_heavy_spec_augment(model, self.clip_seconds(cfg))
         return fit_encoder(model, window_seconds(cfg.data.max_duration_s or self.longest_seconds))  # Whisper: a short window

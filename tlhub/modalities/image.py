@@ -33,7 +33,7 @@ from torchvision.transforms import v2
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from tlhub.errors import DataError
-from tlhub.loading import load_auto_model, model_error
+from tlhub.loading import label_head, load_auto_model, model_error
 from tlhub.modalities.base import MODALITIES, Modality
 from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable
 
@@ -336,9 +336,7 @@ class ImageModality(Modality):
         model = load_auto_model(
             AutoModelForImageClassification,
             cfg.model,
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)},
+            **label_head(label_names),
         )
         if not cfg.model.pretrained and getattr(model, "timm_model", None) is not None:
             timm_initialisation(model)

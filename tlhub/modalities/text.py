@@ -19,8 +19,9 @@ from transformers import (
     DataCollatorWithPadding,
 )
 
+from tlhub.data import text_column
 from tlhub.errors import DataError
-from tlhub.loading import fit_tokenizer, input_length, load_auto_model, load_config, model_error, source_kwargs
+from tlhub.loading import fit_tokenizer, input_length, label_head, load_auto_model, load_config, model_error, source_kwargs
 from tlhub.modalities.base import MODALITIES, Modality
 from tlhub.tasks import TASKS, get_task
 from tlhub.tasks.base import TextSide
@@ -81,9 +82,7 @@ class TextModality(Modality):
             return side.prepare(ds, cfg, origin)
         data = cfg.data
         for column in filter(None, (data.text_column, data.text_pair_column)):
-            for row, value in enumerate(ds[column], 1):
-                if not isinstance(value, str) or not value.strip():
-                    raise DataError(f"{origin}: row {row}: empty text in column '{column}'; fill it in or drop the row")
+            ds = text_column(ds, column, origin)
         if cfg.task == "text2text" and data.label_words:
             words = data.label_words
 
@@ -124,9 +123,7 @@ class TextModality(Modality):
         return load_auto_model(
             AutoModelForSequenceClassification,
             cfg.model,
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)},
+            **label_head(label_names),
             pad_token_id=self.pad_token_id,  # decoder classifiers read the last token that is not padding
         )
 

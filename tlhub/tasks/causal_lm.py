@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
+from tlhub.data import text_column
 from tlhub.errors import DataError
 from tlhub.loading import input_length, load_auto_model
 from tlhub.tasks.base import TASKS, Task, TextSide, combined, first
@@ -128,18 +129,22 @@ class CausalLMText(TextSide):
             if data.completion_column not in columns:
                 raise DataError(f"{origin}: no column '{data.completion_column}' (set by data.completion_column) beside "
                                 f"'{data.prompt_column}'; columns are: {', '.join(columns)}")  # fmt: skip
+            ds = text_column(text_column(ds, data.prompt_column, origin, "prompt"), data.completion_column, origin, "completion")
             prompts, completions = list(ds[data.prompt_column]), list(ds[data.completion_column])
         elif data.messages_column in columns:
             prompts, completions = [], []
             for row, messages in enumerate(ds[data.messages_column], 1):
-                if not isinstance(messages, list) or not messages or messages[-1].get("role") != "assistant":
+                well_formed = isinstance(messages, list) and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                                                  and isinstance(m.get("content"), str) for m in messages)  # fmt: skip
+                if not well_formed or not messages or messages[-1]["role"] != "assistant":
                     raise DataError(f"{origin}: row {row}: column '{data.messages_column}' must be a list of chat messages "
-                                    "ending with the assistant's, the completion to learn")  # fmt: skip
+                                    "({'role': ..., 'content': text}) ending with the assistant's, the completion to learn")  # fmt: skip
                 prompts.append([{"role": m["role"], "content": m["content"]} for m in messages[:-1]])
                 completions.append(messages[-1]["content"])
         elif data.text_column in columns and data.label_column in columns and data.label_words:
             words = data.label_words
-            prompts = [data.source_prefix + str(text) for text in ds[data.text_column]]
+            ds = text_column(ds, data.text_column, origin)
+            prompts = [data.source_prefix + text for text in ds[data.text_column]]
             completions = []
             for row, value in enumerate(ds[data.label_column], 1):
                 label = str(int(value)) if isinstance(value, (int, float)) else str(value)

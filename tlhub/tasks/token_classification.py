@@ -26,7 +26,7 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 
 from tlhub.data import is_sequence
 from tlhub.errors import DataError
-from tlhub.loading import input_length, load_auto_model
+from tlhub.loading import input_length, label_head, load_auto_model
 from tlhub.tasks.base import TASKS, Task, TextSide, combined, first
 
 if TYPE_CHECKING:
@@ -89,9 +89,7 @@ class TokenClassificationText(TextSide):
         return load_auto_model(
             AutoModelForTokenClassification,
             cfg.model,
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)},
+            **label_head(label_names),
         )
 
     def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:

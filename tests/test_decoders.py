@@ -48,7 +48,7 @@ def instruction_config(model: Path, data: Path, out: Path, strategy: str = "lora
 # --------------------------------------------------------------------------- classification
 
 
-@pytest.mark.parametrize("strategy", ["full", "lora", "feature_extraction"])
+@pytest.mark.parametrize("strategy", ["full", "lora", "feature_extraction", "partial", "lp_ft", "contrastive"])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_decoder_classifiers_train_reload_and_load_in_the_pipeline(family: str, strategy: str, decoders, tmp_path: Path) -> None:
     out = tmp_path / "run"
@@ -57,8 +57,10 @@ def test_decoder_classifiers_train_reload_and_load_in_the_pipeline(family: str, 
     if (family, strategy) in (("llama", "full"), ("llama", "lora"), ("gpt2", "full")):
         assert results["eval_accuracy"] > 0.7  # 60 held-out toy sentences, chance 0.5
     config = json.loads(((out / "merged") if strategy == "lora" else out).joinpath("config.json").read_text())
-    if strategy != "feature_extraction":  # the pad token the tokenizer lacked: its end-of-sequence token, on the model too
+    if config["model_type"] != "tlhub_pooled_classifier":  # the pad token the tokenizer lacked: its end-of-sequence token, on the model too
         assert config["pad_token_id"] is not None
+    else:  # feature extraction and contrastive save tlhub's pooled classifier, which pools the last real token itself
+        assert strategy in ("feature_extraction", "contrastive") and config["pooling"] == "last"
     inputs = [r["text"] for r in toy_sentiment_rows(6, seed=5)]
     ours = predict(load_run(out), inputs)
     theirs = [pipeline_from_card(out)(text)[0] for text in inputs]  # one at a time: no padding in play

@@ -119,7 +119,6 @@ def text_column(ds: datasets.Dataset, column: str, origin: str, what: str = "tex
     return ds
 
 
-
 def read_conll(path: Path, key: str, columns: tuple[str, str]) -> datasets.Dataset:
     """A CoNLL-style file: one ``token<TAB>tag`` (or ``token tag``; with more columns, as
     CoNLL-2003's, the first and the last) per line, a blank or tab-only line between

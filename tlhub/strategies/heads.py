@@ -40,18 +40,19 @@ def fit_linear(head: torch.nn.Linear, features: torch.Tensor, labels: torch.Tens
     from sklearn.model_selection import StratifiedKFold
 
     start = time.perf_counter()
+    with_bias = head.bias is not None  # a decoder's `score` layer has none: fit without one
     x = features.float().numpy()
     y = labels.numpy()
     smallest = int(np.bincount(y).min()) if len(y) else 0
     folds = min(5, smallest)
     if folds >= 2:
         cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-        fitted = LogisticRegressionCV(Cs=C_GRID, cv=cv, max_iter=2000, scoring="neg_log_loss").fit(x, y)
+        fitted = LogisticRegressionCV(Cs=C_GRID, cv=cv, max_iter=2000, scoring="neg_log_loss", fit_intercept=with_bias).fit(x, y)
         c = float(np.atleast_1d(fitted.C_)[0])
     else:  # a class with a single row: no folds to choose C on
         c = 1.0
-        fitted = LogisticRegression(C=c, max_iter=2000).fit(x, y)
-    coef, intercept = fitted.coef_, fitted.intercept_
+        fitted = LogisticRegression(C=c, max_iter=2000, fit_intercept=with_bias).fit(x, y)
+    coef, intercept = fitted.coef_, (fitted.intercept_ if with_bias else np.zeros(len(fitted.coef_)))
     classes = head.out_features
     weight = np.zeros((classes, x.shape[1]), dtype=np.float32)
     bias = np.zeros(classes, dtype=np.float32)
@@ -63,5 +64,6 @@ def fit_linear(head: torch.nn.Linear, features: torch.Tensor, labels: torch.Tens
         weight[fitted.classes_], bias[fitted.classes_] = coef, intercept
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(weight).to(head.weight))
-        head.bias.copy_(torch.from_numpy(bias).to(head.bias))
+        if head.bias is not None:
+            head.bias.copy_(torch.from_numpy(bias).to(head.bias))
     return {"head": "logistic", "head_C": c, "head_cv_folds": folds if folds >= 2 else 0, "head_fit_seconds": round(time.perf_counter() - start, 3)}

@@ -65,21 +65,32 @@ def output_layer(model: nn.Module) -> nn.Linear:
 
 @torch.no_grad()
 def head_inputs(model: nn.Module, layer: nn.Linear, rows: datasets.Dataset, collate: Any, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """What `layer` reads for each row (the frozen model in evaluation mode), and the labels."""
+    """What `layer` reads for each row (the frozen model in evaluation mode), and the labels.
+
+    Decoders' classifiers (``LlamaForSequenceClassification``, GPT-2's) apply their head to every
+    token and then keep one position's logits (the last real token). For those the row's input
+    is the one at the position whose outputs are the model's logits, so the probe needs no
+    knowledge of how each architecture pools.
+    """
     seen: list[torch.Tensor] = []
-    hook = layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().float().cpu()))
-    was_training, labels = model.training, []
+    hook = layer.register_forward_hook(lambda module, args, out: seen.append((args[0].detach().float(), out.detach().float())))
+    was_training, features, labels = model.training, [], []
     model.eval()
     device = next(model.parameters()).device
     try:
         for start in range(0, len(rows), batch_size):
             batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
             labels.append(batch.pop("labels"))
-            model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+            logits = model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}).logits.float()
+            inputs, outputs = seen.pop()
+            if inputs.dim() == 3:  # the head ran on every token: keep the position the model pooled
+                position = (outputs - logits[:, None, :]).abs().sum(-1).argmin(-1)
+                inputs = inputs[torch.arange(len(inputs), device=inputs.device), position]
+            features.append(inputs.cpu())
     finally:
         hook.remove()
         model.train(was_training)
-    return torch.cat(seen), torch.cat(labels)
+    return torch.cat(features), torch.cat(labels)
 
 
 @STRATEGIES.register("lp_ft")

@@ -9,10 +9,16 @@ transformers token-classification recipe, in one run.
 - tlhub: ``tlhub compare CONFIG --fractions 0.1,0.25,0.5,1.0 --strategies
   feature_extraction,lora,full --baseline scratch --seeds 0,1,2``: the curve for each
   strategy and for the same architecture from random weights.
-- The plain recipe at 100 %, written the way transformers' ``run_ner.py`` example does it:
-  ``datasets.map`` tokenisation with labels on each word's first token, ``DataCollatorForTokenClassification``,
-  ``AutoModelForTokenClassification`` and a ``Trainer``, at the hyperparameters of tlhub's
-  ``full`` row, 3 seeds; its F1 and wall time beside tlhub's.
+- Head to head at 100 %: ``tlhub train`` (the command a user runs) at the ``full`` row's
+  settings against the plain recipe, written the way transformers' ``run_ner.py`` example does
+  it: ``set_seed``, ``datasets.map`` tokenisation with labels on each word's first token,
+  ``DataCollatorForTokenClassification``, ``AutoModelForTokenClassification``, a ``Trainer``,
+  ``save_model`` and ``evaluate``. Each run is its own fresh process, timed from its start to its
+  exit (imports, loading, tokenisation, training, saving, evaluation), the two interleaved and
+  taking turns to go first, once per seed: a long-running process or a warm cache favours
+  neither.
+
+``--no-curve`` runs the head to head alone and keeps the curve already in ``--json``.
 """
 
 from __future__ import annotations
@@ -81,7 +87,9 @@ def plain_recipe(train: Path, heldout: Path, seed: int, out: Path) -> dict:
     from tlhub.metrics import load_metric
     from tlhub.settings import package_path
 
-    start = time.perf_counter()
+    from transformers import set_seed
+
+    set_seed(seed)  # before the model loads, as run_ner.py does: the new head's weights follow the seed
     raw = {name: read_conll(path, name, ("tokens", "ner_tags")) for name, path in (("train", train), ("validation", heldout))}
     labels = sorted({t for tags in raw["train"]["ner_tags"] for t in tags})
     label2id = {name: i for i, name in enumerate(labels)}
@@ -121,54 +129,97 @@ def plain_recipe(train: Path, heldout: Path, seed: int, out: Path) -> dict:
     trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
                       data_collator=DataCollatorForTokenClassification(tokenizer), compute_metrics=compute_metrics)  # fmt: skip
     trainer.train()
+    trainer.save_model()
     metrics = trainer.evaluate()
-    return {"f1": metrics["eval_f1"], "wall_s": round(time.perf_counter() - start, 1)}
+    return {"f1": metrics["eval_f1"]}
+
+
+def timed_process(command: list[str]) -> float:
+    """Run `command` in a fresh process (failing loudly); return its wall time in seconds."""
+    import subprocess
+
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return round(time.perf_counter() - start, 1)
+
+
+def head_to_head(work: Path, config_path: Path, seeds: list[int]) -> dict:
+    """tlhub train and the plain recipe at 100 %, once per seed, each in a fresh process, interleaved."""
+    runs: dict[str, list[dict]] = {"tlhub": [], "plain": []}
+    for turn, seed in enumerate(seeds):
+        tlhub_out, plain_out = work / f"h2h-tlhub-{seed}", work / f"h2h-plain-{seed}"
+        commands = {
+            "tlhub": [sys.executable, "-m", "tlhub", "--quiet", "train", str(config_path), f"training.seed={seed}", f"data.seed={seed}",
+                      f"training.output_dir={tlhub_out}", "training.overwrite_output_dir=true"],
+            "plain": [sys.executable, __file__, "--plain-run", str(seed), "--work", str(work), "--epochs", str(EPOCHS)],
+        }  # fmt: skip
+        for name in ("tlhub", "plain") if turn % 2 == 0 else ("plain", "tlhub"):
+            seconds = timed_process(commands[name])
+            results = tlhub_out / "all_results.json" if name == "tlhub" else plain_out / "results.json"
+            runs[name].append({"seed": seed, "f1": json.loads(results.read_text())["eval_f1"], "wall_s": seconds})
+    return {
+        name: {"runs": rows, "f1": statistics.mean(r["f1"] for r in rows), "f1_std": statistics.pstdev(r["f1"] for r in rows),
+               "wall_s": round(statistics.mean(r["wall_s"] for r in rows), 1)}  # fmt: skip
+        for name, rows in runs.items()
+    }
 
 
 def main() -> None:
+    global EPOCHS  # --epochs: every run's, the plain recipe's in its own process too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "ner")
     parser.add_argument("--fractions", default="0.1,0.25,0.5,1.0")
     parser.add_argument("--strategies", default="feature_extraction,lora,full")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=float, default=EPOCHS, help="training epochs of every run (a smoke test: 0.05)")
+    parser.add_argument("--no-curve", action="store_true", help="the head to head alone; the curve in --json is kept")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--plain-run", type=int, metavar="SEED", help=argparse.SUPPRESS)  # one head-to-head process
     args = parser.parse_args()
+    EPOCHS = args.epochs
 
     import yaml
 
     from tlhub.compare import run_compare
 
     train, heldout = split_tweets(args.work)
+    if args.plain_run is not None:
+        out = args.work / f"h2h-plain-{args.plain_run}"
+        metrics = plain_recipe(train, heldout, args.plain_run, out)
+        (out / "results.json").write_text(json.dumps({"eval_f1": metrics["f1"]}))
+        return
+
+    # The config: the full row's settings, which compare varies and tlhub train runs as they are
     path = args.work / "wnut.yaml"
     rates = ",".join(f"{k}={v}" for k, v in RATES.items())
     path.write_text(f"# tlhub compare {path} --fractions {args.fractions} --strategies {args.strategies} --baseline scratch "
                     f"--seeds {args.seeds} --learning-rates {rates}\n" + yaml.safe_dump(config(train, heldout, args.work / "runs")))  # fmt: skip
-    start = time.perf_counter()
-    curve = run_compare(path, fractions=args.fractions, strategies=args.strategies, baseline="scratch", seeds=args.seeds,
-                        learning_rates=rates, output_dir=args.work / "compare")["curve"]  # fmt: skip
-    tlhub_s = time.perf_counter() - start
-    plain = [plain_recipe(train, heldout, int(seed), args.work / f"plain-{seed}") for seed in args.seeds.split(",")]
-    full = next(r for r in curve["rows"] if r["weights"] == "pretrained" and r["strategy"] == "full" and r["fraction"] == 1.0)
-    report = {
-        "command": " ".join(sys.argv),
-        "curve": curve,
-        "plain_recipe": {"runs": plain, "f1": statistics.mean(r["f1"] for r in plain), "f1_std": statistics.pstdev(r["f1"] for r in plain),
-                         "wall_s": statistics.mean(r["wall_s"] for r in plain)},  # fmt: skip
-        "tlhub_full_100": {"f1": full["metric"], "f1_std": full["metric_std"], "wall_s": full["wall_s"]},
-        "tlhub_total_s": round(tlhub_s, 1),
-    }
-    print("| fraction | train tweets | " + " | ".join(dict.fromkeys(f"{r['weights']} {r['strategy']}" for r in curve["rows"])) + " |")
-    for fraction in curve["fractions"]:
-        cells = [f"{r['metric']:.3f} ± {r['metric_std']:.3f}" for r in curve["rows"] if r["fraction"] == fraction]
-        tweets = next(r["train_samples"] for r in curve["rows"] if r["fraction"] == fraction)
-        print(f"| {fraction:g} | {tweets} | " + " | ".join(cells) + " |")
-    p, t = report["plain_recipe"], report["tlhub_full_100"]
-    print(f"plain recipe at 100 %: F1 {p['f1']:.3f} ± {p['f1_std']:.3f}, {p['wall_s']:.0f} s a run; tlhub full: {t['f1']:.3f} ± {t['f1_std']:.3f}, {t['wall_s']:.0f} s")
+    report = json.loads(args.json.read_text()) if args.no_curve and args.json and args.json.is_file() else {}
+
+    # The curves: every strategy and the random-weights baseline at each fraction
+    if not args.no_curve:
+        start = time.perf_counter()
+        curve = run_compare(path, fractions=args.fractions, strategies=args.strategies, baseline="scratch", seeds=args.seeds,
+                            learning_rates=rates, output_dir=args.work / "compare")["curve"]  # fmt: skip
+        report.update(curve_command=" ".join(sys.argv), curve=curve, tlhub_total_s=round(time.perf_counter() - start, 1))
+        print("| fraction | train tweets | " + " | ".join(dict.fromkeys(f"{r['weights']} {r['strategy']}" for r in curve["rows"])) + " |")
+        for fraction in curve["fractions"]:
+            cells = [f"{r['metric']:.3f} ± {r['metric_std']:.3f}" for r in curve["rows"] if r["fraction"] == fraction]
+            tweets = next(r["train_samples"] for r in curve["rows"] if r["fraction"] == fraction)
+            print(f"| {fraction:g} | {tweets} | " + " | ".join(cells) + " |")
+
+    # Head to head at 100 %: tlhub train and the plain recipe, fresh processes, interleaved
+    both = head_to_head(args.work, path, [int(seed) for seed in args.seeds.split(",")])
+    report.update(head_to_head_command=" ".join(sys.argv), head_to_head=both)
+    for name in ("tlhub", "plain"):
+        row = both[name]
+        print(f"{name} at 100 %: F1 {row['f1']:.3f} ± {row['f1_std']:.3f}, {row['wall_s']:.0f} s a run (fresh process)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-        import shutil
+        if "curve" in report and not args.no_curve:
+            import shutil
 
-        shutil.copy(Path(curve["plot"]), args.json.with_suffix(".png"))
+            shutil.copy(Path(report["curve"]["plot"]), args.json.with_suffix(".png"))
 
 
 if __name__ == "__main__":

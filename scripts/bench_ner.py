@@ -59,21 +59,22 @@ def split_tweets(work: Path, seed: int = 0) -> tuple[Path, Path]:
     return train, heldout
 
 
-def config(train: Path, heldout: Path, out: Path) -> dict:
+def config(train: Path, heldout: Path, out: Path, epochs: float) -> dict:
     return {
         "modality": "text",
         "task": "token_classification",
         "model": {"name_or_path": MINILM},
         "data": {"train": str(train), "validation": str(heldout), "max_length": MAX_LENGTH},
         "strategy": {"name": "full", "lora": {"r": 16, "alpha": 32, "merge": False}},
-        "training": {"output_dir": str(out), "num_train_epochs": EPOCHS, "per_device_train_batch_size": BATCH,
+        "training": {"output_dir": str(out), "num_train_epochs": epochs, "per_device_train_batch_size": BATCH,
                      "per_device_eval_batch_size": 64, "learning_rate": RATES["full"], "eval_strategy": "no",
                      "save_strategy": "no", "logging_strategy": "no", "seed": 0, "disable_tqdm": True},
     }  # fmt: skip
 
 
-def plain_recipe(train: Path, heldout: Path, seed: int, out: Path) -> dict:
-    """transformers' token-classification example, as a user copies it, at tlhub's full row's settings."""
+def plain_recipe(train: Path, heldout: Path, seed: int, out: Path, epochs: float) -> dict:
+    """transformers' token-classification example, as a user copies it, at tlhub's full row's settings;
+    its evaluation metrics."""
     import numpy as np
     from transformers import (
         AutoModelForTokenClassification,
@@ -81,13 +82,12 @@ def plain_recipe(train: Path, heldout: Path, seed: int, out: Path) -> dict:
         DataCollatorForTokenClassification,
         Trainer,
         TrainingArguments,
+        set_seed,
     )
 
     from tlhub.data import read_conll
     from tlhub.metrics import load_metric
     from tlhub.settings import package_path
-
-    from transformers import set_seed
 
     set_seed(seed)  # before the model loads, as run_ner.py does: the new head's weights follow the seed
     raw = {name: read_conll(path, name, ("tokens", "ner_tags")) for name, path in (("train", train), ("validation", heldout))}
@@ -122,16 +122,15 @@ def plain_recipe(train: Path, heldout: Path, seed: int, out: Path) -> dict:
         return {k: scores[k] for k in ("precision", "recall", "f1", "accuracy")}
 
     args = TrainingArguments(
-        output_dir=str(out), num_train_epochs=EPOCHS, per_device_train_batch_size=BATCH, per_device_eval_batch_size=64,
+        output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=BATCH, per_device_eval_batch_size=64,
         learning_rate=RATES["full"], eval_strategy="no", save_strategy="no", logging_strategy="no", seed=seed, report_to="none",
-        use_cpu=True, disable_tqdm=True,
+        disable_tqdm=True,  # the device is the machine's, as tlhub train's is
     )  # fmt: skip
     trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
                       data_collator=DataCollatorForTokenClassification(tokenizer), compute_metrics=compute_metrics)  # fmt: skip
     trainer.train()
     trainer.save_model()
-    metrics = trainer.evaluate()
-    return {"f1": metrics["eval_f1"]}
+    return trainer.evaluate()
 
 
 def timed_process(command: list[str]) -> float:
@@ -143,20 +142,24 @@ def timed_process(command: list[str]) -> float:
     return round(time.perf_counter() - start, 1)
 
 
-def head_to_head(work: Path, config_path: Path, seeds: list[int]) -> dict:
+def head_to_head_dir(work: Path, name: str, seed: int) -> Path:
+    """Where a head-to-head run of `name` (tlhub or plain) writes its model and ``all_results.json``."""
+    return work / f"h2h-{name}-{seed}"
+
+
+def head_to_head(work: Path, config_path: Path, seeds: list[int], epochs: float) -> dict:
     """tlhub train and the plain recipe at 100 %, once per seed, each in a fresh process, interleaved."""
     runs: dict[str, list[dict]] = {"tlhub": [], "plain": []}
     for turn, seed in enumerate(seeds):
-        tlhub_out, plain_out = work / f"h2h-tlhub-{seed}", work / f"h2h-plain-{seed}"
         commands = {
             "tlhub": [sys.executable, "-m", "tlhub", "--quiet", "train", str(config_path), f"training.seed={seed}", f"data.seed={seed}",
-                      f"training.output_dir={tlhub_out}", "training.overwrite_output_dir=true"],
-            "plain": [sys.executable, __file__, "--plain-run", str(seed), "--work", str(work), "--epochs", str(EPOCHS)],
+                      f"training.output_dir={head_to_head_dir(work, 'tlhub', seed)}", "training.overwrite_output_dir=true"],
+            "plain": [sys.executable, __file__, "--plain-run", str(seed), "--work", str(work), "--epochs", str(epochs)],
         }  # fmt: skip
         for name in ("tlhub", "plain") if turn % 2 == 0 else ("plain", "tlhub"):
             seconds = timed_process(commands[name])
-            results = tlhub_out / "all_results.json" if name == "tlhub" else plain_out / "results.json"
-            runs[name].append({"seed": seed, "f1": json.loads(results.read_text())["eval_f1"], "wall_s": seconds})
+            results = json.loads((head_to_head_dir(work, name, seed) / "all_results.json").read_text())
+            runs[name].append({"seed": seed, "f1": results["eval_f1"], "wall_s": seconds})
     return {
         name: {"runs": rows, "f1": statistics.mean(r["f1"] for r in rows), "f1_std": statistics.pstdev(r["f1"] for r in rows),
                "wall_s": round(statistics.mean(r["wall_s"] for r in rows), 1)}  # fmt: skip
@@ -165,7 +168,6 @@ def head_to_head(work: Path, config_path: Path, seeds: list[int]) -> dict:
 
 
 def main() -> None:
-    global EPOCHS  # --epochs: every run's, the plain recipe's in its own process too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "ner")
     parser.add_argument("--fractions", default="0.1,0.25,0.5,1.0")
@@ -176,24 +178,23 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plain-run", type=int, metavar="SEED", help=argparse.SUPPRESS)  # one head-to-head process
     args = parser.parse_args()
-    EPOCHS = args.epochs
+
+    train, heldout = split_tweets(args.work)
+    if args.plain_run is not None:  # one head-to-head process: nothing of tlhub's but the reader and the metric
+        out = head_to_head_dir(args.work, "plain", args.plain_run)
+        metrics = plain_recipe(train, heldout, args.plain_run, out, args.epochs)
+        (out / "all_results.json").write_text(json.dumps(metrics))
+        return
 
     import yaml
 
     from tlhub.compare import run_compare
 
-    train, heldout = split_tweets(args.work)
-    if args.plain_run is not None:
-        out = args.work / f"h2h-plain-{args.plain_run}"
-        metrics = plain_recipe(train, heldout, args.plain_run, out)
-        (out / "results.json").write_text(json.dumps({"eval_f1": metrics["f1"]}))
-        return
-
     # The config: the full row's settings, which compare varies and tlhub train runs as they are
     path = args.work / "wnut.yaml"
     rates = ",".join(f"{k}={v}" for k, v in RATES.items())
     path.write_text(f"# tlhub compare {path} --fractions {args.fractions} --strategies {args.strategies} --baseline scratch "
-                    f"--seeds {args.seeds} --learning-rates {rates}\n" + yaml.safe_dump(config(train, heldout, args.work / "runs")))  # fmt: skip
+                    f"--seeds {args.seeds} --learning-rates {rates}\n" + yaml.safe_dump(config(train, heldout, args.work / "runs", args.epochs)))  # fmt: skip
     report = json.loads(args.json.read_text()) if args.no_curve and args.json and args.json.is_file() else {}
 
     # The curves: every strategy and the random-weights baseline at each fraction
@@ -209,14 +210,14 @@ def main() -> None:
             print(f"| {fraction:g} | {tweets} | " + " | ".join(cells) + " |")
 
     # Head to head at 100 %: tlhub train and the plain recipe, fresh processes, interleaved
-    both = head_to_head(args.work, path, [int(seed) for seed in args.seeds.split(",")])
+    both = head_to_head(args.work, path, [int(seed) for seed in args.seeds.split(",")], args.epochs)
     report.update(head_to_head_command=" ".join(sys.argv), head_to_head=both)
     for name in ("tlhub", "plain"):
         row = both[name]
         print(f"{name} at 100 %: F1 {row['f1']:.3f} ± {row['f1_std']:.3f}, {row['wall_s']:.0f} s a run (fresh process)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-        if "curve" in report and not args.no_curve:
+        if not args.no_curve:
             import shutil
 
             shutil.copy(Path(report["curve"]["plot"]), args.json.with_suffix(".png"))

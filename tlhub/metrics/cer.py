@@ -1,21 +1,20 @@
-"""Character error rate: character-level edit distance over the number of reference characters."""
+"""Character error rate over the corpus (jiwer): character edits summed over all rows, over the
+number of reference characters (spaces included, as jiwer counts them)."""
 
 import datasets
 import evaluate
 
-from ._edit_distance import edit_distance
+from ._jiwer import error_rate
 
 
 class Cer(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
-            description="Character error rate, summed over the corpus.",
+            description="Character error rate, summed over the corpus (jiwer).",
             citation="",
             inputs_description="predictions and references: lists of strings.",
             features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
         )
 
     def _compute(self, predictions, references):
-        errors = sum(edit_distance(p, r) for p, r in zip(predictions, references))
-        chars = sum(len(r) for r in references)
-        return {"cer": errors / max(chars, 1)}
+        return {"cer": error_rate(predictions, references, characters=True)}

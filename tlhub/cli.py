@@ -1,4 +1,4 @@
-"""The `tlhub` command: train | evaluate | predict | compare | demo.
+"""The `tlhub` command: train | evaluate | predict | config | schema | compare | demo.
 
 Every user error (config, data, model) ends in one line on stderr and exit code 2.
 """
@@ -114,6 +114,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from tlhub.schema import SHIPPED
+
+    print(SHIPPED.read_text(encoding="utf-8"), end="")
+    return 0
+
+
 def _print_results(results: dict) -> None:
     keys = [k for k in sorted(results) if k.startswith(("eval_", "test_")) or k in ("train_runtime", "trainable_params", "total_params")]
     width = max(len(k) for k in keys)
@@ -155,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="list every config key with its type, default and help")
     config.add_argument("section", nargs="?", help="only keys under this section, e.g. strategy or data.max")
     config.set_defaults(func=cmd_config)
+
+    schema = sub.add_parser("schema", help="print the JSON schema of a config, for editors: tlhub schema > tlhub.schema.json")
+    schema.set_defaults(func=cmd_schema, light=True)  # reads a file: no library to quiet
 
     compare = sub.add_parser("compare", help="strategies side by side, or a data-efficiency curve (pretrained vs scratch)")
     compare.add_argument("config", help="YAML config (see recipes/configs/)")
@@ -220,9 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         from tlhub.progress import QUIET_ENV
 
         os.environ[QUIET_ENV] = "1"  # inherited by the processes compare and accelerate launch start
-    if not args.verbose:
-        _quiet_libraries()
     try:
+        if getattr(args, "config", None):  # a misspelled key fails here, before torch and transformers load
+            from tlhub.schema import check_keys
+
+            check_keys(args.config, args.overrides)
+        if not args.verbose and not getattr(args, "light", False):
+            _quiet_libraries()
         return args.func(args)
     except TlhubError as exc:
         print(f"tlhub: error: {exc}", file=sys.stderr)

@@ -216,3 +216,28 @@ def test_a_gguf_checkpoint_loads_trains_and_saves_plain_weights(decoders, tmp_pa
     assert (tmp_path / "run" / "model.safetensors").is_file() and not list((tmp_path / "run").glob("*.gguf"))
     scratch = with_sections(cfg.to_dict(), {"model": {"pretrained": False}})  # the same architecture from random weights
     assert not torch.allclose(text.load_model(config_from_dict(scratch), None)(ids).logits, written(ids).logits)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_long_prompt_keeps_its_opening_with_keep_start(family: str, decoders) -> None:
+    """Summarization: a document longer than max_length loses its end, not its instruction and
+    opening (truncation_mode: keep_start); the chat template's turns and the completion stay whole.
+    keep_end, the default, cuts the start (a question at the end stays)."""
+    from transformers import AutoTokenizer
+
+    from tlhub.tasks.causal_lm import encoded, formatted
+
+    tokenizer = AutoTokenizer.from_pretrained(decoders[family])
+    document = "excellent superb " + " ".join(["the food was very lovely"] * 40) + " and this place was bad"
+    summary = "great food"
+    full_prompt, _ = formatted(tokenizer, document, summary)
+    for keep in ("keep_start", "keep_end"):
+        prompt_ids, completion_ids = encoded(tokenizer, document, summary, 48, keep)
+        assert len(prompt_ids) + len(completion_ids) <= 48 and len(prompt_ids) >= 38
+        assert tokenizer.decode(completion_ids, skip_special_tokens=True).strip() == summary
+        text = tokenizer.decode(prompt_ids)
+        if keep == "keep_start":
+            assert "excellent superb the food" in text and "bad" not in text
+            assert text.endswith(full_prompt[-12:])  # the generation prompt after the document is intact
+        else:
+            assert "excellent" not in text and text.rstrip().endswith(full_prompt.rstrip()[-12:]) and "bad" in text

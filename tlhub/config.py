@@ -168,7 +168,16 @@ class DataConfig:
         "text2text only: build the target text from `label_column` with this map, e.g. {0: negative, 1: positive}.",
         default=None,
     )
-    source_prefix: str = setting("text2text: prefix added to every input, e.g. 'sst2 sentence: '.", default="")
+    source_prefix: str = setting(
+        "text2text and causal_lm: prefix added to every input (prompt), e.g. 'sst2 sentence: ' or an instruction such as "
+        "'Summarize this article in one sentence.\\n\\n'.",
+        default="",
+    )
+    truncation_mode: str = setting(
+        "causal_lm, a prompt longer than data.max_length allows (TRL's truncation_mode): keep_end cuts its start (a question "
+        "at the end stays); keep_start cuts the end of its text (an instruction and a document's opening stay: summarization).",
+        default="keep_end",
+    )
     max_length: int | None = setting(
         "Truncate inputs to this many tokens; null: 128, or the model's own limit where that is smaller. More than the "
         "model's positions (max_position_embeddings) is an error.",
@@ -218,6 +227,7 @@ class DataConfig:
         check(0.0 < self.validation_split < 1.0, "data.validation_split", f"must be between 0 and 1, got {self.validation_split}")
         check(self.max_length is None or self.max_length > 0, "data.max_length", f"must be positive, got {self.max_length}")
         check(self.max_target_length > 0, "data.max_target_length", f"must be positive, got {self.max_target_length}")
+        check_choice(self.truncation_mode, ("keep_end", "keep_start"), "data.truncation_mode", "truncation mode")
         check(0.0 < self.train_fraction <= 1.0, "data.train_fraction", f"must be in (0, 1], got {self.train_fraction}")
         for key in ("max_train_samples", "max_eval_samples", "samples_per_class"):
             value = getattr(self, key)

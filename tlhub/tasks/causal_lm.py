@@ -72,6 +72,35 @@ def tokenized(tokenizer: Any, prompt_text: str, completion_text: str, max_length
     return (prompt_ids[-keep:] if keep > 0 else []), completion_ids
 
 
+def cut_end(tokenizer: Any, prompt: str | list[dict[str, str]], tokens: int) -> str | list[dict[str, str]]:
+    """`prompt` with the last `tokens` tokens of its text (a chat's last message) cut off: a long
+    document keeps its opening, and the chat template's turns around it stay whole."""
+
+    def cut(text: str) -> str:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return tokenizer.decode(ids[: max(len(ids) - tokens, 0)])
+
+    if isinstance(prompt, str):
+        return cut(prompt)
+    return [*prompt[:-1], {**prompt[-1], "content": cut(prompt[-1]["content"])}]
+
+
+def encoded(tokenizer: Any, prompt: str | list[dict[str, str]], completion: str | None, max_length: int, keep: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of one row, at most `max_length` in all. ``keep_end`` (TRL's
+    truncation_mode): the prompt loses its start; ``keep_start``: its text loses its end (the
+    instruction and a document's opening stay), cut again while a token boundary still leaves it long."""
+    head, tail = formatted(tokenizer, prompt, completion)
+    prompt_ids, completion_ids = tokenized(tokenizer, head, tail, max_length)
+    for _ in range(4):  # each pass cuts what is still over; the re-tokenised cut may differ by a token or two
+        over = len(tokenizer(head, add_special_tokens=not getattr(tokenizer, "chat_template", None))["input_ids"]) - len(prompt_ids)
+        if keep != "keep_start" or over <= 0:
+            break
+        prompt = cut_end(tokenizer, prompt, over + 2)
+        head, tail = formatted(tokenizer, prompt, completion)
+        prompt_ids, completion_ids = tokenized(tokenizer, head, tail, max_length)
+    return prompt_ids, completion_ids
+
+
 class CompletionCollator:
     """Batches of prompt + completion: padded on the right with the loss's -100 on padding, or
     with `packing` (training) flattened into one row whose positions restart at every example,
@@ -130,7 +159,7 @@ class CausalLMText(TextSide):
                 raise DataError(f"{origin}: no column '{data.completion_column}' (set by data.completion_column) beside "
                                 f"'{data.prompt_column}'; columns are: {', '.join(columns)}")  # fmt: skip
             ds = text_column(text_column(ds, data.prompt_column, origin, "prompt"), data.completion_column, origin, "completion")
-            prompts, completions = list(ds[data.prompt_column]), list(ds[data.completion_column])
+            prompts, completions = [data.source_prefix + p for p in ds[data.prompt_column]], list(ds[data.completion_column])
         elif data.messages_column in columns:
             prompts, completions = [], []
             for row, messages in enumerate(ds[data.messages_column], 1):
@@ -183,8 +212,7 @@ class CausalLMText(TextSide):
             out: dict[str, list] = {"input_ids": [], "labels": [], PROMPT: []}
             completions = batch.get(data.completion_column) or [None] * len(batch[data.prompt_column])
             for prompt, completion in zip(batch[data.prompt_column], completions):
-                head, tail = formatted(processor, prompt, completion)
-                prompt_ids, completion_ids = tokenized(processor, head, tail, length)
+                prompt_ids, completion_ids = encoded(processor, prompt, completion, length, data.truncation_mode)
                 out["input_ids"].append(prompt_ids + completion_ids)
                 out["labels"].append([-100] * len(prompt_ids) + completion_ids)
                 out[PROMPT].append(prompt_ids)
@@ -204,7 +232,7 @@ class CausalLMText(TextSide):
         return "CAUSAL_LM"
 
     def input_row(self, value: str, cfg: RunConfig) -> dict[str, Any]:
-        return {cfg.data.prompt_column: cfg.data.source_prefix + value if cfg.data.label_words else value}
+        return {cfg.data.prompt_column: cfg.data.source_prefix + value}
 
 
 @TASKS.register("causal_lm")

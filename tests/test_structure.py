@@ -80,7 +80,7 @@ def test_the_import_graph_has_no_cycle() -> None:
 
 
 LAYERS = [
-    ("tlhub.errors", "tlhub.registry", "tlhub.io", "tlhub.progress", "tlhub.version", "tlhub.compat", "tlhub.settings"),
+    ("tlhub.errors", "tlhub.registry", "tlhub.io", "tlhub.progress", "tlhub.version", "tlhub.compat", "tlhub.settings", "tlhub.wheels"),
     ("tlhub.data", "tlhub.models", "tlhub.metrics", "tlhub.loading"),
     ("tlhub.modalities", "tlhub.tasks"),
     ("tlhub.trainer", "tlhub.cache", "tlhub.domain.settings", "tlhub.domain.losses", "tlhub.domain.model",
@@ -89,7 +89,7 @@ LAYERS = [
     ("tlhub.config",),
     ("tlhub.rundir", "tlhub.card", "tlhub.inference", "tlhub.domain.runs"),
 ]  # fmt: skip
-UPPER = {"tlhub.pipeline", "tlhub.cli", "tlhub.compare", "tlhub.demo"}
+UPPER = {"tlhub.pipeline", "tlhub.cli", "tlhub.compare", "tlhub.demo", "tlhub.schema"}
 
 
 def test_lower_layers_never_import_upper_ones() -> None:

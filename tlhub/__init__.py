@@ -59,4 +59,23 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = [
+    "__version__",
+    "ConfigError",
+    "DataError",
+    "MODALITIES",
+    "Modality",
+    "ModelError",
+    "PooledClassifier",
+    "RunConfig",
+    "STRATEGIES",
+    "TlhubError",
+    "count_parameters",
+    "evaluate_run",
+    "finetune",
+    "get_modality",
+    "load_config",
+    "load_metric",
+    "load_run",
+    "predict",
+]

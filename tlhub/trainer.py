@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from accelerate.utils import send_to_device
 from safetensors.torch import load_file
 from torch import nn
 from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
@@ -209,8 +208,8 @@ class TlhubTrainer(Seq2SeqTrainer):
       model-placement timing the Trainer adds when evaluation is the first to place the model
       (a run restored from its last checkpoint reports the keys of one that trained).
     - :meth:`log`: with an adaptation, the method's own loss and the schedule's coefficient.
-    - :meth:`prediction_step`: a decoder LM's evaluation batch (it carries the prompts alone)
-      is scored on the completion's loss and on the completion it generates from the prompt;
+    - :meth:`prediction_step`: a batch the task scores itself (:meth:`Task.prediction_step`: a
+      decoder LM's, on the completion's loss and the completion it generates from the prompt);
       other batches as the Trainer (and Seq2SeqTrainer's generation) score them.
     - :meth:`evaluate` also adds the task's metrics computed from the Trainer's own (a language
       model's perplexity), and remembers the validation metrics with the step they scored, so
@@ -312,33 +311,10 @@ class TlhubTrainer(Seq2SeqTrainer):
     def prediction_step(
         self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None, **gen_kwargs: Any
     ) -> tuple[torch.Tensor | None, Any, torch.Tensor | None]:
-        if "prompt_input_ids" not in inputs:
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
-        # A decoder LM's evaluation batch: the loss of prompt + completion (the completion's tokens
-        # only), then the completion generated from the prompt alone, and with answer words the
-        # one the model's next-token scores choose.
-        inputs = send_to_device(inputs, self.args.device)
-        prompt, prompt_mask = inputs.pop("prompt_input_ids"), inputs.pop("prompt_attention_mask")
-        answers = inputs.pop("answer_token_ids", None)
-        with torch.no_grad(), self.autocast_smart_context_manager():
-            loss = self.compute_loss(model, inputs).detach()
-        if prediction_loss_only:
-            return loss, None, None
-        generator = self.accelerator.unwrap_model(model)
-        with torch.no_grad():
-            generated = generator.generate(
-                input_ids=prompt, attention_mask=prompt_mask, max_new_tokens=self.args.generation_max_length, do_sample=False
-            )[:, prompt.shape[1] :]
-            predictions: Any = generated
-            if answers is not None:
-                last = generator(input_ids=prompt, attention_mask=prompt_mask).logits[:, -1]
-                predictions = (generated, last.gather(1, answers).argmax(-1))
-        labels = inputs["labels"]
-        completion = torch.full_like(labels, -100)
-        for row, ids in enumerate(labels):  # the completion's tokens, moved to the start
-            kept = ids[ids != -100]
-            completion[row, : len(kept)] = kept
-        return loss, predictions, completion
+        own = self.task.prediction_step(self, model, inputs, prediction_loss_only) if self.task is not None else None
+        if own is not None:  # the task scores this batch itself (a decoder LM generates from the prompt)
+            return own
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if self.adaptation is not None and "loss" in logs:

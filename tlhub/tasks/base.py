@@ -90,6 +90,11 @@ class Task:
         """One line of `tlhub predict`'s output."""
         return f"{row['text']}\t{row['input']}"
 
+    def prediction_step(self, trainer: Any, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool) -> tuple[Any, Any, Any] | None:
+        """(loss, predictions, labels) of an evaluation batch the task scores itself, or None: the
+        Trainer's own step (Seq2SeqTrainer's generation where the model generates)."""
+        return None
+
 
 TASKS: Registry[type[Task]] = Registry("task", "task")
 

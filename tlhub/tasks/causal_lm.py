@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import datasets
 import numpy as np
 import torch
+from accelerate.utils import send_to_device
 from torch import nn
 from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
@@ -262,6 +263,35 @@ class CausalLM(Task):
             return scores
 
         return compute
+
+    def prediction_step(self, trainer: Any, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool) -> tuple[Any, Any, Any] | None:
+        """A decoder LM's evaluation batch (it carries the prompts alone): the loss of prompt +
+        completion (the completion's tokens only), then the completion generated from the prompt
+        alone, and with answer words the one the model's next-token scores choose."""
+        if "prompt_input_ids" not in inputs:
+            return None
+        inputs = send_to_device(inputs, trainer.args.device)
+        prompt, prompt_mask = inputs.pop("prompt_input_ids"), inputs.pop("prompt_attention_mask")
+        answers = inputs.pop("answer_token_ids", None)
+        with torch.no_grad(), trainer.autocast_smart_context_manager():
+            loss = trainer.compute_loss(model, inputs).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        generator = trainer.accelerator.unwrap_model(model)
+        with torch.no_grad():
+            generated = generator.generate(
+                input_ids=prompt, attention_mask=prompt_mask, max_new_tokens=trainer.args.generation_max_length, do_sample=False
+            )[:, prompt.shape[1] :]
+            predictions: Any = generated
+            if answers is not None:
+                last = generator(input_ids=prompt, attention_mask=prompt_mask).logits[:, -1]
+                predictions = (generated, last.gather(1, answers).argmax(-1))
+        labels = inputs["labels"]
+        completion = torch.full_like(labels, -100)
+        for row, ids in enumerate(labels):  # the completion's tokens, moved to the start
+            kept = ids[ids != -100]
+            completion[row, : len(kept)] = kept
+        return loss, predictions, completion
 
     def derived_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         loss = metrics.get(f"{prefix}_loss")

@@ -68,7 +68,8 @@ class WaitForSignal(TrainerCallback):
             return
         (PROBE_DIR / f"step-{self.step}.rank{RANK}").write_text(f"{os.getpid()}\n")
         deadline = time.monotonic() + 120
-        while not self.trainer.signal_stop.received and time.monotonic() < deadline:
+        stop = self.trainer.signal_stop  # None with training.save_on_signal false: the signal ends the process here
+        while not (stop is not None and stop.received) and time.monotonic() < deadline:
             time.sleep(0.05)
 
 

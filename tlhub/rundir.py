@@ -16,8 +16,10 @@ the folder holds:
 - settings that do not change what is trained (logging, progress bars, trackers, data
   loader workers, the resume and overwrite switches themselves) are ignored.
 
-Clearing renames the folder aside in one step and removes it after, so a crash midway
-leaves either the old run whole or an empty folder, never a mix that loads.
+Clearing renames the folder aside in one step, so a crash midway leaves either the old run
+whole or an empty folder, never a mix that loads. A finished run waits aside
+(``.<name>.tlhub-previous``) until the new run has written its results, and comes back if the
+new run fails (:func:`run_folder`, :func:`recover`): a full disk in the final save loses nothing.
 
 A folder is one live run's at a time (:func:`claim_output_dir`): a lock file beside it,
 ``.<name>.tlhub-lock``, is held (``flock``) for as long as the run lives and names its owner's
@@ -41,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from tlhub.config import save_config
 from tlhub.errors import ConfigError, Stopped, TlhubError, WriteError
-from tlhub.io import write_failure
+from tlhub.io import guarded_write, write_failure
 from tlhub.settings import read_yaml
 
 if TYPE_CHECKING:
@@ -237,7 +239,12 @@ def run_folder(cfg: RunConfig, args: TrainingArguments) -> Iterator[str | None]:
     """
     out = cfg.output_dir
     main = args.process_index == 0
-    lock = claim_output_dir(out) if main else None
+    try:
+        with guarded_write(lock_path(out)):
+            lock = claim_output_dir(out) if main else None
+    except WriteError as exc:  # a read-only or full filesystem: nothing was touched yet
+        exc.kept.append(f"{out} is untouched")
+        raise
     prepared = False
     try:
         checkpoint = prepare_output_dir(cfg, args)

@@ -27,7 +27,7 @@ from tests.test_distributed import LAUNCH, free_port, unique_rows
 from tests.tiny_models import write_rows
 from tlhub.cli import main
 from tlhub.config import config_from_dict
-from tlhub.errors import WriteError
+from tlhub.errors import DataError, WriteError
 from tlhub.inference import load_run, predict
 from tlhub.io import atomic_save_dir, atomic_write_json, guarded_write
 from tlhub.preemption import REPEAT_S
@@ -295,6 +295,8 @@ def test_sigint_saves_and_stops_with_130_and_a_replaced_run_waits(tmp_path: Path
     assert len(line) == 1 and line[0].startswith("tlhub: stopped by SIGINT at step 2 ")
     assert f"the finished run it replaces waits in {previous_run_dir(out)}" in line[0]
     assert snapshot(previous_run_dir(out)) == files and complete_checkpoint(out / "checkpoint-2")
+    with pytest.raises(DataError, match=f"not a finished tlhub run .*waits in {previous_run_dir(out)}"):
+        load_run(out)
     assert main(["train", str(config), "training.resume_from_checkpoint=true"]) == 0
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
     assert not previous_run_dir(out).exists()

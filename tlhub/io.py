@@ -75,7 +75,7 @@ def write_failure(exc: BaseException, path: Path) -> str | None:
         found = _OS_ERROR.search(str(exc))
         if found:
             return _errno_reason(int(found.group(1)))
-    if isinstance(exc, RuntimeError) and "inline_container" in str(exc):  # torch.save's zip writer
+    if isinstance(exc, RuntimeError) and "inline_container" in str(exc) and "Reader" not in str(exc):  # torch.save's zip writer
         return _diagnosis(path)
     return None
 

@@ -289,7 +289,7 @@ def test_sigint_saves_and_stops_with_130_and_a_replaced_run_waits(tmp_path: Path
     assert not previous_run_dir(out).exists()
 
 
-def test_save_on_signal_false_leaves_signals_alone(tmp_path: Path, tiny_bert: Path, toy_csv: Path) -> None:
+def test_save_on_signal_is_a_checked_tlhub_key(tmp_path: Path, tiny_bert: Path, toy_csv: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = signal_config(tiny_bert, toy_csv, tmp_path / "run")
     cfg["training"]["save_on_signal"] = False
     assert config_from_dict(cfg).training["save_on_signal"] is False
@@ -297,6 +297,9 @@ def test_save_on_signal_false_leaves_signals_alone(tmp_path: Path, tiny_bert: Pa
 
     assert "save_on_signal" in TLHUB_TRAINING_KEYS
     assert not hasattr(training_arguments(config_from_dict(cfg)), "save_on_signal")  # tlhub's key, not the Trainer's
+    cfg["training"]["save_on_signal"] = "maybe"
+    assert main(["train", str(write_config(tmp_path / "bad.yaml", cfg))]) == 2
+    assert capsys.readouterr().err == "tlhub: error: training.save_on_signal: expected true or false, got 'maybe'\n"
 
 
 def test_sigterm_under_accelerate_launch_stops_every_rank_at_one_step(tmp_path: Path, tiny_bert: Path) -> None:

@@ -16,6 +16,13 @@ the Trainer it builds also
 - with ``TLHUB_PROBE_STALL_IN_SAVE=1``, in the final save after the model files are in
   place and before trainer_state.json and all_results.json, writes
   ``$TLHUB_PROBE_DIR/final-save`` and sleeps;
+- with ``TLHUB_PROBE_SIGNAL_AT=N``, at the end of step N (before tlhub's own step-end check),
+  writes ``$TLHUB_PROBE_DIR/step-N.rank<RANK>`` holding the process id and waits until this
+  process has received a signal (tlhub.preemption's record of it), so a test can signal a run
+  at a known step; ``TLHUB_PROBE_SIGNAL_RANKS`` (default: all) names the ranks that wait;
+- with ``TLHUB_PROBE_STALL_IN_CHECKPOINT=N``, in the save of checkpoint-N after its model
+  files and before its optimizer and trainer state, writes ``$TLHUB_PROBE_DIR/checkpoint-N``
+  and sleeps, so a test can interrupt a checkpoint half-written;
 - at the end of training, writes a hash of every parameter the Trainer trained (the
   model and what a method adds, such as DANN's domain classifier) to
   ``$TLHUB_PROBE_DIR/rank<RANK>.params.json``, so a test can check that processes agree.
@@ -48,6 +55,22 @@ class Stall(TrainerCallback):
         if state.global_step == self.step and state.is_world_process_zero:
             (PROBE_DIR / f"saved-{self.step}").write_text("saved\n")
             time.sleep(300)
+
+
+class WaitForSignal(TrainerCallback):
+    """At the end of step `step`, say so (with the pid) and wait until this process got a signal."""
+
+    def __init__(self, trainer, step: int) -> None:  # noqa: ANN001
+        self.trainer, self.step = trainer, step
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if state.global_step != self.step:
+            return
+        (PROBE_DIR / f"step-{self.step}.rank{RANK}").write_text(f"{os.getpid()}\n")
+        deadline = time.monotonic() + 120
+        stop = self.trainer.signal_stop  # None with training.save_on_signal false: the signal ends the process here
+        while not (stop is not None and stop.received) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 class ParameterHash(TrainerCallback):
@@ -103,6 +126,21 @@ def _record_training_batches(trainer):  # noqa: ANN001
     trainer.get_train_dataloader = get_train_dataloader
 
 
+def _stall_in_checkpoint(trainer, step: int) -> None:  # noqa: ANN001
+    """The Trainer writes a checkpoint's model first (save_model), then the rest: stall between."""
+    save_model = trainer.save_model
+
+    def save(output_dir=None, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        save_model(output_dir, *args, **kwargs)
+        if output_dir is not None and Path(output_dir).name == f"checkpoint-{step}":
+            PROBE_DIR.mkdir(parents=True, exist_ok=True)
+            (PROBE_DIR / f"checkpoint-{step}").write_text("model saved\n")
+            for _ in range(1200):
+                time.sleep(0.05)
+
+    trainer.save_model = save
+
+
 def _probed(build_trainer):  # noqa: ANN001
     def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003
         trainer = build_trainer(*args, **kwargs)
@@ -118,6 +156,12 @@ def _probed(build_trainer):  # noqa: ANN001
             }
             (PROBE_DIR / f"rank{RANK}.env.json").write_text(json.dumps(env))
             trainer.add_callback(ParameterHash())
+        ranks = os.environ.get("TLHUB_PROBE_SIGNAL_RANKS")
+        if os.environ.get("TLHUB_PROBE_SIGNAL_AT") and (ranks is None or RANK in ranks.split(",")):
+            PROBE_DIR.mkdir(parents=True, exist_ok=True)  # first in line: before tlhub's own check at the step's end
+            trainer.callback_handler.callbacks.insert(0, WaitForSignal(trainer, int(os.environ["TLHUB_PROBE_SIGNAL_AT"])))
+        if os.environ.get("TLHUB_PROBE_STALL_IN_CHECKPOINT"):
+            _stall_in_checkpoint(trainer, int(os.environ["TLHUB_PROBE_STALL_IN_CHECKPOINT"]))
         if os.environ.get("TLHUB_PROBE_STALL_AT"):
             trainer.add_callback(Stall(int(os.environ["TLHUB_PROBE_STALL_AT"])))
         return trainer

@@ -58,6 +58,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tlhub.compat import dataset_fingerprint
+from tlhub.errors import WriteError
 from tlhub.io import atomic_save_dir
 from tlhub.models import PooledClassifier
 from tlhub.progress import bar
@@ -420,7 +421,11 @@ def load_or_extract(
         (tmp / KEY_FILE).write_text(json.dumps(parts, indent=2, sort_keys=True, default=str) + "\n")
 
     if store:
-        atomic_save_dir(folder, write, replace=False)  # another run may have stored the same features meanwhile
+        try:
+            atomic_save_dir(folder, write, replace=False)  # another run may have stored the same features meanwhile
+        except WriteError as exc:  # the temporary folder is gone: no entry is stored half-written
+            exc.kept.append(f"the feature cache ({folder.parent}, ${CACHE_ENV}) stores no part of the entry")
+            raise
     return CachedSplit(_as_dataset(features, labels, lengths[0] if lengths else None), folder, False, time.perf_counter() - start)
 
 

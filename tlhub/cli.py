@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from tlhub.errors import TlhubError
+from tlhub.errors import Stopped, TlhubError
 
 EXIT_USER_ERROR = 2
 
@@ -241,9 +241,27 @@ def main(argv: list[str] | None = None) -> int:
     except TlhubError as exc:
         print(f"tlhub: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Stopped as exc:  # a signal stopped training after a checkpoint: say how to resume, exit as the signal would
+        if os.environ.get("RANK", "0") == "0":
+            print(f"tlhub: {exc.message(resume_command(args))}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("tlhub: interrupted", file=sys.stderr)
         return 130
+
+
+RESUME = "training.resume_from_checkpoint"
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that resumes a run a signal stopped: this one, resuming. Under a launcher
+    (accelerate launch, torchrun) tlhub does not see the launcher's own arguments."""
+    if args.command != "train" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"the same command with {RESUME}=true"
+    import shlex
+
+    kept = [word for word in args.overrides if not word.startswith(f"{RESUME}=")]
+    return shlex.join(["tlhub", "train", args.config, *kept, f"{RESUME}=true"])
 
 
 if __name__ == "__main__":

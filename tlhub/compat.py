@@ -16,3 +16,12 @@ def dataset_fingerprint(ds: datasets.Dataset) -> str:
     datasets exposes it only as ``Dataset._fingerprint``; recomputing one
     (``datasets.fingerprint.generate_fingerprint``) hashes the whole table instead."""
     return ds._fingerprint
+
+
+def save_checkpoint(trainer: object) -> None:
+    """The Trainer's own checkpoint of its current step (``checkpoint-N``: model, optimizer,
+    scheduler, RNG states, trainer_state.json last), as its training loop writes one. Used when
+    a signal arrived after the loop's last step boundary (tlhub.preemption); the public
+    ``Trainer.save_model`` writes the model alone, which a resume cannot continue from.
+    Every process calls it, as in the loop."""
+    trainer._save_checkpoint(trainer.model_wrapped, trial=None)  # type: ignore[attr-defined]

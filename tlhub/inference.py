@@ -17,7 +17,7 @@ from tlhub.config import RunConfig, build, merge, parse_overrides
 from tlhub.data import encode_labels, read_source, require_columns, sample
 from tlhub.errors import ConfigError, DataError
 from tlhub.modalities import Modality, get_modality
-from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO
+from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, previous_run_dir
 from tlhub.settings import read_yaml
 from tlhub.strategies import get_strategy
 from tlhub.tasks import get_task
@@ -44,8 +44,10 @@ def load_run(run_dir: str | Path) -> Run:
     """
     run_dir = Path(run_dir)
     if not all((run_dir / name).is_file() for name in (RUN_CONFIG, RUN_INFO, RESULTS)):
+        waiting = previous_run_dir(run_dir)  # a run stopped by a signal while replacing a finished one
+        aside = f" (the finished run it replaces waits in {waiting} until it finishes)" if waiting.is_dir() else ""
         raise DataError(
-            f"{run_dir}: not a finished tlhub run (no {RUN_CONFIG}, {RUN_INFO} and {RESULTS}); pass training.output_dir of a run"
+            f"{run_dir}: not a finished tlhub run (no {RUN_CONFIG}, {RUN_INFO} and {RESULTS}){aside}; pass training.output_dir of a run"
         )
     cfg = build(RunConfig, read_yaml(run_dir / RUN_CONFIG))
     info = json.loads((run_dir / RUN_INFO).read_text())

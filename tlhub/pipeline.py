@@ -28,9 +28,9 @@ from tlhub.data import LoadedData, load_data
 from tlhub.domain.runs import Family, adapt
 from tlhub.errors import ConfigError, TlhubError
 from tlhub.inference import Run, evaluate_run, load_pretrained, load_run, predict  # a finished run, used back
-from tlhub.io import atomic_save_dir, atomic_write_json, atomic_write_text
+from tlhub.io import atomic_save_dir, atomic_write_json, atomic_write_text, guarded_write
 from tlhub.modalities import Modality, get_modality
-from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, run_folder
+from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, SAVE_STAGING, run_folder
 from tlhub.strategies import Applied, Prepared, StageContext, Strategy, count_parameters, get_strategy
 from tlhub.trainer import TlhubTrainer, build_trainer, training_arguments
 
@@ -143,14 +143,17 @@ def save_model(trainer: TlhubTrainer, strategy: Strategy, applied: Applied, proc
     Everything is written into ``OUTPUT_DIR/.tlhub-save.tmp`` first and then renamed file
     by file into OUTPUT_DIR, so each model file is either the old one or the whole new
     one, never half-written. (The set of files is not swapped at once; the run counts
-    as finished only when all_results.json, written after them, is there.)
+    as finished only when all_results.json, written after them, is there. A finished run
+    this one replaces waits aside until then: tlhub.rundir.run_folder.) A write that fails
+    is a WriteError naming OUTPUT_DIR and the reason.
     """
-    staging = output_dir / ".tlhub-save.tmp"  # the same path on every process
+    staging = output_dir / SAVE_STAGING  # the same path on every process
     if trainer.is_world_process_zero():
         shutil.rmtree(staging, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     check_finite(applied.model)
-    strategy.save(trainer, applied, staging, processor)
+    with guarded_write(output_dir, "the trained model"):
+        strategy.save(trainer, applied, staging, processor)
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         for item in sorted(staging.iterdir()):

@@ -16,8 +16,10 @@ the folder holds:
 - settings that do not change what is trained (logging, progress bars, trackers, data
   loader workers, the resume and overwrite switches themselves) are ignored.
 
-Clearing renames the folder aside in one step and removes it after, so a crash midway
-leaves either the old run whole or an empty folder, never a mix that loads.
+Clearing renames the folder aside in one step, so a crash midway leaves either the old run
+whole or an empty folder, never a mix that loads. A finished run waits aside
+(``.<name>.tlhub-previous``) until the new run has written its results, and comes back if the
+new run fails (:func:`run_folder`, :func:`recover`): a full disk in the final save loses nothing.
 
 A folder is one live run's at a time (:func:`claim_output_dir`): a lock file beside it,
 ``.<name>.tlhub-lock``, is held (``flock``) for as long as the run lives and names its owner's
@@ -40,7 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlhub.config import save_config
-from tlhub.errors import ConfigError, TlhubError
+from tlhub.errors import ConfigError, Stopped, TlhubError, WriteError
+from tlhub.io import guarded_write, write_failure
 from tlhub.settings import read_yaml
 
 if TYPE_CHECKING:
@@ -54,6 +57,8 @@ RESULTS = "all_results.json"
 TARGET_PREDICTIONS = "target_predictions.jsonl"  # domain adaptation: the model's labels for the target rows
 CHECKPOINT_PREFIX = "checkpoint-"
 LOCK_SUFFIX = ".tlhub-lock"
+PREVIOUS_SUFFIX = ".tlhub-previous"  # beside the folder: the finished run a new run replaces, until it finishes
+SAVE_STAGING = ".tlhub-save.tmp"  # inside the folder: the final save, before its files are renamed into place
 
 # `training` keys that say how a run is carried out or watched, not what it trains.
 NOT_IDENTITY = frozenset(
@@ -61,6 +66,7 @@ NOT_IDENTITY = frozenset(
         "output_dir",
         "resume_from_checkpoint",
         "overwrite_output_dir",
+        "save_on_signal",
         "logging_steps",
         "logging_strategy",
         "logging_first_step",
@@ -144,12 +150,22 @@ def check_output_dir(path: Path) -> None:
         raise ConfigError(f"training.output_dir: cannot create {path} ({exc.strerror or exc}); choose a writable folder") from None
 
 
-def clear_run_dir(path: Path) -> None:
-    """Remove every file of the run in `path` and leave it empty.
+def previous_run_dir(output_dir: Path) -> Path:
+    """Where a finished run waits while a new run replaces it: ``.<name>.tlhub-previous`` beside
+    the folder (the same filesystem, so moving it there and back is one rename each)."""
+    folder = Path(os.path.abspath(output_dir))
+    return folder.parent / f".{folder.name}{PREVIOUS_SUFFIX}"
 
-    The folder is renamed aside in one step (the old run leaves output_dir at once), then
-    deleted. Where that rename is impossible (a mount point), the files that mark a
-    finished run go first, so a crash midway never leaves a folder that loads.
+
+def clear_run_dir(path: Path) -> None:
+    """Empty `path` for a new run; a finished run in it is kept aside until the new one finishes.
+
+    The folder is renamed aside in one step (the old run leaves output_dir at once): a finished
+    run (all_results.json) to :func:`previous_run_dir`, from where :func:`run_folder` deletes it
+    once the new run has written its own results, or gives it back when the new run fails; an
+    unfinished one to a trash folder that is deleted at once. Where that rename is impossible (a
+    mount point), the files that mark a finished run go first, then the rest, so a crash midway
+    never leaves a folder that loads (and nothing can be kept aside).
     """
     path = path.resolve()
     cwd = Path.cwd().resolve()
@@ -160,8 +176,12 @@ def clear_run_dir(path: Path) -> None:
         )
     trash = path.with_name(f".{path.name}.tlhub-replaced")
     shutil.rmtree(trash, ignore_errors=True)
+    aside = trash
+    if (path / RESULTS).is_file():  # newer than any run kept aside before it
+        aside = previous_run_dir(path)
+        shutil.rmtree(aside, ignore_errors=True)
     try:
-        os.replace(path, trash)
+        os.replace(path, aside)
     except OSError:
         for name in (RESULTS, RUN_INFO, RUN_CONFIG):
             (path / name).unlink(missing_ok=True)
@@ -171,14 +191,83 @@ def clear_run_dir(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def recover(output_dir: Path) -> str:
+    """After a run failed in its folder (main process): drop what must not be loaded (the save's
+    staging folder, checkpoints cut short) and give back the finished run this one was replacing;
+    return what the folder keeps, for the error message."""
+    out = Path(output_dir)
+    shutil.rmtree(out / SAVE_STAGING, ignore_errors=True)
+    if out.is_dir():
+        for folder in out.glob(f"{CHECKPOINT_PREFIX}*"):
+            if folder.is_dir() and not complete_checkpoint(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+    previous = previous_run_dir(out)
+    if previous.is_dir() and not (out / RESULTS).is_file():
+        failed = out.with_name(f".{out.name}.tlhub-failed")
+        try:
+            shutil.rmtree(failed, ignore_errors=True)
+            if out.exists():
+                os.replace(out, failed)
+            os.replace(previous, out)
+        except OSError:
+            return f"the previous run is kept in {previous}"
+        shutil.rmtree(failed, ignore_errors=True)
+        return f"{out} holds the previous run again, as it was"
+    if (out / RESULTS).is_file():
+        return f"{out} keeps its finished run"
+    last = last_complete_checkpoint(out)
+    if last is not None:
+        return f"{out} keeps its last complete checkpoint, {Path(last).name} (resume with training.resume_from_checkpoint=true)"
+    return f"{out} holds no finished run and no checkpoint"
+
+
 @contextmanager
 def run_folder(cfg: RunConfig, args: TrainingArguments) -> Iterator[str | None]:
     """``training.output_dir`` held for this run while the block runs (:func:`claim_output_dir`,
     on the main process), made this config's (:func:`prepare_output_dir`); yields the checkpoint
-    to resume from."""
-    lock = claim_output_dir(cfg.output_dir) if args.process_index == 0 else None
+    to resume from.
+
+    How the block ends decides what the folder keeps (main process):
+
+    - it finishes: a finished run this one replaced (kept aside by :func:`clear_run_dir`) is deleted;
+    - a signal stopped training (:class:`Stopped`, after a checkpoint): the checkpoint stays for
+      the resume, and a replaced finished run stays aside until the resumed run finishes;
+    - anything else (a failed write, a crash, a diverged loss): :func:`recover` gives back the
+      replaced run, or keeps the complete checkpoints, and drops what is half-written. A failed
+      write, whatever raised it (:func:`tlhub.io.write_failure`), becomes a WriteError that
+      names the path and says what was kept: the command prints it in one line.
+    """
+    out = cfg.output_dir
+    main = args.process_index == 0
     try:
-        yield prepare_output_dir(cfg, args)
+        with guarded_write(lock_path(out)):
+            lock = claim_output_dir(out) if main else None
+    except WriteError as exc:  # a read-only or full filesystem: nothing was touched yet
+        exc.kept.append(f"{out} is untouched")
+        raise
+    prepared = False
+    try:
+        checkpoint = prepare_output_dir(cfg, args)
+        prepared = True
+        yield checkpoint
+    except Stopped as exc:
+        if main and previous_run_dir(out).is_dir():
+            exc.notes.append(f"the finished run it replaces waits in {previous_run_dir(out)} until it finishes")
+        raise
+    except BaseException as exc:
+        ours = prepared or isinstance(exc, WriteError)  # a write fails in prepare only once the folder is this run's
+        kept = recover(out) if main and ours else None
+        if isinstance(exc, WriteError):
+            exc.kept += [kept] if kept else []
+            raise
+        reason = write_failure(exc, out) if isinstance(exc, Exception) else None
+        if reason is None:
+            raise
+        named = getattr(exc, "filename", None)
+        raise WriteError(Path(named) if named else out, reason, kept=[kept] if kept else []) from exc
+    else:
+        if main:
+            shutil.rmtree(previous_run_dir(out), ignore_errors=True)
     finally:
         if lock is not None:
             lock.release()

@@ -23,6 +23,8 @@ from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingA
 
 from tlhub.data import LABELS
 from tlhub.errors import ConfigError, TlhubError
+from tlhub.io import guarded_write
+from tlhub.preemption import SaveOnSignal
 from tlhub.progress import quiet
 from tlhub.tasks import Task, get_task
 
@@ -36,8 +38,10 @@ TLHUB_TRAINING_KEYS = {
     "early_stopping_patience": "stop when the main eval metric has not improved for this many evaluations",
     "overwrite_output_dir": "true: a run into a folder that holds another config's run clears that folder first "
     "(default false: such a run is refused)",
+    "save_on_signal": "true (default): on SIGTERM or SIGINT, save a checkpoint at the next step and stop with exit code "
+    "143 or 130, to resume with training.resume_from_checkpoint=true; false: the signal ends the run at once",
 }
-TLHUB_TRAINING_TYPES: dict[str, Any] = {"early_stopping_patience": int | None, "overwrite_output_dir": bool}
+TLHUB_TRAINING_TYPES: dict[str, Any] = {"early_stopping_patience": int | None, "overwrite_output_dir": bool, "save_on_signal": bool}
 
 
 class TrainingDiverged(TlhubError):
@@ -197,6 +201,9 @@ class TlhubTrainer(Seq2SeqTrainer):
       loss and gradients grew with both; False restores the plain per-batch-mean arithmetic.
       With an `adaptation` (a run adapting to a target domain) the model is wrapped in its
       DomainAdaptedModel, so that DDP, checkpoints and resume see the domain classifier too.
+    - :meth:`train`: with ``save_on_signal`` (the run's Trainer), SIGTERM and SIGINT save a
+      checkpoint at the next step boundary and stop (tlhub.preemption); a checkpoint that cannot
+      be written is a WriteError naming it.
     - :meth:`training_step`: a NaN or infinite loss stops the run (TrainingDiverged) before the
       optimizer applies it, naming the step and the learning rate; the Trainer itself would
       only leave it out of the logged loss (``logging_nan_inf_filter``) and train on.
@@ -217,8 +224,9 @@ class TlhubTrainer(Seq2SeqTrainer):
     """
 
     def __init__(
-        self, *args: Any, adaptation: Adaptation | None = None, patience: int | None = None, task: Task | None = None, **kwargs: Any
-    ) -> None:
+        self, *args: Any, adaptation: Adaptation | None = None, patience: int | None = None, task: Task | None = None,
+        save_on_signal: bool = False, **kwargs: Any,
+    ) -> None:  # fmt: skip
         if adaptation is not None:
             kwargs["model"] = adaptation.wrap(kwargs["model"])
         if patience is not None:
@@ -228,6 +236,21 @@ class TlhubTrainer(Seq2SeqTrainer):
         self.task = task
         self.model_accepts_loss_kwargs = False
         self.last_evaluation: tuple[int, dict[str, float]] | None = None  # (global step, metrics) of the validation set
+        self.signal_stop = SaveOnSignal() if save_on_signal else None
+        if self.signal_stop is not None:
+            self.add_callback(self.signal_stop)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's training; with ``save_on_signal``, SIGTERM/SIGINT save a checkpoint at
+        the next step and raise Stopped (tlhub.preemption). A checkpoint write that fails is a
+        WriteError naming the checkpoint."""
+        with guarded_write(lambda: Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"):
+            if self.signal_stop is None:
+                return super().train(*args, **kwargs)
+            with self.signal_stop.listening():
+                output = super().train(*args, **kwargs)
+                self.signal_stop.after_training(self)
+            return output
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -241,6 +264,10 @@ class TlhubTrainer(Seq2SeqTrainer):
         rate = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else self.args.learning_rate
         checkpoints = sorted(Path(self.args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
         kept = f"the last checkpoint, {checkpoints[-1].name}, is kept" if checkpoints else "no checkpoint was saved before it"
+        from tlhub.rundir import previous_run_dir  # rundir imports config, which imports this module
+
+        if previous_run_dir(Path(self.args.output_dir)).is_dir():  # tlhub.rundir.recover gives it back
+            kept = f"{self.args.output_dir} holds the finished run it was replacing again"
         return (
             f"training.learning_rate: the training loss became {loss} at step {step} (learning rate {rate:.3g}); the run "
             f"stopped and saved nothing ({kept}). Try a lower training.learning_rate, training.warmup_steps or "
@@ -347,6 +374,7 @@ def build_trainer(
         adaptation=adaptation,
         patience=cfg.early_stopping_patience,
         task=get_task(cfg.task),
+        save_on_signal=bool(cfg.training.get("save_on_signal", True)),
     )
 
 

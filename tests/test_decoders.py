@@ -238,6 +238,7 @@ def test_a_long_prompt_keeps_its_opening_with_keep_start(family: str, decoders) 
         text = tokenizer.decode(prompt_ids)
         if keep == "keep_start":
             assert "excellent superb the food" in text and "bad" not in text
-            assert text.endswith(full_prompt[-12:])  # the generation prompt after the document is intact
+            if tokenizer.chat_template:  # the generation prompt after the document is intact
+                assert text.endswith(full_prompt[-12:])
         else:
             assert "excellent" not in text and text.rstrip().endswith(full_prompt.rstrip()[-12:]) and "bad" in text

@@ -9,6 +9,7 @@ so every such stage derives its arguments from the run's resolved ones (:func:`s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ from tlhub.data import LABELS
 from tlhub.errors import ConfigError, TlhubError
 from tlhub.progress import quiet
 from tlhub.tasks import Task, get_task
+from tlhub.tasks.classification import check_class_weights
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -37,8 +39,10 @@ TLHUB_TRAINING_KEYS = {
     "early_stopping_patience": "stop when the main eval metric has not improved for this many evaluations",
     "overwrite_output_dir": "true: a run into a folder that holds another config's run clears that folder first "
     "(default false: such a run is refused)",
+    "class_weights": "classification: none | balanced | {label: weight}: weight the loss per class (single-label) or "
+    "each label's positives (multi-label); balanced weighs rare classes up by their counts in the training split",
 }
-TLHUB_TRAINING_TYPES: dict[str, Any] = {"early_stopping_patience": int | None, "overwrite_output_dir": bool}
+TLHUB_TRAINING_TYPES: dict[str, Any] = {"early_stopping_patience": int | None, "overwrite_output_dir": bool, "class_weights": Any}
 
 
 class TrainingDiverged(TlhubError):
@@ -76,7 +80,7 @@ def training_arguments(cfg: RunConfig) -> Seq2SeqTrainingArguments:
     Transformers' own checks run here, so a bad `training` value fails before anything loads.
     """
     task = get_task(cfg.task)
-    main, greater = task.main_metric
+    main, greater = task.best_metric(cfg)
     user = cfg.training
     values: dict[str, Any] = {
         "report_to": "none",
@@ -151,6 +155,7 @@ def check_arguments(cfg: RunConfig) -> None:
     """transformers' checks of the `training` section, run when the config is read: every key
     but the mixed-precision ones, which depend on the machine that runs it (a recipe for a GPU
     is read on a laptop too); the run checks those when it builds its arguments."""
+    check_class_weights(cfg.training.get("class_weights"))
     user = {k: v for k, v in cfg.training.items() if k not in TLHUB_TRAINING_KEYS and k not in HARDWARE_KEYS}
     build_arguments({"report_to": "none", "remove_unused_columns": False, **user, "use_cpu": True, "push_to_hub": False})
 
@@ -227,6 +232,7 @@ class TlhubTrainer(Seq2SeqTrainer):
         self.adaptation = adaptation
         self.task = task
         self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False  # a compute_loss_func (class weights) returns a per-batch mean too
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -342,7 +348,12 @@ def build_trainer(
     adaptation: Adaptation | None = None,
 ) -> TlhubTrainer:
     """A run's TlhubTrainer: `model` trained on ``splits["train"]`` and evaluated on
-    ``splits["validation"]``, batched by `collator`, scored by the task's metrics."""
+    ``splits["validation"]``, batched by `collator`, scored by the task's metrics, with the
+    task's loss where it brings one (class weights)."""
+    task = get_task(cfg.task)
+    main, greater = task.best_metric(cfg)  # the problem type is known now (data.problem_type: auto is decided with the data)
+    if args.load_best_model_at_end and "metric_for_best_model" not in cfg.training and args.metric_for_best_model != main:
+        args = dataclasses.replace(args, metric_for_best_model=main, greater_is_better=greater)
     return TlhubTrainer(
         model=model,
         args=args,
@@ -354,7 +365,8 @@ def build_trainer(
         optimizers=(layered_optimizer(lr_scales, args), None),
         adaptation=adaptation,
         patience=cfg.early_stopping_patience,
-        task=get_task(cfg.task),
+        task=task,
+        compute_loss_func=task.loss_function(cfg, label_names, splits.get("train")),
     )
 
 

@@ -84,16 +84,33 @@ def config(model: Path, data: Path, out: Path, strategy: str, **data_keys) -> di
     return cfg
 
 
+RUNS: dict[tuple[str, str], tuple[Path, dict]] = {}  # (problem, strategy) -> (run folder, results): each trains once
+
+
+@pytest.fixture(scope="module")
+def trained(sentiment_bert: Path, multi_jsonl: Path, score_csv: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Train (once per module) the run of a problem type and strategy from the sentiment BERT."""
+
+    def get(problem: str, strategy: str) -> tuple[Path, dict]:
+        if (problem, strategy) not in RUNS:
+            out = tmp_path_factory.mktemp(f"{problem}-{strategy}") / "run"
+            data, column = (multi_jsonl, "labels") if problem == "multi" else (score_csv, "score")
+            RUNS[problem, strategy] = out, finetune(config_from_dict(config(sentiment_bert, data, out, strategy, label_column=column)))
+        return RUNS[problem, strategy]
+
+    return get
+
+
 @pytest.mark.parametrize("strategy", list(STRATEGY_SETTINGS))
-def test_multi_label_learns_reloads_and_predicts(strategy: str, sentiment_bert: Path, multi_jsonl: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    results = finetune(config_from_dict(config(sentiment_bert, multi_jsonl, out, strategy, label_column="labels")))
-    # chance: predicting every label gives micro F1 0.67 here (1.5 of 3 labels a row), predicting none 0
+def test_multi_label_learns_reloads_and_predicts(strategy: str, trained) -> None:
+    out, results = trained("multi", strategy)
+    # chance: predicting every label gives micro F1 0.62 here (1.3 of 3 labels a row), predicting none 0
     assert results["problem_type"] == "multi_label"
-    assert results["eval_f1_micro"] >= 0.75, results
-    for key in ("eval_f1_macro", "eval_f1_samples", "eval_precision/g", "eval_recall/b", "eval_f1/f"):
+    assert results["eval_f1_micro"] >= 0.8, results
+    for key in ("eval_f1_macro", "eval_f1_samples", "eval_precision/pos", "eval_recall/neg", "eval_f1/food"):
         assert key in results
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["problem_type"] == "multi_label"
+    assert json.loads((out / "config.json").read_text())["problem_type"] == "multi_label_classification"
     run = load_run(out)
     rows = predict(run, ["good the was staff it", "the food was awful it"])
     assert "pos" in rows[0]["labels"] and "neg" not in rows[0]["labels"] and "neg" in rows[1]["labels"], rows
@@ -101,9 +118,8 @@ def test_multi_label_learns_reloads_and_predicts(strategy: str, sentiment_bert: 
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGY_SETTINGS))
-def test_regression_learns_reloads_and_predicts(strategy: str, sentiment_bert: Path, score_csv: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    results = finetune(config_from_dict(config(sentiment_bert, score_csv, out, strategy, label_column="score")))
+def test_regression_learns_reloads_and_predicts(strategy: str, trained) -> None:
+    out, results = trained("regression", strategy)
     assert results["problem_type"] == "regression"  # auto: numbers with fractions
     assert results["eval_pearson"] >= 0.6, results  # chance: 0
     assert {"eval_mse", "eval_mae", "eval_spearman"} <= results.keys()
@@ -112,18 +128,18 @@ def test_regression_learns_reloads_and_predicts(strategy: str, sentiment_bert: P
     assert isinstance(low["value"], float) and high["value"] > low["value"] + 0.3, (low, high)
 
 
-def test_pipeline_applies_sigmoid_for_multi_label_and_nothing_for_regression(tiny_bert: Path, multi_jsonl: Path, score_csv: Path, tmp_path: Path) -> None:
+def test_pipeline_applies_sigmoid_for_multi_label_and_nothing_for_regression(trained) -> None:
     from transformers import pipeline
 
-    finetune(config_from_dict(config(tiny_bert, multi_jsonl, tmp_path / "multi", "full", label_column="labels")))
-    finetune(config_from_dict(config(tiny_bert, score_csv, tmp_path / "reg", "full", label_column="score")))
-    multi = pipeline("text-classification", model=str(tmp_path / "multi"), top_k=None)("good the was bad it")
-    scores = {row["label"]: row["score"] for row in multi}
-    assert scores["g"] > 0.5 and scores["b"] > 0.5 and scores["f"] < 0.5  # sigmoid: they need not sum to 1
-    reg = pipeline("text-classification", model=str(tmp_path / "reg"))
-    value = reg("good great superb the food")[0]["score"]
-    tl = predict(load_run(tmp_path / "reg"), ["good great superb the food"])[0]["value"]
-    assert value == pytest.approx(tl, abs=1e-4)  # no function applied: the number itself
+    text = "good the food was it"
+    multi, _ = trained("multi", "full")
+    scores = {row["label"]: row["score"] for row in pipeline("text-classification", model=str(multi), top_k=None)(text)}
+    ours = predict(load_run(multi), [text])[0]
+    assert ours["labels"] and all(scores[label] == pytest.approx(score, abs=1e-4) for label, score in ours["scores"].items())
+    assert sum(scores.values()) != pytest.approx(1.0, abs=1e-3)  # sigmoid per label, not a softmax over them
+    regression, _ = trained("regression", "full")
+    value = pipeline("text-classification", model=str(regression))(text)[0]["score"]
+    assert value == pytest.approx(predict(load_run(regression), [text])[0]["value"], abs=1e-4)  # no function: the number
 
 
 def test_tuned_threshold_is_recorded_and_used(tiny_bert: Path, multi_jsonl: Path, tmp_path: Path) -> None:
@@ -229,7 +245,7 @@ BAD_INPUTS = {
     "mixed lists and strings": (
         [{"text": "good food", "labels": ["g", "f"]}, {"text": "bad it", "labels": "b"}] * 6,
         "labels", {},
-        "row 2: column 'labels' holds a list where other rows hold str; give every row the same kind of value",
+        "row 1: column 'labels' holds a list where other rows hold str; give every row the same kind of value",
     ),
     "empty label list": (
         [{"text": "good food", "labels": ["g", "f"]}, {"text": "bad it", "labels": ["b"]}] * 5 + [{"text": "it", "labels": []}],
@@ -261,20 +277,22 @@ def test_bad_inputs_are_one_line(case: str, tiny_bert: Path, tmp_path: Path, cap
 
 
 def test_unknown_label_in_validation_names_its_row(tiny_bert: Path, multi_jsonl: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    validation = write_jsonl(tmp_path / "validation.jsonl", [{"text": "good", "labels": ["g"]}, {"text": "bad it", "labels": ["b", "x"]}])
+    validation = write_jsonl(tmp_path / "validation.jsonl", [{"text": "good", "labels": ["pos"]}, {"text": "bad it", "labels": ["neg", "x"]}])
     cfg = text_config(tiny_bert, multi_jsonl, tmp_path / "run", training={"num_train_epochs": 1})
     cfg["data"].update(label_column="labels", validation=str(validation))
     code, err = cli_error(capsys, cfg, tmp_path)
     assert code == 2 and err.count("\n") == 0
     assert err == (f"tlhub: error: data.validation ({validation}): row 2: label 'x' does not occur in the training data "
-                   "(labels: b, f, g); add it to the training data or correct it")  # fmt: skip
+                   "(labels: food, neg, pos); add it to the training data or correct it")  # fmt: skip
 
 
-def test_cli_predict_prints_label_sets_and_numbers(tiny_bert: Path, multi_jsonl: Path, score_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = config(tiny_bert, multi_jsonl, tmp_path / "multi", "feature_extraction", label_column="labels")
-    finetune(config_from_dict(cfg))
+def test_cli_predict_prints_label_sets_and_numbers(trained, capsys: pytest.CaptureFixture[str]) -> None:
+    multi, _ = trained("multi", "feature_extraction")
+    regression, _ = trained("regression", "feature_extraction")
     capsys.readouterr()
-    assert main(["predict", str(tmp_path / "multi"), "good the was bad it"]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    labels, text = line.split("\t")
-    assert {part.split(":")[0] for part in labels.split(", ")} == {"g", "b"} and text == "good the was bad it"
+    assert main(["predict", str(multi), "good the was staff it"]) == 0
+    labels, text = capsys.readouterr().out.strip().splitlines()[-1].split("\t")
+    assert "pos" in {part.split(":")[0] for part in labels.split(", ")} and text == "good the was staff it"
+    assert main(["predict", str(regression), "good great superb the food"]) == 0
+    value, text = capsys.readouterr().out.strip().splitlines()[-1].split("\t")
+    assert float(value) > 0.5 and text == "good great superb the food"

@@ -75,6 +75,13 @@ def keep(results: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in results.items() if (k.startswith("test_") and "/" not in k and "runtime" not in k and "per_second" not in k) or k in keys}
 
 
+SETUPS: set[str] | None = None  # --setups: only these setup names
+
+
+def chosen(setups: list[tuple]) -> list[tuple]:
+    return [s for s in setups if SETUPS is None or s[0] in SETUPS]
+
+
 def arxiv(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
     rows = []
     epochs = 3 if quick else 5
@@ -89,6 +96,7 @@ def arxiv(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
     ]  # fmt: skip
     if quick:
         setups = [s for s in setups if s[0] != "lora_balanced"]
+    setups = chosen(setups)
     for seed in seeds:
         train, test = arxiv_split(seed)
         data = {"train": str(train), "test": str(test), "label_column": "categories", "tune_threshold": True, "seed": seed}
@@ -114,7 +122,7 @@ def ratings(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
     for source, target in (("tweets", "amazon"), ("amazon", "tweets")):
         train, test = DATA / "ratings" / f"{source}.tsv", DATA / "ratings" / f"{target}.tsv"
         frame = pd.read_csv(test, sep="\t", quoting=3)
-        if VADER_PYTHON.exists():
+        if VADER_PYTHON.exists() and (SETUPS is None or "vader" in SETUPS):
             r = float(pearsonr(frame["score"], vader_scores(frame["text"].astype(str).tolist()))[0])
             rows.append({"task": f"ratings {source}->{target}", "setup": "vader", "test_pearson": r, "test_samples": len(frame)})
             print(source, target, "vader", round(r, 4), flush=True)
@@ -124,6 +132,7 @@ def ratings(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
         ]
         if source == "tweets":
             setups.append(("lora", {"name": "lora", "lora": {"r": 8, "alpha": 16}}, {"num_train_epochs": 1 if quick else 2, "learning_rate": 1e-3}, True))
+        setups = chosen(setups)
         for seed in seeds:
             data = {"train": str(train), "test": str(test), "label_column": "score", "problem_type": "regression", "seed": seed, "max_length": 64}
             for name, strategy, training, pretrained in setups:
@@ -137,8 +146,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--quick", action="store_true", help="fewer epochs and setups")
     parser.add_argument("--only", choices=("arxiv", "ratings"), default=None)
+    parser.add_argument("--setups", default=None, help="comma-separated setup names (fe_logistic, lora, fe_ridge, vader, ...)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench_problem_types.json"))
     args = parser.parse_args()
+    global SETUPS
+    SETUPS = set(args.setups.split(",")) if args.setups else None
     seeds = [int(s) for s in args.seeds.split(",")]
     report: dict[str, Any] = {"command": " ".join(["python", "scripts/bench_problem_types.py", *sys.argv[1:]]), "seeds": seeds,
                               "model": MINILM, "rows": []}  # fmt: skip

@@ -437,7 +437,7 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
 
     label_names = None
     origin = tables["train"].origin
-    problem = problem_of(cfg, splits["train"], class_column, origin)  # single_label | multi_label | regression | None
+    problem = problem_of(cfg, modality, splits["train"], class_column, origin)  # single_label | multi_label | regression | None
     if class_column is not None:
         label_names = training_labels(splits, class_column, problem, data, origin)
         for name in splits:
@@ -466,13 +466,11 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
 # --------------------------------------------------------------------------- problem types (issue 35)
 
 
-def problem_of(cfg: RunConfig, train: datasets.Dataset, column: str | None, origin: str) -> str | None:
+def problem_of(cfg: RunConfig, modality: Modality, train: datasets.Dataset, column: str | None, origin: str) -> str | None:
     """The run's problem type (tlhub.labels), decided from the training split where
     ``data.problem_type`` is auto and written back to ``cfg.data.problem_type``, so the run's
     config.yaml records it; None for tasks without problem types (a tag per word)."""
-    from tlhub.tasks import get_task  # tasks import this module
-
-    if column is None or not get_task(cfg.task).problem_types:
+    if column is None or not modality.problem_types(cfg):
         return None
     problem = decide(train, column, cfg.data, origin)
     if cfg.data.tune_threshold and problem != "multi_label":

@@ -87,13 +87,11 @@ def decide(ds: datasets.Dataset, column: str, data: DataConfig, origin: str) -> 
         return data.problem_type
     import datasets as hf
 
-    from tlhub.data import is_sequence
-
     feature = ds.features[column]
     reason = ""
     if isinstance(feature, hf.ClassLabel):
         problem = "single_label"
-    elif is_sequence(feature):
+    elif isinstance(feature, (list, hf.Sequence, getattr(hf, "List", hf.Sequence), hf.LargeList)):
         problem, reason = "multi_label", "holds a list of labels per row"
     else:
         present = [v for v in ds[column] if not _missing(v)]

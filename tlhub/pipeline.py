@@ -84,10 +84,9 @@ def run(
         trainer = build_trainer(cfg, processor, applied.model, prepared.splits, prepared.collator, train_args, loaded.label_names,
                                 applied.lr_scales, adaptation)  # fmt: skip
         trained = strategy.train(trainer, applied, prepared, ctx, checkpoint)
-        tuned = trainer.task.tune(cfg, trainer)  # settings chosen on validation (a multi-label threshold), into cfg
 
-        # Evaluate on validation (and test, and the target domain)
-        results = {**prepared.results, **tuned, **trainer.evaluate(), **trained.metrics}
+        # Evaluate on validation (and test, and the target domain), after what the task tunes on validation (a threshold)
+        results = {**prepared.results, **trainer.task.tune(cfg, trainer), **trainer.evaluate(), **trained.metrics}
         if "test" in prepared.splits:
             results.update(trainer.evaluate(prepared.splits["test"], metric_key_prefix="test"))
         target = family.score(trainer, modality, processor) if family else None

@@ -33,11 +33,18 @@ def fit_logistic_head(model: PooledClassifier, features: torch.Tensor, labels: t
     (``model.problem_type``). `class_weight` ``balanced`` weighs rare classes up (scikit-learn's)."""
     model.normalize = True  # fitted on unit vectors (as sentence-transformers embeddings are)
     unit = torch.nn.functional.normalize(features.float(), dim=-1)
-    if model.problem_type == "regression":
-        return fit_ridge(model.head, unit, labels)
-    if model.problem_type == "multi_label_classification":
-        return fit_one_vs_rest(model.head, unit, labels, seed, class_weight)
-    return fit_linear(model.head, unit, labels, seed, class_weight)
+    return fit_closed_form(model.head, unit, labels, model.problem_type, seed, class_weight)
+
+
+def fit_closed_form(head: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor, problem_type: str | None, seed: int = 0,
+                    class_weight: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A linear layer fitted in closed form for transformers' `problem_type`: ridge regression,
+    one-vs-rest logistic regressions (multi-label), or one logistic regression (classes)."""
+    if problem_type == "regression":
+        return fit_ridge(head, features.float(), labels)
+    if problem_type == "multi_label_classification":
+        return fit_one_vs_rest(head, features.float(), labels, seed, class_weight)
+    return fit_linear(head, features, labels, seed, class_weight)
 
 
 def _set_head(head: torch.nn.Linear, weight: np.ndarray, bias: np.ndarray) -> None:

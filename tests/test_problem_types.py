@@ -110,7 +110,9 @@ def test_multi_label_learns_reloads_and_predicts(strategy: str, trained) -> None
     for key in ("eval_f1_macro", "eval_f1_samples", "eval_precision/pos", "eval_recall/neg", "eval_f1/food"):
         assert key in results
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["problem_type"] == "multi_label"
-    assert json.loads((out / "config.json").read_text())["problem_type"] == "multi_label_classification"
+    model_config = next((f for f in (out / "config.json", out / "merged" / "config.json") if f.is_file()), None)  # LoRA: merged/
+    if model_config is not None:
+        assert json.loads(model_config.read_text())["problem_type"] == "multi_label_classification"
     run = load_run(out)
     rows = predict(run, ["good the was staff it", "the food was awful it"])
     assert "pos" in rows[0]["labels"] and "neg" not in rows[0]["labels"] and "neg" in rows[1]["labels"], rows
@@ -296,3 +298,12 @@ def test_cli_predict_prints_label_sets_and_numbers(trained, capsys: pytest.Captu
     assert main(["predict", str(regression), "good great superb the food"]) == 0
     value, text = capsys.readouterr().out.strip().splitlines()[-1].split("\t")
     assert float(value) > 0.5 and text == "good great superb the food"
+
+
+def test_cli_evaluate_scores_a_regression_run_on_new_rows(trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    regression, _ = trained("regression", "feature_extraction")
+    data = write_rows(tmp_path / "new.csv", regression_rows(40, seed=7))
+    capsys.readouterr()
+    assert main(["evaluate", str(regression), "--data", str(data)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["eval_pearson"] >= 0.6 and metrics["eval_samples"] == 40

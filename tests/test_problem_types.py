@@ -135,7 +135,7 @@ def test_pipeline_applies_sigmoid_for_multi_label_and_nothing_for_regression(tra
 
     text = "good the food was it"
     multi, _ = trained("multi", "full")
-    scores = {row["label"]: row["score"] for row in pipeline("text-classification", model=str(multi), top_k=None)(text)}
+    scores = {row["label"]: row["score"] for row in pipeline("text-classification", model=str(multi), top_k=None)([text])[0]}
     ours = predict(load_run(multi), [text])[0]
     assert ours["labels"] and all(scores[label] == pytest.approx(score, abs=1e-4) for label, score in ours["scores"].items())
     assert sum(scores.values()) != pytest.approx(1.0, abs=1e-3)  # sigmoid per label, not a softmax over them

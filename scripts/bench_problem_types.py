@@ -83,7 +83,7 @@ def keep(results: dict[str, Any]) -> dict[str, Any]:
 
 SETUPS: set[str] | None = None  # --setups: only these setup names
 REUSE = False  # --reuse: read finished runs' all_results.json instead of training again
-RATINGS_ROWS = 1000  # train and test rows drawn (seeded) from each ratings file: minutes on a shared 2-core CPU
+RATINGS_ROWS = 500  # train and test rows drawn (seeded) from each ratings file: minutes on a shared 2-core CPU
 
 
 def chosen(setups: list[tuple]) -> list[tuple]:

@@ -310,8 +310,9 @@ def extract_features(
                     index = torch.tensor(chunk) + start
                     features[index] = pooled
                     if batch_labels is not None:
-                        if labels is None:
-                            labels = torch.empty(n, dtype=torch.as_tensor(batch_labels).dtype)
+                        if labels is None:  # a class id, a number (regression) or a multi-hot row (multi-label)
+                            shaped = torch.as_tensor(batch_labels)
+                            labels = torch.empty(n, *shaped.shape[1:], dtype=shaped.dtype)
                         labels[index] = torch.as_tensor(batch_labels)
                     shown.update(len(chunk))
     finally:

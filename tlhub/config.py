@@ -27,6 +27,7 @@ import yaml
 
 from tlhub.domain.settings import AUTO_DOMAIN_METHODS, LOSS_METHODS, DomainAdaptationConfig
 from tlhub.errors import ConfigError, closest
+from tlhub.labels import check_label_settings
 from tlhub.modalities import MODALITIES, get_modality
 from tlhub.settings import (
     build,
@@ -220,6 +221,28 @@ class DataConfig:
         "pretrained model's \"Seven.\" counts as \"seven\"; false scores the raw text.",
         default=True,
     )
+    # problem types and labels (issue 35): multi-label, regression, label spellings
+    problem_type: str = setting(
+        "classification: auto | single_label | multi_label | regression. auto decides from the label column (lists, or "
+        "strings split by label_separator: multi_label; numbers with fractions: regression; else single_label) and logs it; "
+        "the run records the decision and the model config carries transformers' problem_type.",
+        default="auto",
+    )
+    label_separator: str | None = setting(
+        "multi_label: split a string label column on this separator ('cs.LG|cs.AI' with '|'); lists in JSON/Parquet need none.",
+        default=None,
+    )
+    threshold: float = setting("multi_label: a label is predicted when its sigmoid score is at least this.", default=0.5)
+    tune_threshold: bool = setting(
+        "multi_label: after training, set data.threshold to the value maximising micro F1 on the validation split "
+        "(recorded in the run's config.yaml and all_results.json as threshold).",
+        default=False,
+    )
+    normalize_labels: bool = setting(
+        "Merge label spellings that differ only in surrounding spaces or in case ('pos', 'pos ', 'Pos') into the most "
+        "frequent one, and log it; false refuses such labels, naming both spellings.",
+        default=False,
+    )
     seed: int = setting("Seed for splitting and sampling.", default=42)
 
     def __post_init__(self) -> None:
@@ -244,6 +267,7 @@ class DataConfig:
             setattr(self, key, resolve_package(getattr(self, key), f"data.{key}"))
         if self.label_words is not None:
             self.label_words = {str(k): str(v) for k, v in self.label_words.items()}
+        check_label_settings(self)  # issue 35: problem types and labels
 
 
 # --------------------------------------------------------------------------- the strategy section

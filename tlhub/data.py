@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,16 @@ import datasets
 import pandas as pd
 
 from tlhub.errors import ConfigError, DataError
+from tlhub.labels import (
+    check_spellings,
+    decide,
+    encode_multi_label,
+    encode_regression,
+    label_counts,
+    multi_label_names,
+    spelling,
+    warn_if_skewed,
+)
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -47,6 +58,7 @@ class LoadedData:
     splits: datasets.DatasetDict
     label_names: list[str] | None = None
     skipped: dict[str, int] = field(default_factory=dict)
+    problem_type: str | None = None  # single_label | multi_label | regression (tlhub.labels); None: not classification
 
 
 # --------------------------------------------------------------------------- reading
@@ -425,16 +437,16 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
 
     label_names = None
     origin = tables["train"].origin
+    problem = problem_of(cfg, modality, splits["train"], class_column, origin)  # single_label | multi_label | regression | None
     if class_column is not None:
-        label_names = label_names_from(splits["train"], class_column, origin)
-        if len(label_names) < 2:
-            raise DataError(
-                f"{origin}: only one class ('{label_names[0]}') in column '{class_column}'; classification needs at least two"
-            )
+        label_names = training_labels(splits, class_column, problem, data, origin)
         for name in splits:
-            splits[name] = encode_labels(splits[name], class_column, label_names, tables[name].origin)
+            splits[name] = encode_split(splits[name], class_column, label_names, problem, data, tables[name].origin)
 
-    classes = class_column is not None
+    classes = class_column is not None and problem in (None, "single_label")  # classes to stratify by
+    if samples_per_class_refused(problem, data):
+        raise ConfigError(f"data.samples_per_class: draws rows per class, for single-label classes; data.problem_type is {problem}: "
+                          "use data.max_train_samples")  # fmt: skip
     if "validation" not in splits:
         splits["train"], splits["validation"] = split_validation(splits["train"], data.validation_split, data.seed, classes, origin)
     splits["train"] = sample(splits["train"], data.max_train_samples, data.seed)
@@ -446,4 +458,63 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
     for name in ("validation", "test"):
         if name in splits:
             splits[name] = sample(splits[name], data.max_eval_samples, data.seed)
-    return LoadedData(datasets.DatasetDict(splits), label_names, {k: v for k, v in skipped.items() if v})
+    if problem in ("single_label", "multi_label") and label_names:
+        warn_if_skewed(label_counts(splits["train"], problem, label_names), "data.train")
+    return LoadedData(datasets.DatasetDict(splits), label_names, {k: v for k, v in skipped.items() if v}, problem)
+
+
+# --------------------------------------------------------------------------- problem types (issue 35)
+
+
+def problem_of(cfg: RunConfig, modality: Modality, train: datasets.Dataset, column: str | None, origin: str) -> str | None:
+    """The run's problem type (tlhub.labels), decided from the training split where
+    ``data.problem_type`` is auto and written back to ``cfg.data.problem_type``, so the run's
+    config.yaml records it; None for tasks without problem types (a tag per word)."""
+    if column is None or not modality.problem_types(cfg):
+        return None
+    problem = decide(train, column, cfg.data, origin)
+    if cfg.data.tune_threshold and problem != "multi_label":
+        raise ConfigError(f"data.tune_threshold: tunes the decision threshold of multi_label runs; this run is {problem} "
+                          f"(column '{column}'); remove data.tune_threshold or set data.problem_type: multi_label")  # fmt: skip
+    cfg.data.problem_type = problem
+    return problem
+
+
+def samples_per_class_refused(problem: str | None, data: Any) -> bool:
+    return data.samples_per_class is not None and problem in ("multi_label", "regression")
+
+
+def training_labels(splits: dict[str, datasets.Dataset], column: str, problem: str | None, data: Any, origin: str) -> list[str]:
+    """The label names the head is sized to: the training split's classes (spellings checked,
+    and merged with data.normalize_labels), its multi-label labels, or for regression the one
+    output, named after the column."""
+    train = splits["train"]
+    if problem == "regression":
+        return [column]
+    if problem == "multi_label":
+        names = multi_label_names(train, column, data, origin)
+    else:
+        if problem == "single_label" and isinstance(train.features[column], datasets.Value) and train.features[column].dtype in ("string", "large_string"):
+            values = [v for v in train[column] if isinstance(v, str)]
+            canonical = check_spellings(Counter(values), data.normalize_labels, column, origin)
+            if any(raw != target for raw, target in canonical.items()):
+                splits["train"] = train.map(lambda b: {column: [canonical.get(v, v) for v in b[column]]}, batched=True)
+        names = label_names_from(splits["train"], column, origin)
+    if len(names) < 2:
+        raise DataError(f"{origin}: only one class ('{names[0]}') in column '{column}'; classification needs at least two")
+    return names
+
+
+def encode_split(ds: datasets.Dataset, column: str, names: list[str], problem: str | None, data: Any, origin: str) -> datasets.Dataset:
+    """Add ``labels`` to one split the way its problem type reads them: class ids, multi-hot
+    vectors or numbers; a label training lacks, a missing value or text where a number belongs
+    is a DataError naming the row."""
+    if problem == "multi_label":
+        return encode_multi_label(ds, column, names, data, origin)
+    if problem == "regression":
+        return encode_regression(ds, column, origin)
+    feature = ds.features[column]
+    if problem == "single_label" and data.normalize_labels and isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        spell = spelling(names, True)
+        ds = ds.map(lambda b: {column: [spell(v) if isinstance(v, str) else v for v in b[column]]}, batched=True)
+    return encode_labels(ds, column, names, origin)

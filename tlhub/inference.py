@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tlhub.config import RunConfig, build, merge, parse_overrides
-from tlhub.data import encode_labels, read_source, require_columns, sample
+from tlhub.data import encode_split, read_source, require_columns, sample
 from tlhub.errors import ConfigError, DataError
 from tlhub.modalities import Modality, get_modality
 from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, previous_run_dir
@@ -136,7 +136,8 @@ def evaluate_run(run: Run, data: str, output_dir: str | Path | None = None, max_
     ds = sample(ds, max_samples, cfg.data.seed)
     column = run.modality.class_column(cfg)
     if column is not None:
-        ds = encode_labels(ds, column, run.label_names or [], table.origin)
+        problem = cfg.data.problem_type if get_task(cfg.task).problem_types else None
+        ds = encode_split(ds, column, run.label_names or [], problem, cfg.data, table.origin)
     ds = ds.with_transform(run.modality.transform(run.processor, cfg, train=False))
     # the run's evaluation settings, the Trainer's scratch in output_dir, nothing of its training
     keep = {k: v for k, v in cfg.training.items() if k in ("per_device_eval_batch_size", "bf16", "fp16")}

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoConfig, GgufConfig
 
 from tlhub.errors import ConfigError, ModelError, closest
+from tlhub.labels import hf_problem_type
 
 if TYPE_CHECKING:
     from tlhub.config import ModelConfig
@@ -39,10 +40,15 @@ def load_config(model: ModelConfig, source: str | None = None, **config_kwargs: 
     return AutoConfig.from_pretrained(source or model.name_or_path, **source_kwargs(model, source), **config_kwargs)
 
 
-def label_head(label_names: list[str]) -> dict[str, Any]:
+def label_head(label_names: list[str], problem: str | None = None) -> dict[str, Any]:
     """The config settings of a new classification head over `label_names` (its size and the
-    names, which the saved model's config carries for pipelines and the Hub)."""
-    return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}
+    names, which the saved model's config carries for pipelines and the Hub), and with a problem
+    type (tlhub.labels: single_label, multi_label, regression) transformers' ``problem_type``,
+    which picks the loss and the pipeline's output function."""
+    head = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}
+    if hf_problem_type(problem):
+        head["problem_type"] = hf_problem_type(problem)
+    return head
 
 
 def load_auto_model(auto_class: Any, model: ModelConfig, **config_kwargs: Any) -> nn.Module:

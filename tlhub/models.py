@@ -243,6 +243,22 @@ def backbone_of(model: nn.Module) -> nn.Module:
     return base
 
 
+def head_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss of a classification head, as transformers' ``...ForSequenceClassification``
+    computes it for ``config.problem_type``: mean squared error for regression, binary
+    cross-entropy on logits for multi-label (`weight`: each label's positive weight), and
+    cross-entropy otherwise (`weight`: each class's; labels of -100 ignored)."""
+    if problem_type == "regression":
+        if logits.shape[-1] == 1:
+            return nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float().reshape(logits.shape[:-1]))
+        return nn.functional.mse_loss(logits.float(), labels.float())
+    if problem_type == "multi_label_classification":
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=weight)
+    return nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), weight=weight, ignore_index=-100
+    )
+
+
 class PooledClassifierConfig(PretrainedConfig):
     """A run folder's pooled classifier: tlhub's own model type, the backbone's config
     (``backbone``, which loads from ``backbone/``) and the head's settings."""
@@ -286,10 +302,13 @@ class PooledClassifier(nn.Module):
         freeze_backbone: bool = True,
         weighted_layer_sum: bool = False,
         normalize: bool = False,
+        problem_type: str | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.normalize = normalize  # L2-normalise the pooled vector before the head
+        # transformers' names: single_label_classification, multi_label_classification, regression (None: single)
+        self.problem_type = problem_type
         self.pooling = pooling
         self.freeze_backbone = freeze_backbone
         self.dropout = nn.Dropout(dropout)
@@ -301,6 +320,7 @@ class PooledClassifier(nn.Module):
         self.config = PooledClassifierConfig(
             backbone=backbone.config.to_dict(), pooling=pooling, dropout=dropout, weighted_layer_sum=weighted_layer_sum,
             normalize=normalize, id2label=id2label, label2id={v: k for k, v in id2label.items()}, architectures=[type(self).__name__],
+            problem_type=problem_type,
         )  # fmt: skip
         if freeze_backbone:
             self.backbone.requires_grad_(False)
@@ -361,7 +381,7 @@ class PooledClassifier(nn.Module):
         logits = self.head(self.dropout(features))
         loss = None
         if labels is not None:
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+            loss = head_loss(logits, labels, self.problem_type)
         if self.pooling == "token":
             return TokenClassifierOutput(loss=loss, logits=logits)
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -405,6 +425,7 @@ class PooledClassifier(nn.Module):
             "dropout": self.dropout.p,
             "weighted_layer_sum": self.layer_weights is not None,
             "normalize": self.normalize,
+            "problem_type": self.problem_type,
         }
         (directory / HEAD_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
 
@@ -434,7 +455,7 @@ class PooledClassifier(nn.Module):
         weighted = bool(info.get("weighted_layer_sum", False))
         model = cls(
             backbone, info["num_labels"], info["pooling"], info.get("dropout", 0.1), weighted_layer_sum=weighted,
-            normalize=bool(info.get("normalize", False)),
+            normalize=bool(info.get("normalize", False)), problem_type=info.get("problem_type"),
         )  # fmt: skip
         tensors = load_file(fetch(HEAD_WEIGHTS))
         if weighted:

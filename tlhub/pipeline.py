@@ -85,8 +85,9 @@ def run(
                                 applied.lr_scales, adaptation)  # fmt: skip
         trained = strategy.train(trainer, applied, prepared, ctx, checkpoint)
 
-        # Evaluate on validation (and test, and the target domain)
-        results = {**prepared.results, **trainer.final_evaluation(), **trained.metrics}
+        # Evaluate on validation (and test, and the target domain), after what the task tunes on validation (a threshold)
+        tuned = trainer.task.tune(cfg, trainer)
+        results = {**prepared.results, **tuned, **trainer.final_evaluation(rescore=bool(tuned)), **trained.metrics}
         if "test" in prepared.splits:
             results.update(trainer.evaluate(prepared.splits["test"], metric_key_prefix="test"))
         target = family.score(trainer, modality, processor) if family else None
@@ -134,6 +135,7 @@ def summary(cfg: RunConfig, loaded: LoadedData, prepared: Prepared, trainable: i
         "skipped_examples": loaded.skipped,
         "strategy": cfg.strategy.name,
         "pretrained": cfg.model.pretrained,
+        **({"problem_type": loaded.problem_type} if loaded.problem_type else {}),
     }
 
 

@@ -9,6 +9,7 @@ so every such stage derives its arguments from the run's resolved ones (:func:`s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from tlhub.io import guarded_write
 from tlhub.preemption import SaveOnSignal
 from tlhub.progress import quiet
 from tlhub.tasks import Task, get_task
+from tlhub.tasks.classification import check_class_weights
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -40,8 +42,12 @@ TLHUB_TRAINING_KEYS = {
     "(default false: such a run is refused)",
     "save_on_signal": "true (default): on SIGTERM or SIGINT, save a checkpoint at the next step and stop with exit code "
     "143 or 130, to resume with training.resume_from_checkpoint=true; false: the signal ends the run at once",
+    "class_weights": "classification: none | balanced | {label: weight}: weight the loss per class (single-label) or "
+    "each label's positives (multi-label); balanced weighs rare classes up by their counts in the training split",
 }
-TLHUB_TRAINING_TYPES: dict[str, Any] = {"early_stopping_patience": int | None, "overwrite_output_dir": bool, "save_on_signal": bool}
+TLHUB_TRAINING_TYPES: dict[str, Any] = {
+    "early_stopping_patience": int | None, "overwrite_output_dir": bool, "save_on_signal": bool, "class_weights": Any,
+}  # fmt: skip
 
 
 class TrainingDiverged(TlhubError):
@@ -79,7 +85,7 @@ def training_arguments(cfg: RunConfig) -> Seq2SeqTrainingArguments:
     Transformers' own checks run here, so a bad `training` value fails before anything loads.
     """
     task = get_task(cfg.task)
-    main, greater = task.main_metric
+    main, greater = task.best_metric(cfg)
     user = cfg.training
     values: dict[str, Any] = {
         "report_to": "none",
@@ -154,6 +160,7 @@ def check_arguments(cfg: RunConfig) -> None:
     """transformers' checks of the `training` section, run when the config is read: every key
     but the mixed-precision ones, which depend on the machine that runs it (a recipe for a GPU
     is read on a laptop too); the run checks those when it builds its arguments."""
+    check_class_weights(cfg.training.get("class_weights"))
     user = {k: v for k, v in cfg.training.items() if k not in TLHUB_TRAINING_KEYS and k not in HARDWARE_KEYS}
     build_arguments({"report_to": "none", "remove_unused_columns": False, **user, "use_cpu": True, "push_to_hub": False})
 
@@ -236,6 +243,7 @@ class TlhubTrainer(Seq2SeqTrainer):
         self.task = task
         self.model_accepts_loss_kwargs = False
         self.last_evaluation: tuple[int, dict[str, float]] | None = None  # (global step, metrics) of the validation set
+        self.loss_is_scaled_for_ga = False  # a compute_loss_func (class weights) returns a per-batch mean too
         self.signal_stop = SaveOnSignal() if save_on_signal else None
         if self.signal_stop is not None:
             self.add_callback(self.signal_stop)
@@ -320,14 +328,15 @@ class TlhubTrainer(Seq2SeqTrainer):
             self.last_evaluation = (self.state.global_step, metrics)
         return metrics
 
-    def final_evaluation(self) -> dict[str, float]:
+    def final_evaluation(self, rescore: bool = False) -> dict[str, float]:
         """The validation metrics of the weights training left. The Trainer's last evaluation
         (``eval_strategy: epoch`` scores after the last epoch) is reused when it scored these very
         weights: taken at the last step, and no best model loaded back after it. Otherwise (no
         evaluation at the end, an earlier best model restored, a closed-form head) it scores now.
-        With generation a pass is minutes: SmolLM2 on 990 rows spent 339 s, then 318 s again."""
+        With generation a pass is minutes: SmolLM2 on 990 rows spent 339 s, then 318 s again.
+        `rescore`: something the scores depend on changed since (a tuned decision threshold)."""
         best = self.state.best_global_step if self.args.load_best_model_at_end else None
-        if self.last_evaluation is not None and self.last_evaluation[0] == self.state.global_step and best in (None, self.state.global_step):
+        if not rescore and self.last_evaluation is not None and self.last_evaluation[0] == self.state.global_step and best in (None, self.state.global_step):
             return dict(self.last_evaluation[1])
         return self.evaluate()
 
@@ -361,7 +370,12 @@ def build_trainer(
     adaptation: Adaptation | None = None,
 ) -> TlhubTrainer:
     """A run's TlhubTrainer: `model` trained on ``splits["train"]`` and evaluated on
-    ``splits["validation"]``, batched by `collator`, scored by the task's metrics."""
+    ``splits["validation"]``, batched by `collator`, scored by the task's metrics, with the
+    task's loss where it brings one (class weights)."""
+    task = get_task(cfg.task)
+    main, greater = task.best_metric(cfg)  # the problem type is known now (data.problem_type: auto is decided with the data)
+    if args.load_best_model_at_end and "metric_for_best_model" not in cfg.training and args.metric_for_best_model != main:
+        args = dataclasses.replace(args, metric_for_best_model=main, greater_is_better=greater)
     return TlhubTrainer(
         model=model,
         args=args,
@@ -373,7 +387,8 @@ def build_trainer(
         optimizers=(layered_optimizer(lr_scales, args), None),
         adaptation=adaptation,
         patience=cfg.early_stopping_patience,
-        task=get_task(cfg.task),
+        task=task,
+        compute_loss_func=task.loss_function(cfg, label_names, splits.get("train")),
         save_on_signal=bool(cfg.training.get("save_on_signal", True)),
     )
 

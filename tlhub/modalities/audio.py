@@ -467,7 +467,7 @@ class AudioModality(Modality):
         model = load_auto_model(
             AutoModelForAudioClassification,
             cfg.model,
-            **label_head(label_names),
+            **label_head(label_names, cfg.data.problem_type),
         )
         warn_heavy_spec_augment(model, self.clip_seconds(cfg))
         return fit_encoder(model, window_seconds(cfg.data.max_duration_s or self.longest_seconds))  # Whisper: a short window

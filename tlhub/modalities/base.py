@@ -30,6 +30,13 @@ class Modality:
         """Config key -> column name, for every column the task reads."""
         raise NotImplementedError
 
+    def problem_types(self, cfg: RunConfig) -> bool:
+        """Whether the run's labels follow ``data.problem_type`` (single-label, multi-label,
+        regression: tlhub.labels); the task says."""
+        from tlhub.tasks import get_task
+
+        return get_task(cfg.task).problem_types
+
     def class_column(self, cfg: RunConfig) -> str | None:
         """The column whose values are the classes the model learns (their names become
         label_names), or None for a task without classes (text2text, speech recognition)."""

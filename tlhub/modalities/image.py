@@ -336,7 +336,7 @@ class ImageModality(Modality):
         model = load_auto_model(
             AutoModelForImageClassification,
             cfg.model,
-            **label_head(label_names),
+            **label_head(label_names, cfg.data.problem_type),
         )
         if not cfg.model.pretrained and getattr(model, "timm_model", None) is not None:
             timm_initialisation(model)

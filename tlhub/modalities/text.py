@@ -123,7 +123,7 @@ class TextModality(Modality):
         return load_auto_model(
             AutoModelForSequenceClassification,
             cfg.model,
-            **label_head(label_names),
+            **label_head(label_names, cfg.data.problem_type),
             pad_token_id=self.pad_token_id,  # decoder classifiers read the last token that is not padding
         )
 

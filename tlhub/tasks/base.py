@@ -65,6 +65,20 @@ class Task:
     pipeline_tags: ClassVar[dict[str, str]] = {}  # modality -> transformers pipeline task
     text: ClassVar[TextSide | None] = None  # a task of text alone: its side of the text modality
     prompted: ClassVar[bool] = False  # generates from a prompt inside its input (a decoder LM), not seq2seq
+    problem_types: ClassVar[bool] = False  # reads data.problem_type: single-label, multi-label or regression (tlhub.labels)
+
+    def best_metric(self, cfg: RunConfig) -> tuple[str, bool]:
+        """The metric that decides "better" for this run (early stopping), and whether larger is."""
+        return self.main_metric
+
+    def loss_function(self, cfg: RunConfig, label_names: list[str] | None, train: datasets.Dataset | None) -> Callable[..., Any] | None:
+        """A Trainer ``compute_loss_func`` replacing the model's own loss (class weights), or None."""
+        return None
+
+    def tune(self, cfg: RunConfig, trainer: Any) -> dict[str, Any]:
+        """After training, before the final evaluation: settings chosen on the validation split
+        (a multi-label decision threshold), written into `cfg` and returned for the results."""
+        return {}
 
     def derived_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         """Metrics computed from the Trainer's own (a language model's perplexity from its loss)."""

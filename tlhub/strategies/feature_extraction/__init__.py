@@ -49,7 +49,10 @@ def pooled_classifier(model: nn.Module, settings: StrategyConfig, per_token: boo
     backbone = feature_backbone(model, backbone_of(model))
     pooling = "token" if per_token else resolve_pooling(settings.pooling, model)
     try:
-        return PooledClassifier(backbone, model.config.num_labels, pooling, weighted_layer_sum=settings.weighted_layer_sum)
+        return PooledClassifier(
+            backbone, model.config.num_labels, pooling, weighted_layer_sum=settings.weighted_layer_sum,
+            problem_type=getattr(model.config, "problem_type", None),
+        )  # fmt: skip
     except ValueError as exc:  # no layer count in the config: a model without stacked layers
         raise ConfigError(f"strategy.weighted_layer_sum: {exc}; set it to false for this model") from None
 
@@ -117,7 +120,12 @@ class FeatureExtraction(Strategy):
             return train_or_restore(trainer, checkpoint)
         train = prepared.splits["train"].with_format("torch")
         start = time.perf_counter()
-        fitted = fit_logistic_head(applied.model, train[:]["features"], train[:]["labels"], trainer.args.seed)
+        weights = ctx.cfg.training.get("class_weights")
+        if isinstance(weights, dict):
+            raise ConfigError("training.class_weights: the closed-form head (strategy.head: logistic) takes none or balanced; "
+                              "for a mapping of weights use head: linear")  # fmt: skip
+        fitted = fit_logistic_head(applied.model, train[:]["features"], train[:]["labels"], trainer.args.seed,
+                                   "balanced" if weights == "balanced" else None)  # fmt: skip
         seconds = time.perf_counter() - start + prepared.results.get("contrastive_runtime", 0.0)
         return Trained({"train_runtime": round(seconds, 4), **fitted})
 

@@ -32,7 +32,7 @@ from tlhub.strategies.base import (
     refuse_logistic_head,
     transformed,
 )
-from tlhub.strategies.heads import fit_linear
+from tlhub.strategies.heads import fit_closed_form
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig, StrategyConfig
@@ -114,7 +114,7 @@ class LinearProbeThenFineTune(Strategy):
         rows = splits["train"].with_transform(ctx.modality.transform(ctx.processor, ctx.cfg, train=False))
         collate = ctx.modality.collator(ctx.processor, ctx.cfg, applied.model)
         features, labels = head_inputs(applied.model, layer, rows, collate, ctx.cfg.strategy.lp_ft.probe_batch_size)
-        fitted = fit_linear(layer, features, labels, ctx.args.seed)
+        fitted = fit_closed_form(layer, features, labels, getattr(applied.model.config, "problem_type", None), ctx.args.seed)
         prepared = transformed(splits, ctx, applied.model)
         probe = {f"probe_{key}": value for key, value in fitted.items() if key != "head"}
         return Prepared(prepared.splits, prepared.collator, {**probe, "probe_seconds": round(time.perf_counter() - start, 3)})

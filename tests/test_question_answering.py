@@ -180,7 +180,14 @@ def test_other_strategies_train_and_predict(strategy: str, qa_bert: Path, toy: P
     assert "eval_f1" in results and results["trainable_params"] < results["total_params"]
     if strategy == "feature_extraction":
         assert results["trainable_params"] == 32 * 2 + 2  # the span head alone, on frozen per-token features
-    assert {"answer", "score", "start", "end"} <= set(predict(load_run(out), ["what is it ? ||| the food is good"])[0])
+    ours = predict(load_run(out), ["what is it ? ||| the food is good"])[0]
+    assert {"answer", "score", "start", "end"} <= set(ours)
+    if strategy == "lora":  # merged/: a plain transformers model, read by transformers alike
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        merged = AutoModelForQuestionAnswering.from_pretrained(out / "merged").eval()
+        theirs = reference_answer(merged, AutoTokenizer.from_pretrained(out / "merged"), "what is it ?", "the food is good", 30)
+        assert (theirs["answer"], theirs["start"], theirs["end"]) == (ours["answer"], ours["start"], ours["end"])
 
 
 def test_the_validation_split_keeps_each_passage_on_one_side(qa_bert: Path, tmp_path: Path) -> None:

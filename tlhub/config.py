@@ -170,8 +170,8 @@ class DataConfig:
     )
     source_prefix: str = setting("text2text: prefix added to every input, e.g. 'sst2 sentence: '.", default="")
     max_length: int | None = setting(
-        "Truncate inputs to this many tokens; null: 128, or the model's own limit where that is smaller. More than the "
-        "model's positions (max_position_embeddings) is an error.",
+        "Truncate inputs to this many tokens; null: 128 (question_answering: 384 a window), or the model's own limit where "
+        "that is smaller. More than the model's positions (max_position_embeddings) is an error.",
         default=None,
     )
     max_target_length: int = setting("text2text: truncate targets (and generation) to this many tokens.", default=32)

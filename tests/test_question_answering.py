@@ -31,7 +31,7 @@ def qa_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_jsonl(tmp_path_factory.mktemp("qa") / "toy.jsonl", toy_qa_rows(240))
+    return write_jsonl(tmp_path_factory.mktemp("qa") / "toy.jsonl", toy_qa_rows(160))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -39,7 +39,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def qa_config(model: Path, data: Path, out: Path, strategy: str = "full", epochs: int = 6, **data_keys) -> dict:
+def qa_config(model: Path, data: Path, out: Path, strategy: str = "full", epochs: int = 5, **data_keys) -> dict:
     rate = {"lora": 2e-2, "feature_extraction": 3e-2}.get(strategy, 3e-3)
     return {
         "modality": "text",
@@ -154,7 +154,9 @@ def test_full_fine_tuning_learns_the_toy_task_and_transformers_reads_the_run_ali
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     out = tmp_path / "run"
-    results = finetune(config_from_dict(qa_config(qa_bert, toy, out)))
+    cfg = qa_config(qa_bert, toy, out)
+    cfg["training"]["logging_steps"] = 4
+    results = finetune(config_from_dict(cfg))
     for key in ("eval_exact_match", "eval_f1", "eval_HasAns_f1", "eval_NoAns_f1", "eval_loss"):
         assert key in results, key
     assert results["eval_f1"] > 90 and results["eval_NoAns_exact_match"] > 80  # the word after "is", or none

@@ -380,3 +380,39 @@ def write_conll(path: Path, rows: list[dict], separator: str = "\t") -> Path:
         lines += [f"{word}{separator}{tag}" for word, tag in zip(row["tokens"], row["ner_tags"])] + ["\t"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+QA_WORDS = ["what", "is", "it", "?", "no", "answer", "here"]
+
+
+def make_tiny_qa_bert(path: Path, positions: int = 128, seed: int = 0) -> Path:
+    """A 2-layer BERT for question answering: the toy words, question words and room for
+    `positions` tokens (contexts cut into windows)."""
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    words = SPECIALS + vocabulary() + QA_WORDS
+    tokenizer = BertTokenizerFast(vocab={tok: i for i, tok in enumerate(words)}, do_lower_case=True)
+    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=positions)  # fmt: skip
+    from transformers import BertForQuestionAnswering
+
+    BertForQuestionAnswering(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def toy_qa_rows(n: int, seed: int = 0, unanswerable: float = 0.2) -> list[dict]:
+    """Contexts of filler words with one "X is Y": the answer to "what is it ?" is the word
+    after "is" (learnable); a share of contexts without "is" have no answer (empty)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = [rng.choice(FILLER) for _ in range(rng.randint(6, 14))]
+        if rng.random() < unanswerable:
+            rows.append({"context": " ".join(words), "question": "what is it ?", "answer": ""})
+            continue
+        answer = rng.choice(POSITIVE + NEGATIVE)
+        at = rng.randint(1, len(words) - 1)
+        words[at:at] = ["is", answer]
+        rows.append({"context": " ".join(words), "question": "what is it ?", "answer": answer})
+    return rows

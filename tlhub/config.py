@@ -180,8 +180,8 @@ class DataConfig:
         default="keep_end",
     )
     max_length: int | None = setting(
-        "Truncate inputs to this many tokens; null: 128, or the model's own limit where that is smaller. More than the "
-        "model's positions (max_position_embeddings) is an error.",
+        "Truncate inputs to this many tokens; null: 128 (question_answering: 384 a window), or the model's own limit where "
+        "that is smaller. More than the model's positions (max_position_embeddings) is an error.",
         default=None,
     )
     max_target_length: int = setting("text2text: truncate targets (and generation) to this many tokens.", default=32)
@@ -243,6 +243,32 @@ class DataConfig:
         "frequent one, and log it; false refuses such labels, naming both spellings.",
         default=False,
     )
+    # question answering (issue 39): extractive spans, SQuAD's columns, windows and post-processing
+    context_column: str = setting("question_answering: column with the passage the answer is taken from.", default="context")
+    question_column: str = setting("question_answering: column with the question.", default="question")
+    answer_column: str = setting(
+        "question_answering: column with the answer: SQuAD's {text: [...], answer_start: [...]} (empty lists: no answer), or "
+        "a plain string found in the context (first occurrence; spaces normalised), empty or data.no_answer for no answer.",
+        default="answers",
+    )
+    no_answer: str | None = setting(
+        "question_answering: the answer text that means the context holds no answer (e.g. unknown); such rows train the "
+        "null answer (SQuAD 2.0).",
+        default=None,
+    )
+    doc_stride: int = setting("question_answering: tokens shared by consecutive windows of a long context.", default=128)
+    max_answer_length: int = setting("question_answering: the longest answer, in tokens, post-processing may predict.", default=30)
+    n_best_size: int = setting("question_answering: start and end positions post-processing considers in each window.", default=20)
+    null_score_diff_threshold: float | None = setting(
+        "question_answering: predict no answer when the null score exceeds the best span's by more than this (SQuAD 2.0; "
+        "null: never predict no answer, as SQuAD 1.1).",
+        default=0.0,
+    )
+    group_column: str | None = setting(
+        "Split the validation set off by this column's values (e.g. the passage), so that no group is in both train "
+        "and validation; null: by rows.",
+        default=None,
+    )
     seed: int = setting("Seed for splitting and sampling.", default=42)
 
     def __post_init__(self) -> None:
@@ -263,6 +289,9 @@ class DataConfig:
             "data.max_duration_s",
             f"must be positive or null, got {self.max_duration_s}",
         )
+        check(self.doc_stride >= 0, "data.doc_stride", f"must be 0 or more, got {self.doc_stride}")
+        check(self.max_answer_length > 0, "data.max_answer_length", f"must be positive, got {self.max_answer_length}")
+        check(self.n_best_size > 0, "data.n_best_size", f"must be positive, got {self.n_best_size}")
         for key in ("train", "validation", "test"):
             setattr(self, key, resolve_package(getattr(self, key), f"data.{key}"))
         if self.label_words is not None:

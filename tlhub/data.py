@@ -353,6 +353,33 @@ def split_validation(ds: datasets.Dataset, fraction: float, seed: int, stratify:
     return parts["train"], parts["test"]
 
 
+def split_by_group(ds: datasets.Dataset, column: str, fraction: float, seed: int, origin: str) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Hold out about `fraction` of the rows as whole groups of `column` (data.group_column): the
+    distinct values in a seeded order, groups taken until the held-out rows reach the fraction,
+    so that no value (a passage) is in both train and validation."""
+    import numpy as np
+
+    if column not in ds.column_names:
+        raise DataError(f"{origin}: no column '{column}' (set by data.group_column); columns are: {', '.join(ds.column_names)}")
+    values = [str(v) for v in ds[column]]
+    groups = list(dict.fromkeys(values))
+    if len(groups) < 2:
+        raise DataError(f"{origin}: column '{column}' (data.group_column) holds {len(groups)} distinct value(s); a split by group needs two or more")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    wanted, held, taken = round(fraction * len(ds)), set(), 0
+    sizes = {g: 0 for g in groups}
+    for value in values:
+        sizes[value] += 1
+    for i in order[:-1]:  # at least one group stays in train
+        if taken >= max(wanted, 1):
+            break
+        held.add(groups[i])
+        taken += sizes[groups[i]]
+    validation = [i for i, v in enumerate(values) if v in held]
+    train = [i for i, v in enumerate(values) if v not in held]
+    return ds.select(train), ds.select(validation)
+
+
 def sample(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
     """At most `n` rows, a seeded random sample (all rows when n is None or larger)."""
     if n is None or n >= len(ds):
@@ -448,7 +475,10 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
         raise ConfigError(f"data.samples_per_class: draws rows per class, for single-label classes; data.problem_type is {problem}: "
                           "use data.max_train_samples")  # fmt: skip
     if "validation" not in splits:
-        splits["train"], splits["validation"] = split_validation(splits["train"], data.validation_split, data.seed, classes, origin)
+        if data.group_column is not None:  # whole groups (a passage and its questions) on one side
+            splits["train"], splits["validation"] = split_by_group(splits["train"], data.group_column, data.validation_split, data.seed, origin)
+        else:
+            splits["train"], splits["validation"] = split_validation(splits["train"], data.validation_split, data.seed, classes, origin)
     splits["train"] = sample(splits["train"], data.max_train_samples, data.seed)
     splits["train"] = fraction_of(splits["train"], data.train_fraction, data.seed, stratify=classes)
     if data.samples_per_class is not None:

@@ -138,7 +138,7 @@ def evaluate_run(run: Run, data: str, output_dir: str | Path | None = None, max_
     if column is not None:
         problem = cfg.data.problem_type if get_task(cfg.task).problem_types else None
         ds = encode_split(ds, column, run.label_names or [], problem, cfg.data, table.origin)
-    ds = ds.with_transform(run.modality.transform(run.processor, cfg, train=False))
+    ds = run.modality.ready(ds, run.processor, cfg, train=False)
     # the run's evaluation settings, the Trainer's scratch in output_dir, nothing of its training
     keep = {k: v for k, v in cfg.training.items() if k in ("per_device_eval_batch_size", "bf16", "fp16")}
     scoring = RunConfig(cfg.modality, cfg.model, cfg.data, {**keep, "output_dir": str(output_dir)}, cfg.task, cfg.strategy)

@@ -22,12 +22,12 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
 
-from tlhub.data import LABELS
 from tlhub.errors import ConfigError, TlhubError
 from tlhub.io import guarded_write
 from tlhub.preemption import SaveOnSignal
 from tlhub.progress import quiet
 from tlhub.tasks import Task, get_task
+from tlhub.tasks.base import RowScorer
 from tlhub.tasks.classification import check_class_weights
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def training_arguments(cfg: RunConfig) -> Seq2SeqTrainingArguments:
         "save_strategy": "epoch",
         "save_total_limit": 2,
         "logging_steps": 25,
-        "label_names": [LABELS],
+        "label_names": list(task.label_names),
     }
     if task.generates(cfg):  # a decoder LM generates in TlhubTrainer.prediction_step, a seq2seq model in Seq2SeqTrainer's
         values.update(predict_with_generate=not task.prompted, generation_max_length=cfg.data.max_target_length)
@@ -319,6 +319,8 @@ class TlhubTrainer(Seq2SeqTrainer):
         # not gather_for_metrics) averages eval_loss over batches, a short last batch counting as a
         # whole one; the Trainer's averages over rows.
         evaluate = super().evaluate if self.args.predict_with_generate else partial(Trainer.evaluate, self)
+        if isinstance(self.compute_metrics, RowScorer):  # it reads the evaluated rows too (question answering's windows)
+            self.compute_metrics.dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         metrics = evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **kwargs)
         # The Trainer times the model's placement when evaluation is the first to place it (a run
         # restored from its last checkpoint, `tlhub evaluate`): not a metric of the model.

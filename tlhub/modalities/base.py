@@ -66,6 +66,11 @@ class Modality:
         """A `Dataset.set_transform` function: a batch of raw rows -> model inputs (+ labels)."""
         raise NotImplementedError
 
+    def ready(self, ds: datasets.Dataset, processor: Any, cfg: RunConfig, train: bool) -> datasets.Dataset:
+        """A split as the Trainer reads it: by default the rows with :meth:`transform` applied
+        lazily (set_transform); a task whose rows become several model inputs maps them eagerly."""
+        return ds.with_transform(self.transform(processor, cfg, train))
+
     def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:
         """Pads a list of transformed examples into a batch."""
         raise NotImplementedError

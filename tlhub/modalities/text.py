@@ -151,6 +151,11 @@ class TextModality(Modality):
 
         return text2text if cfg.task == "text2text" else classify
 
+    def ready(self, ds: datasets.Dataset, processor: Any, cfg: RunConfig, train: bool) -> datasets.Dataset:
+        if side := text_side(cfg):
+            return side.ready(ds, processor, cfg, train)
+        return super().ready(ds, processor, cfg, train)
+
     def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:
         if side := text_side(cfg):
             return side.collator(processor, cfg, model)

@@ -70,7 +70,7 @@ class Prepared:
 def transformed(splits: dict[str, datasets.Dataset], ctx: StageContext, model: nn.Module) -> Prepared:
     """Every split with the modality's lazy preprocessing (training augmentation on train
     only) and its collator: what the Trainer reads unless a stage says otherwise."""
-    ready = {name: split.with_transform(ctx.modality.transform(ctx.processor, ctx.cfg, train=name == "train")) for name, split in splits.items()}
+    ready = {name: ctx.modality.ready(split, ctx.processor, ctx.cfg, train=name == "train") for name, split in splits.items()}
     return Prepared(ready, ctx.modality.collator(ctx.processor, ctx.cfg, model))
 
 

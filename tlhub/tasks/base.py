@@ -55,6 +55,22 @@ class TextSide:
     def input_row(self, value: str, cfg: RunConfig) -> dict[str, Any]:
         return {cfg.data.text_column: value}
 
+    def ready(self, ds: datasets.Dataset, processor: Any, cfg: RunConfig, train: bool) -> datasets.Dataset:
+        """A split as the Trainer reads it: the rows, preprocessed lazily by :meth:`transform`
+        (one model input per row). A task whose rows become several inputs maps them eagerly."""
+        return ds.with_transform(self.transform(processor, cfg, train))
+
+
+class RowScorer:
+    """A `compute_metrics` that reads the rows it scores besides the predictions (question
+    answering maps each window's logits back to its question and context):
+    :class:`tlhub.trainer.TlhubTrainer` sets `dataset` to the evaluated split before each evaluation."""
+
+    dataset: datasets.Dataset | None = None
+
+    def __call__(self, pred: EvalPrediction) -> dict[str, float]:
+        raise NotImplementedError
+
 
 class Task:
     """What the pipeline, the model card and `tlhub predict` ask of a task."""
@@ -65,6 +81,7 @@ class Task:
     pipeline_tags: ClassVar[dict[str, str]] = {}  # modality -> transformers pipeline task
     text: ClassVar[TextSide | None] = None  # a task of text alone: its side of the text modality
     prompted: ClassVar[bool] = False  # generates from a prompt inside its input (a decoder LM), not seq2seq
+    label_names: ClassVar[tuple[str, ...]] = ("labels",)  # the batch keys the Trainer reads as labels (TrainingArguments.label_names)
     problem_types: ClassVar[bool] = False  # reads data.problem_type: single-label, multi-label or regression (tlhub.labels)
 
     def best_metric(self, cfg: RunConfig) -> tuple[str, bool]:

@@ -179,7 +179,9 @@ def read_source(spec: str, split: str, key: str, cfg: RunConfig, modality: Modal
     path = Path(spec).expanduser()
     origin = f"{key} ({path})"
     if path.is_file():
-        return Table(read_table(path, key, cfg.data.label_column, (cfg.data.tokens_column, cfg.data.tags_column)), path.parent, origin)
+        own = modality.read_file(path, cfg, key)  # a format of the modality's own (.ts series), else a table
+        rows = own if own is not None else read_table(path, key, cfg.data.label_column, (cfg.data.tokens_column, cfg.data.tags_column))
+        return Table(rows, path.parent, origin)
     if path.is_dir():
         if _is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path))

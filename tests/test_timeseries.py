@@ -338,3 +338,52 @@ def test_what_cannot_apply_is_refused(bert_body: Path, tmp_path: Path, capsys: p
     assert one_line_error(["train", str(write_config(tmp_path, cfg))], capsys) == (
         "domain_adaptation: not available for the timeseries modality; remove the domain_adaptation section"
     )
+
+
+# --------------------------------------------------------------------------- forecasting
+
+
+def seasonal_table(path: Path, steps: int = 160, seed: int = 0) -> Path:
+    """A monthly-like series: trend + a season of 12 + noise, with a time column out of order."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)
+    frame = pd.DataFrame({"month": t, "sales": 50 + 0.5 * t + 10 * np.sin(2 * math.pi * t / 12) + rng.normal(0, 1, steps)})
+    frame.sample(frac=1, random_state=seed).to_csv(path, index=False)  # shuffled rows: data.time_column sorts them
+    return path
+
+
+def test_seasonal_naive_and_mase() -> None:
+    from tlhub.tasks.forecasting import forecast_scores, seasonal_naive
+
+    history = np.arange(8, dtype=float).reshape(1, 8, 1)  # 0..7, season 4: forecast repeats 4,5,6,7
+    assert seasonal_naive(history, 6, 4)[0, :, 0].tolist() == [4, 5, 6, 7, 4, 5]
+    truth = np.full((1, 2, 1), 10.0)
+    scores = forecast_scores(np.full((1, 2, 1), 8.0), truth, history, 4)
+    assert scores == {"mse": 4.0, "mae": 2.0, "mase": 0.5}  # in-sample seasonal error: 4 per step
+
+
+def test_forecasting_trains_scores_against_the_floor_and_predicts(bert_body: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tlhub.cli import main
+
+    table = seasonal_table(tmp_path / "sales.csv")
+    cfg = series_config(bert_body, table, tmp_path / "out", "full", model={"patch_length": 6, "patch_stride": 3},
+                        data={"time_column": "month", "target_columns": ["sales"], "context_length": 24, "prediction_length": 6,
+                              "seasonality": 12, "window_stride": 2, "validation_split": 0.2})  # fmt: skip
+    cfg["task"] = "forecasting"
+    cfg["training"].update(num_train_epochs=3, learning_rate=1e-3)
+    results = train(cfg, tmp_path)
+    held = round(0.2 * 160)  # the last 32 steps are held out: windows forecasting inside them
+    assert results["eval_samples"] == held - 6 + 1 and results["train_samples"] == len(range(0, 160 - held - 30 + 1, 2))
+    for key in ("eval_mse", "eval_mae", "eval_mase", "eval_naive_mse", "eval_naive_mae", "eval_naive_mase"):
+        assert math.isfinite(results[key]), key
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "out"), str(table)]) == 0
+    name, column, values = capsys.readouterr().out.strip().split("\t")
+    assert (name, column) == ("sales.csv", "sales") and len(values.split(",")) == 6
+    cfg["data"]["prediction_length"] = 150
+    assert one_line_error(["train", str(write_config(tmp_path, cfg))], capsys) == (
+        f"data.train ({table}): 160 steps, fewer than data.context_length + data.prediction_length (24 + 150 = 174); "
+        "shorten them or give a longer series"
+    )

@@ -438,7 +438,8 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
 
     classes = class_column is not None
     if "validation" not in splits:
-        splits["train"], splits["validation"] = split_validation(splits["train"], data.validation_split, data.seed, classes, origin)
+        own = modality.split(splits["train"], cfg, origin)  # by time, for windows of a long series
+        splits["train"], splits["validation"] = own or split_validation(splits["train"], data.validation_split, data.seed, classes, origin)
     splits["train"] = sample(splits["train"], data.max_train_samples, data.seed)
     splits["train"] = fraction_of(splits["train"], data.train_fraction, data.seed, stratify=classes)
     if data.samples_per_class is not None:

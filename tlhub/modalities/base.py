@@ -52,6 +52,12 @@ class Modality:
         Messages name the split by `origin` (``data.train (reviews.csv)``)."""
         return ds, 0
 
+    def split(self, ds: datasets.Dataset, cfg: RunConfig, origin: str) -> tuple[datasets.Dataset, datasets.Dataset] | None:
+        """Hold out validation rows from train when the config gives none: (train, validation),
+        or None for tlhub.data's seeded (stratified) split. Rows ordered in time (forecast
+        windows) are split by time instead, so no window is both trained and scored on."""
+        return None
+
     def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
         """The tokenizer / image processor / feature extractor (from `source` or the model)."""
         raise NotImplementedError

@@ -169,3 +169,43 @@ def fit_length(array: np.ndarray, length: int) -> np.ndarray:
     if array.shape[1] >= length:
         return array[:, :length]
     return np.concatenate([array, np.repeat(array[:, -1:], length - array.shape[1], axis=1)], axis=1)
+
+
+# --------------------------------------------------------------------------- long series (forecasting)
+
+
+def long_series(ds: datasets.Dataset, time_column: str | None, targets: list[str] | None, origin: str) -> tuple[np.ndarray, list[str], int]:
+    """The target columns of a table of one row per step as an array (steps, columns), sorted by
+    `time_column` when given; missing values interpolated (and counted). A column of no value
+    or an infinite value is a DataError naming it."""
+    frame = ds.to_pandas()
+    if time_column is not None:
+        frame = frame.sort_values(time_column, kind="stable")
+    if targets is None:
+        targets = [c for c in frame.columns if c != time_column and np.issubdtype(frame[c].dtype, np.number)]
+        if not targets:
+            raise DataError(f"{origin}: no numeric column to forecast; name them in data.target_columns")
+    values = np.empty((len(frame), len(targets)))
+    filled = 0
+    for i, column in enumerate(targets):
+        try:
+            values[:, i] = frame[column].astype(float).to_numpy()
+        except (TypeError, ValueError):
+            raise DataError(f"{origin}: column '{column}' (data.target_columns) holds text; give numbers, one per row") from None
+        where = f"{origin}: column '{column}'"
+        if np.isnan(values[:, i]).all():
+            raise DataError(f"{where}: no value (all missing); drop it from data.target_columns")
+        if np.isinf(values[:, i]).any():
+            row = int(np.argwhere(np.isinf(values[:, i]))[0][0]) + 1
+            raise DataError(f"{where}: row {row}: an infinite value; replace it with a number, or leave it empty to be interpolated")
+        array, count = clean(values[:, i][None, :].copy(), where, 1)
+        values[:, i] = array[0]
+        filled += count
+    return values, targets, filled
+
+
+def window_starts(steps: int, context: int, horizon: int, stride: int = 1, first_future: int = 0, last_future: int | None = None) -> list[int]:
+    """Starts of the windows (`context` steps read, `horizon` forecast) of a series of `steps`
+    steps, every `stride`, whose forecast lies within [first_future, last_future)."""
+    last_future = steps if last_future is None else last_future
+    return [s for s in range(0, steps - context - horizon + 1, stride) if s + context >= first_future and s + context + horizon <= last_future]

@@ -240,8 +240,15 @@ class PatchTransformerForPrediction(PatchTransformerPreTrainedModel):
         self.post_init()
 
     def forward(
-        self, past_values: torch.Tensor, future_values: torch.Tensor | None = None, output_hidden_states: bool | None = None, **kwargs: Any
+        self,
+        past_values: torch.Tensor,
+        future_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs: Any,
     ) -> ForecastOutput:
+        """`future_values` (or `labels`, the Trainer's name): (batch, prediction_length, channels)."""
+        future_values = future_values if future_values is not None else labels
         batch, _, channels = past_values.shape
         outputs, loc, spread = self.encode(past_values, output_hidden_states)
         flat = self.dropout(outputs.last_hidden_state.flatten(1))  # (batch * channels, patches * width)

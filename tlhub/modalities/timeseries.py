@@ -38,11 +38,12 @@ from transformers import AutoModel
 from tlhub.errors import ConfigError, DataError
 from tlhub.loading import check_config_overrides, label_head, load_config, max_positions, model_error
 from tlhub.modalities.base import MODALITIES, Modality
-from tlhub.modalities.series_data import UnusableSeries, as_array, clean, fit_length, read_ts
+from tlhub.modalities.series_data import UnusableSeries, as_array, clean, fit_length, long_series, read_ts, window_starts
 from tlhub.modalities.series_model import (
     MODEL_TYPE,
     PatchTransformerConfig,
     PatchTransformerForClassification,
+    PatchTransformerForPrediction,
     strip_body,
 )
 
@@ -60,13 +61,15 @@ class SeriesProcessor:
     """What every series is brought to before the model: `length` steps (cut, or padded with
     the last value) and `channels` channels. Saved beside the model like a tokenizer."""
 
-    def __init__(self, length: int, channels: int) -> None:
+    def __init__(self, length: int, channels: int, columns: list[str] | None = None) -> None:
         self.length = length
         self.channels = channels
+        self.columns = columns  # forecasting: the target columns, in the order of the channels
 
     def save_pretrained(self, directory: str | Path, **kwargs: Any) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / PROCESSOR_FILE).write_text(json.dumps({"length": self.length, "channels": self.channels}, indent=2) + "\n")
+        saved = {"length": self.length, "channels": self.channels, "columns": self.columns}
+        (Path(directory) / PROCESSOR_FILE).write_text(json.dumps(saved, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> SeriesProcessor:
@@ -74,7 +77,7 @@ class SeriesProcessor:
         if not path.is_file():
             raise DataError(f"{directory}: no {PROCESSOR_FILE}; not a run folder of the timeseries modality")
         saved = json.loads(path.read_text())
-        return cls(int(saved["length"]), int(saved["channels"]))
+        return cls(int(saved["length"]), int(saved["channels"]), saved.get("columns"))
 
     def __call__(self, series: list[Any]) -> dict[str, list[np.ndarray]]:
         """Cleaned series (channels, steps) -> ``past_values`` (steps, channels), float32."""
@@ -91,22 +94,31 @@ def collate_series(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack ``past_values`` (all one shape after the processor) and the class ids."""
     batch = {"past_values": torch.stack([torch.as_tensor(np.asarray(f["past_values"]), dtype=torch.float32) for f in features])}
     if features and "labels" in features[0]:
-        batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+        labels = [f["labels"] for f in features]
+        if np.ndim(labels[0]) == 0:  # class ids
+            batch["labels"] = torch.tensor([int(label) for label in labels], dtype=torch.long)
+        else:  # the future values of a forecast window
+            batch["labels"] = torch.stack([torch.as_tensor(np.asarray(label), dtype=torch.float32) for label in labels])
     return batch
 
 
 @MODALITIES.register("timeseries")
 class TimeseriesModality(Modality):
     name = "timeseries"
-    tasks = ("classification",)
+    tasks = ("classification", "forecasting")
 
     def __init__(self) -> None:
         self.channels: int | None = None  # set by prepare() of data.train, or by the saved processor
         self.longest: int | None = None  # the longest training series (data.series_length's default)
         self.length: int | None = None  # set by load_processor(): what the model reads
+        self.columns: list[str] | None = None  # forecasting: the target columns, set by prepare() of data.train
 
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
-        return {"data.series_column": cfg.data.series_column, "data.label_column": cfg.data.label_column}
+        data = cfg.data
+        if cfg.task == "forecasting":
+            columns = {f"data.target_columns[{i}]": c for i, c in enumerate(data.target_columns or [])}
+            return {**({"data.time_column": data.time_column} if data.time_column else {}), **columns}
+        return {"data.series_column": data.series_column, "data.label_column": data.label_column}
 
     def read_file(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset | None:
         """A ``.ts`` file (UCR/UEA); None for a table, which tlhub.data reads."""
@@ -115,7 +127,10 @@ class TimeseriesModality(Modality):
         return None
 
     def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, origin: str) -> tuple[datasets.Dataset, int]:
-        """Every series read, checked and cleaned (see the module docstring)."""
+        """Every series read, checked and cleaned (see the module docstring); for forecasting,
+        the long series cut into windows."""
+        if cfg.task == "forecasting":
+            return self.prepare_windows(ds, cfg, origin), 0
         column = cfg.data.series_column
         good: list[int] = []
         arrays: list[list[list[float]]] = []
@@ -156,10 +171,63 @@ class TimeseriesModality(Modality):
         ds = ds.remove_columns(column).add_column(column, arrays)
         return ds, len(bad)
 
+    def prepare_windows(self, ds: datasets.Dataset, cfg: RunConfig, origin: str) -> datasets.Dataset:
+        """Forecasting: the target columns of a table (one row per step) as windows of
+        ``data.context_length`` steps read and ``data.prediction_length`` forecast, every step
+        (the training part is thinned to ``data.window_stride`` by :meth:`split`); each row keeps
+        where its forecast starts (``forecast_start``) so that the split can go by time."""
+        data = cfg.data
+        values, columns, filled = long_series(ds, data.time_column, data.target_columns, origin)
+        if origin.startswith("data.train"):
+            self.columns, self.channels = columns, len(columns)
+        elif self.columns is not None and columns != self.columns:
+            raise DataError(f"{origin}: columns {columns} to forecast where the training data has {self.columns}; give the same columns")
+        if filled:
+            logger.warning("%s: %d missing value(s) filled by linear interpolation", origin, filled)
+        need = data.context_length + data.prediction_length
+        if len(values) < need:
+            raise DataError(f"{origin}: {len(values)} steps, fewer than data.context_length + data.prediction_length ({data.context_length} + "
+                            f"{data.prediction_length} = {need}); shorten them or give a longer series")  # fmt: skip
+        if data.seasonality >= data.context_length:
+            raise ConfigError(f"data.seasonality: {data.seasonality} steps is not shorter than data.context_length ({data.context_length}); "
+                              "the seasonal-naive forecast repeats the last season of the context")  # fmt: skip
+        starts = window_starts(len(values), data.context_length, data.prediction_length)
+        past = [values[s : s + data.context_length].astype(np.float32).tolist() for s in starts]
+        future = [values[s + data.context_length : s + need].astype(np.float32).tolist() for s in starts]
+        return datasets.Dataset.from_dict({"past_values": past, "labels": future, "forecast_start": [s + data.context_length for s in starts],
+                                           "steps": [len(values)] * len(starts)})  # fmt: skip
+
+    def split(self, ds: datasets.Dataset, cfg: RunConfig, origin: str) -> tuple[datasets.Dataset, datasets.Dataset] | None:
+        """Forecasting without data.validation: the last ``data.validation_split`` of the series
+        (at least one horizon) is held out by time; the validation windows forecast inside it,
+        reading the steps before (which may be training steps: the past is known); the training
+        windows end before it. Classification: None, the usual stratified split."""
+        if cfg.task != "forecasting":
+            return None
+        data = cfg.data
+        steps = int(ds["steps"][0])
+        held = max(data.prediction_length, round(data.validation_split * steps))
+        boundary = steps - held
+        starts = np.asarray(ds["forecast_start"])
+        train = np.flatnonzero(starts + data.prediction_length <= boundary)[:: data.window_stride]
+        validation = np.flatnonzero(starts >= boundary)
+        if len(train) == 0:
+            raise DataError(f"{origin}: {steps} steps leave {boundary} for training after the last {held} held out for validation "
+                            f"(data.validation_split), fewer than one window of data.context_length + data.prediction_length "
+                            f"({data.context_length + data.prediction_length}); shorten them, or give data.validation")  # fmt: skip
+        return ds.select(train.tolist()), ds.select(validation.tolist())
+
     def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
         """The run's SeriesProcessor (`source`: a finished run's folder, which saved one)."""
         if source is not None:
             processor = SeriesProcessor.from_pretrained(source)
+        elif cfg.task == "forecasting":
+            if self.channels is None:
+                raise ConfigError("data.target_columns: unknown until the training data is read (load the data first)")
+            if cfg.data.context_length < cfg.model.patch_length:
+                raise ConfigError(f"data.context_length: {cfg.data.context_length} steps is shorter than one patch (model.patch_length: "
+                                  f"{cfg.model.patch_length}); lower model.patch_length")  # fmt: skip
+            processor = SeriesProcessor(cfg.data.context_length, self.channels, self.columns)
         else:
             length, channels = cfg.data.series_length or self.longest, self.channels
             if length is None or channels is None:
@@ -168,7 +236,7 @@ class TimeseriesModality(Modality):
                 raise ConfigError(f"data.series_length: {length} steps is shorter than one patch (model.patch_length: "
                                   f"{cfg.model.patch_length}); lower model.patch_length")  # fmt: skip
             processor = SeriesProcessor(length, channels)
-        self.length, self.channels = processor.length, processor.channels
+        self.length, self.channels, self.columns = processor.length, processor.channels, processor.columns
         return processor
 
     def patch_config(self, cfg: RunConfig, body: dict[str, Any], **head: Any) -> PatchTransformerConfig:
@@ -187,17 +255,23 @@ class TimeseriesModality(Modality):
         return config
 
     def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
-        assert label_names is not None
         m = cfg.model
         dtype = None if m.dtype == "auto" else getattr(torch, m.dtype)
+        forecasting = cfg.task == "forecasting"
+        cls = PatchTransformerForPrediction if forecasting else PatchTransformerForClassification
+        if forecasting:
+            head: dict[str, Any] = {"prediction_length": cfg.data.prediction_length, "channel_independent": True}
+        else:
+            assert label_names is not None
+            head = label_head(label_names)
         try:
             if is_patch_model(m.name_or_path):  # a finished run (or a folder of this model type)
-                return PatchTransformerForClassification.from_pretrained(m.name_or_path, dtype=dtype or "auto").train()
+                return cls.from_pretrained(m.name_or_path, dtype=dtype or "auto").train()
             body_cfg = load_config(m)
             if m.config_overrides:
                 for key, value in check_config_overrides(body_cfg, m.config_overrides).items():
                     setattr(body_cfg, key, value)
-            model = PatchTransformerForClassification(self.patch_config(cfg, body_cfg.to_dict(), **label_head(label_names)))
+            model = cls(self.patch_config(cfg, body_cfg.to_dict(), **head))
             if m.pretrained:
                 body = AutoModel.from_pretrained(m.name_or_path, config=body_cfg, revision=m.revision, trust_remote_code=m.trust_remote_code,
                                                  use_safetensors=None if m.allow_pickle else True, dtype=torch.float32)  # fmt: skip
@@ -210,6 +284,11 @@ class TimeseriesModality(Modality):
 
     def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
         column = cfg.data.series_column
+        if cfg.task == "forecasting":  # windows, cut by prepare(); a command-line series, to its last context
+            return lambda batch: {
+                "past_values": [np.asarray(v, dtype=np.float32)[-processor.length :] for v in batch["past_values"]],
+                **({"labels": [np.asarray(v, dtype=np.float32) for v in batch["labels"]]} if "labels" in batch else {}),
+            }
 
         def apply(batch: dict[str, list]) -> dict[str, list]:
             out: dict[str, list] = dict(processor(batch[column]))
@@ -226,7 +305,18 @@ class TimeseriesModality(Modality):
         """One series written out (``0.1,0.4,...``; channels separated by ``:``)."""
         where = "predict: the input"
         array, _ = clean(as_array(value, where), where, cfg.model.patch_length)
+        if cfg.task == "forecasting":
+            return {"past_values": self.history(array.T, where)}
         return {cfg.data.series_column: array.tolist()}
+
+    def history(self, values: np.ndarray, where: str) -> list[list[float]]:
+        """Forecasting: the last context of a series (steps, channels) that `tlhub predict` continues."""
+        assert self.length is not None
+        if len(values) < self.length:
+            raise DataError(f"{where}: {len(values)} steps, fewer than the {self.length} the model reads (data.context_length)")
+        if self.channels is not None and values.shape[1] != self.channels:
+            raise DataError(f"{where}: {values.shape[1]} series where the model forecasts {self.channels} ({', '.join(self.columns or [])})")
+        return values[-self.length :].tolist()
 
     def input_rows(self, value: str, cfg: RunConfig) -> list[tuple[str, dict[str, Any]]]:
         """A file of series (``.ts``, CSV/JSON/Parquet with data.series_column): a row each,
@@ -238,6 +328,9 @@ class TimeseriesModality(Modality):
             raise DataError(f"predict: {path}: no such file")
         from tlhub.data import read_table, require_columns
 
+        if cfg.task == "forecasting":  # the continuation of the table's target columns
+            values, _, _ = long_series(read_table(path, "predict"), cfg.data.time_column, self.columns, f"predict ({path})")
+            return [(path.name, {"past_values": self.history(values, f"predict ({path})")})]
         rows = self.read_file(path, cfg, "predict") or read_table(path, "predict")
         require_columns(rows, {"data.series_column": cfg.data.series_column}, f"predict ({path})")
         out = []

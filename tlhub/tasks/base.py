@@ -65,6 +65,7 @@ class Task:
     pipeline_tags: ClassVar[dict[str, str]] = {}  # modality -> transformers pipeline task
     text: ClassVar[TextSide | None] = None  # a task of text alone: its side of the text modality
     prompted: ClassVar[bool] = False  # generates from a prompt inside its input (a decoder LM), not seq2seq
+    metrics_read_inputs: ClassVar[bool] = False  # compute_metrics reads the inputs too (a forecast's history)
 
     def derived_metrics(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         """Metrics computed from the Trainer's own (a language model's perplexity from its loss)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -86,7 +87,8 @@ def tlhub_run(name: str, pretrained: bool, seed: int, args: argparse.Namespace) 
     path = out.parent / f"{out.name}.yaml"
     path.write_text(f"# tlhub train {path}\n" + yaml.safe_dump(config, sort_keys=False))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tlhub", "--quiet", "train", str(path)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}  # one thread: this 2-core machine is shared
+    subprocess.run([sys.executable, "-m", "tlhub", "--quiet", "train", str(path)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
     results = json.loads((out / "all_results.json").read_text())
     return {**results, "wall_s": time.perf_counter() - start, "config": config}
 

@@ -387,3 +387,31 @@ def test_forecasting_trains_scores_against_the_floor_and_predicts(bert_body: Pat
         f"data.train ({table}): 160 steps, fewer than data.context_length + data.prediction_length (24 + 150 = 174); "
         "shorten them or give a longer series"
     )
+
+
+# --------------------------------------------------------------------------- PatchTST, the from-scratch baseline
+
+PATCHTST_SIZE = {"d_model": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "ffn_dim": 32}
+
+
+def test_patchtst_from_its_config_classifies_forecasts_and_reloads(
+    wave_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tlhub.inference import load_run, predict
+
+    model = {"name_or_path": "patchtst", "config_overrides": PATCHTST_SIZE}
+    cfg = series_config(tmp_path, wave_files[0], tmp_path / "cls", "full", model=model, data={"max_train_samples": 32})
+    cfg["training"]["num_train_epochs"] = 1
+    results = train(cfg, tmp_path)
+    assert results["trainable_params"] == results["total_params"] > 0
+    assert len(predict(load_run(tmp_path / "cls"), [str(wave_files[1])])) == 40
+    table = seasonal_table(tmp_path / "sales.csv", steps=80)
+    cfg = series_config(tmp_path, table, tmp_path / "fc", "full", model={**model, "patch_length": 6, "patch_stride": 3},
+                        data={"time_column": "month", "context_length": 24, "prediction_length": 6, "seasonality": 12})  # fmt: skip
+    cfg["task"], cfg["training"]["num_train_epochs"] = "forecasting", 1
+    assert math.isfinite(train(cfg, tmp_path)["eval_mse"])
+    cfg = series_config(tmp_path, wave_files[0], tmp_path / "fe", "feature_extraction", model=model)
+    assert one_line_error(["train", str(write_config(tmp_path, cfg))], capsys) == (
+        "strategy.name: feature_extraction pools a body's outputs over patches; PatchTST's are per channel and patch: "
+        "use full (from scratch), partial or lora"
+    )

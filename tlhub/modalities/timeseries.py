@@ -38,6 +38,7 @@ from transformers import AutoModel
 from tlhub.errors import ConfigError, DataError
 from tlhub.loading import check_config_overrides, label_head, load_config, max_positions, model_error
 from tlhub.modalities.base import MODALITIES, Modality
+from tlhub.modalities import series_patchtst as patchtst
 from tlhub.modalities.series_data import UnusableSeries, as_array, clean, fit_length, long_series, read_ts, window_starts
 from tlhub.modalities.series_model import (
     MODEL_TYPE,
@@ -84,10 +85,11 @@ class SeriesProcessor:
         return {"past_values": [fit_length(np.asarray(s, dtype=np.float64), self.length).T.astype(np.float32) for s in series]}
 
 
-def is_patch_model(path: str) -> bool:
-    """Whether `path` is a folder of tlhub's patch-transformer model type (a finished run)."""
+def folder_model_type(path: str) -> str | None:
+    """The model type of a local model folder (a finished run: tlhub's patch transformer or
+    PatchTST), or None."""
     config = Path(path) / "config.json"
-    return config.is_file() and json.loads(config.read_text()).get("model_type") == MODEL_TYPE
+    return json.loads(config.read_text()).get("model_type") if config.is_file() else None
 
 
 def collate_series(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -264,8 +266,11 @@ class TimeseriesModality(Modality):
         else:
             assert label_names is not None
             head = label_head(label_names)
+        kind = folder_model_type(m.name_or_path)
+        if m.name_or_path == patchtst.NAME or kind == patchtst.MODEL_TYPE:
+            return self.load_patchtst(cfg, head, dtype)
         try:
-            if is_patch_model(m.name_or_path):  # a finished run (or a folder of this model type)
+            if kind == MODEL_TYPE:  # a finished run (or a folder of this model type)
                 return cls.from_pretrained(m.name_or_path, dtype=dtype or "auto").train()
             body_cfg = load_config(m)
             if m.config_overrides:
@@ -278,6 +283,28 @@ class TimeseriesModality(Modality):
                 missing, unexpected = model.body.load_state_dict(strip_body(body).state_dict(), strict=False)
                 if missing or unexpected:
                     raise ValueError(f"the body's weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        except (OSError, ValueError, KeyError) as exc:
+            raise model_error(m, exc) from None
+        return model.to(dtype) if dtype is not None else model
+
+    def load_patchtst(self, cfg: RunConfig, head: dict[str, Any], dtype: torch.dtype | None) -> nn.Module:
+        """transformers' PatchTST: from its config (``model.name_or_path: patchtst``, always from
+        random weights, sized by ``model.config_overrides``), or from a folder of its type."""
+        m = cfg.model
+        cls = patchtst.PatchTSTForecaster if cfg.task == "forecasting" else patchtst.PatchTSTClassifier
+        try:
+            if m.name_or_path != patchtst.NAME:
+                return cls.from_pretrained(m.name_or_path, dtype=dtype or "auto").train()
+            if self.length is None or self.channels is None:
+                raise ConfigError("timeseries: load the processor (load_processor) before the model, to size its inputs")
+            if cfg.task == "forecasting":
+                head = {"prediction_length": head["prediction_length"]}
+            else:
+                head = {**head, "num_targets": head["num_labels"]}
+            scaling = {"none": None}.get(cfg.data.scaling, cfg.data.scaling)
+            config = patchtst.patchtst_config(self.channels, self.length, m.patch_length, m.patch_stride, m.config_overrides or {},
+                                              scaling=scaling, **head)  # fmt: skip
+            model = cls(config)
         except (OSError, ValueError, KeyError) as exc:
             raise model_error(m, exc) from None
         return model.to(dtype) if dtype is not None else model

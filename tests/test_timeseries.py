@@ -388,9 +388,10 @@ def test_forecasting_trains_scores_against_the_floor_and_predicts(bert_body: Pat
     for key in ("eval_mse", "eval_mae", "eval_mase", "eval_naive_mse", "eval_naive_mae", "eval_naive_mase"):
         assert math.isfinite(results[key]), key
     capsys.readouterr()
-    assert main(["predict", str(tmp_path / "out"), str(table)]) == 0
+    assert main(["predict", str(tmp_path / "out"), str(table), "--plot", str(tmp_path / "forecast.png")]) == 0
     name, column, values = capsys.readouterr().out.strip().split("\t")
     assert (name, column) == ("sales.csv", "sales") and len(values.split(",")) == 6
+    assert (tmp_path / "forecast.png").read_bytes()[:4] == b"\x89PNG"
     cfg["data"]["prediction_length"] = 150
     assert one_line_error(["train", str(write_config(tmp_path, cfg))], capsys) == (
         f"data.train ({table}): 160 steps, fewer than data.context_length + data.prediction_length (24 + 150 = 174); "

@@ -49,7 +49,7 @@ def read_ts(path: Path, key: str, series_column: str, label_column: str) -> data
     in_data = False
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith(("#", "%")):  # comments (UnitTest.ts writes "%#")
             continue
         if not in_data:
             if not line.startswith("@"):

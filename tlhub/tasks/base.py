@@ -10,6 +10,7 @@ task modules import it without importing the package that imports them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import datasets
@@ -86,6 +87,12 @@ class Task:
     def card_code(self, cfg: RunConfig, pipeline_tag: str) -> str:
         """The model card's code that loads a plain run folder (strategies adapt it: LoRA's merged/)."""
         return f"from transformers import pipeline\npipe = pipeline({pipeline_tag!r}, model=RUN_DIR)"
+
+    def plot(self, rows: list[dict[str, Any]], path: Path) -> None:
+        """`tlhub predict --plot PATH`: a picture of the predictions (a forecast over its history)."""
+        from tlhub.errors import ConfigError
+
+        raise ConfigError(f"--plot: draws forecasts over their history (task: forecasting), not {self.name}; leave it out")
 
     def describe(self, row: dict[str, Any]) -> str:
         """One line of `tlhub predict`'s output."""

@@ -6,6 +6,7 @@ model must beat: ``eval_mse`` against ``eval_naive_mse``."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,8 +55,33 @@ class Forecasting(Task):
 
     def predict(self, run: Any, batch: dict[str, torch.Tensor], inputs: list[str]) -> list[dict[str, Any]]:
         forecast = run.model(**batch).prediction_outputs.float().cpu().numpy()  # (batch, horizon, channels)
+        history = batch["past_values"].float().cpu().numpy()
         columns = getattr(run.processor, "columns", None) or [f"series {i + 1}" for i in range(forecast.shape[-1])]
-        return [{"input": name, "forecast": {c: values[:, i].tolist() for i, c in enumerate(columns)}} for name, values in zip(inputs, forecast)]
+        return [
+            {"input": name, "forecast": {c: values[:, i].tolist() for i, c in enumerate(columns)},
+             "history": {c: past[:, i].tolist() for i, c in enumerate(columns)}}
+            for name, values, past in zip(inputs, forecast, history)
+        ]  # fmt: skip
+
+    def plot(self, rows: list[dict[str, Any]], path: Path) -> None:
+        """Each input's forecast (dashed) after the history the model read, one panel per series."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = [(row["input"], column) for row in rows for column in row["forecast"]]
+        fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)
+        for ax, (row, column) in zip(axes[:, 0], [(r, c) for r in rows for c in r["forecast"]]):
+            past, future = row["history"][column], row["forecast"][column]
+            ax.plot(range(len(past)), past, label="history")
+            ax.plot(range(len(past) - 1, len(past) + len(future)), [past[-1], *future], "--", label="forecast")
+            ax.set_title(f"{row['input']}: {column}")
+            ax.legend(loc="upper left")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
 
     def describe(self, row: dict[str, Any]) -> str:
         return "\n".join(f"{row['input']}\t{column}\t{','.join(f'{v:.6g}' for v in values)}" for column, values in row["forecast"].items())

@@ -48,7 +48,7 @@ def test_text_overrides_stay_as_typed() -> None:
         (["strategy.nmae=full"], "strategy.nmae: unknown key (did you mean 'name'?)"),
         (["data.text_colum=x"], "data.text_colum: unknown key (did you mean 'text_column'?)"),
         (["training.learning_rat=1"], "training.learning_rat: unknown key (did you mean 'learning_rate'?)"),
-        (["modality=vision"], "modality: unknown modality 'vision'; choose one of: text, image, audio"),
+        (["modality=vision"], "modality: unknown modality 'vision'; choose one of: text, image, audio, timeseries"),
         (["strategy.unfreeze_last_n=two"], "strategy.unfreeze_last_n: expected an integer, got 'two'"),
         (["model.pretrained=maybe"], "model.pretrained: expected true or false, got 'maybe'"),
         (["data.validation_split=1.5"], "data.validation_split: must be between 0 and 1, got 1.5"),

@@ -85,8 +85,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise TlhubError("predict: give inputs on the command line or with --file")
     run = load_run(args.run_dir)
     task = get_task(run.cfg.task)
-    for row in predict(run, inputs):
+    rows = predict(run, inputs)
+    for row in rows:
         print(task.describe(row))
+    if args.plot:
+        task.plot(rows, Path(args.plot))
     return 0
 
 
@@ -157,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir", help="training.output_dir of a finished run")
     predict.add_argument("inputs", nargs="*", help="texts, or image/audio file paths")
     predict.add_argument("--file", help="a file with one input per line")
+    predict.add_argument("--plot", help="forecasting: draw each forecast over its history into this image (PNG)")
     predict.set_defaults(func=cmd_predict)
 
     config = sub.add_parser("config", help="list every config key with its type, default and help")

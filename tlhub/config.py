@@ -114,9 +114,15 @@ class ModelConfig:
         default="float32",
     )
 
+    # timeseries: the patches a series is cut into (GPT4TS's defaults)
+    patch_length: int = setting("timeseries: steps per patch; each patch becomes one input vector of the transformer body.", default=16)
+    patch_stride: int = setting("timeseries: steps between the starts of consecutive patches (patch_length: no overlap).", default=8)
+
     def __post_init__(self) -> None:
         check(bool(self.name_or_path), "model.name_or_path", "must be a Hub id or a local directory")
         check_choice(self.dtype, MODEL_DTYPES, "model.dtype", "dtype")
+        check(self.patch_length > 0, "model.patch_length", f"must be positive, got {self.patch_length}")
+        check(self.patch_stride > 0, "model.patch_stride", f"must be positive, got {self.patch_stride}")
         self.name_or_path = resolve_package(self.name_or_path, "model.name_or_path")
         if self.gguf_file is not None:
             check(self.gguf_file.endswith(".gguf"), "model.gguf_file", f"a .gguf file in model.name_or_path, got '{self.gguf_file}'")
@@ -269,6 +275,36 @@ class DataConfig:
         "and validation; null: by rows.",
         default=None,
     )
+    # timeseries (modality: timeseries): the series, their length and scaling; forecasting's windows
+    series_column: str = setting(
+        "timeseries: column with one series per row: a list of numbers, a list of lists (one per channel), or their text "
+        "(.ts files fill it).",
+        default="series",
+    )
+    series_length: int | None = setting(
+        "timeseries classification: cut or pad (with the last value) every series to this many steps; null: the longest "
+        "training series.",
+        default=None,
+    )
+    scaling: str = setting(
+        "timeseries: instance normalisation of each series and channel inside the model: std (minus its mean, over its "
+        "standard deviation) | mean (over its mean absolute value) | none. Forecasts are unscaled the same way.",
+        default="std",
+    )
+    time_column: str | None = setting("timeseries forecasting: column with the time stamps (sorted by it); null: the rows' order.", default=None)
+    target_columns: list[str] | None = setting(
+        "timeseries forecasting: the columns to forecast, one long series each (one row per step); null: every numeric "
+        "column but data.time_column.",
+        default=None,
+    )
+    context_length: int = setting("timeseries forecasting: steps the model reads before it forecasts.", default=96)
+    prediction_length: int = setting("timeseries forecasting: steps it forecasts (the horizon).", default=24)
+    window_stride: int = setting("timeseries forecasting: steps between training windows (1: every window).", default=1)
+    seasonality: int = setting(
+        "timeseries forecasting: the season in steps (12 for monthly data, 24 for hourly): the seasonal-naive forecast "
+        "repeats the last season, and MASE scales by its error in the training series; 1: the last value.",
+        default=1,
+    )
     seed: int = setting("Seed for splitting and sampling.", default=42)
 
     def __post_init__(self) -> None:
@@ -297,6 +333,10 @@ class DataConfig:
         if self.label_words is not None:
             self.label_words = {str(k): str(v) for k, v in self.label_words.items()}
         check_label_settings(self)  # issue 35: problem types and labels
+        check_choice(self.scaling, ("std", "mean", "none"), "data.scaling", "scaling")
+        for key in ("series_length", "context_length", "prediction_length", "window_stride", "seasonality"):
+            value = getattr(self, key)
+            check(value is None or value > 0, f"data.{key}", f"must be positive, got {value}")
 
 
 # --------------------------------------------------------------------------- the strategy section
@@ -381,6 +421,8 @@ class RunConfig:
         check_choice(self.task, TASKS.names(), "task", "task")
         supported = get_modality(self.modality).tasks
         check(self.task in supported, "task", f"the {self.modality} modality supports {', '.join(supported)}, not '{self.task}'")
+        check(self.domain_adaptation is None or self.modality in AUTO_DOMAIN_METHODS, "domain_adaptation",
+              f"not available for the {self.modality} modality; remove the domain_adaptation section")  # fmt: skip
         if self.domain_adaptation is not None and self.domain_adaptation.method == "auto":
             # resolved here, so config.yaml records the method that ran
             self.domain_adaptation.method = AUTO_DOMAIN_METHODS[self.modality]

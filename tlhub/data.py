@@ -191,7 +191,9 @@ def read_source(spec: str, split: str, key: str, cfg: RunConfig, modality: Modal
     path = Path(spec).expanduser()
     origin = f"{key} ({path})"
     if path.is_file():
-        return Table(read_table(path, key, cfg.data.label_column, (cfg.data.tokens_column, cfg.data.tags_column)), path.parent, origin)
+        own = modality.read_file(path, cfg, key)  # a format of the modality's own (.ts series), else a table
+        rows = own if own is not None else read_table(path, key, cfg.data.label_column, (cfg.data.tokens_column, cfg.data.tags_column))
+        return Table(rows, path.parent, origin)
     if path.is_dir():
         if _is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path))
@@ -475,7 +477,10 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
         raise ConfigError(f"data.samples_per_class: draws rows per class, for single-label classes; data.problem_type is {problem}: "
                           "use data.max_train_samples")  # fmt: skip
     if "validation" not in splits:
-        if data.group_column is not None:  # whole groups (a passage and its questions) on one side
+        own = modality.split(splits["train"], cfg, origin)  # by time, for windows of a long series
+        if own is not None:
+            splits["train"], splits["validation"] = own
+        elif data.group_column is not None:  # whole groups (a passage and its questions) on one side
             splits["train"], splits["validation"] = split_by_group(splits["train"], data.group_column, data.validation_split, data.seed, origin)
         else:
             splits["train"], splits["validation"] = split_validation(splits["train"], data.validation_split, data.seed, classes, origin)

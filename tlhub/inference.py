@@ -96,10 +96,10 @@ def inference_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def model_inputs(run: Run, inputs: list[str]) -> dict[str, torch.Tensor]:
-    """A batch of model inputs for command-line inputs (texts, or image/audio file paths),
-    preprocessed as evaluation preprocesses, on the model's device."""
-    rows = [run.modality.input_row(value, run.cfg) for value in inputs]
+def model_inputs(run: Run, inputs: list[str], rows: list[dict[str, Any]] | None = None) -> dict[str, torch.Tensor]:
+    """A batch of model inputs for command-line inputs (texts, or image/audio file paths), or
+    for their raw `rows` when given, preprocessed as evaluation preprocesses, on the model's device."""
+    rows = rows if rows is not None else [run.modality.input_row(value, run.cfg) for value in inputs]
     raw = {key: [row[key] for row in rows] for key in rows[0]}
     features = run.modality.transform(run.processor, run.cfg, train=False)(raw)
     examples = [{k: v[i] for k, v in features.items()} for i in range(len(rows))]
@@ -112,10 +112,12 @@ def model_inputs(run: Run, inputs: list[str]) -> dict[str, torch.Tensor]:
 def predict(run: Run, inputs: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
     """What the run's task outputs for each input: label and score, text, or entities."""
     task = get_task(run.cfg.task)
+    named = [pair for value in inputs for pair in run.modality.input_rows(value, run.cfg)]  # a file of series: a row each
     out: list[dict[str, Any]] = []
-    for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start : start + batch_size]
-        out += task.predict(run, model_inputs(run, chunk), chunk)
+    for start in range(0, len(named), batch_size):
+        chunk = named[start : start + batch_size]
+        names = [name for name, _ in chunk]
+        out += task.predict(run, model_inputs(run, names, [row for _, row in chunk]), names)
     return out
 
 

@@ -140,6 +140,9 @@ def feature_backbone(model: PreTrainedModel, backbone: nn.Module) -> PreTrainedM
     ``TimmWrapperModel`` that shares its weights, with the timm classifier removed (the
     PooledClassifier brings its own head), so the saved backbone loads with AutoModel.
     """
+    own = getattr(model, "feature_backbone", None)
+    if callable(own):  # inputs that reach the backbone through layers of the model's own (a series' patch embedding)
+        return own()
     if isinstance(backbone, PreTrainedModel):
         return backbone
     if hasattr(backbone, "forward_features") and hasattr(backbone, "reset_classifier"):

@@ -95,6 +95,8 @@ def training_arguments(cfg: RunConfig) -> Seq2SeqTrainingArguments:
         "logging_steps": 25,
         "label_names": list(task.label_names),
     }
+    if task.metrics_read_inputs:  # EvalPrediction.inputs: a forecast's history (seasonal-naive floor, MASE's scale)
+        values["include_for_metrics"] = ["inputs"]
     if task.generates(cfg):  # a decoder LM generates in TlhubTrainer.prediction_step, a seq2seq model in Seq2SeqTrainer's
         values.update(predict_with_generate=not task.prompted, generation_max_length=cfg.data.max_target_length)
     if "eval_strategy" in user and "save_strategy" not in user:

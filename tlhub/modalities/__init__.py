@@ -18,5 +18,6 @@ from tlhub.modalities.base import MODALITIES, Modality, get_modality
 from tlhub.modalities import text as _text  # noqa: E402,F401
 from tlhub.modalities import image as _image  # noqa: E402,F401
 from tlhub.modalities import audio as _audio  # noqa: E402,F401
+from tlhub.modalities import timeseries as _timeseries  # noqa: E402,F401
 
 __all__ = ["MODALITIES", "Modality", "get_modality"]

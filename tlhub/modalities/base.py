@@ -49,10 +49,21 @@ class Modality:
             "or a folder written by Dataset.save_to_disk"
         )
 
+    def read_file(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset | None:
+        """Read a file of the modality's own format (a .ts file of series); None: a table,
+        which tlhub.data reads."""
+        return None
+
     def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, origin: str) -> tuple[datasets.Dataset, int]:
         """Check rows (and resolve paths); return the dataset and how many rows were skipped.
         Messages name the split by `origin` (``data.train (reviews.csv)``)."""
         return ds, 0
+
+    def split(self, ds: datasets.Dataset, cfg: RunConfig, origin: str) -> tuple[datasets.Dataset, datasets.Dataset] | None:
+        """Hold out validation rows from train when the config gives none: (train, validation),
+        or None for tlhub.data's seeded (stratified) split. Rows ordered in time (forecast
+        windows) are split by time instead, so no window is both trained and scored on."""
+        return None
 
     def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
         """The tokenizer / image processor / feature extractor (from `source` or the model)."""
@@ -86,6 +97,11 @@ class Modality:
     def input_row(self, value: str, cfg: RunConfig) -> dict[str, Any]:
         """One raw row for `tlhub predict` from a command-line input (text, or a file path)."""
         raise NotImplementedError
+
+    def input_rows(self, value: str, cfg: RunConfig) -> list[tuple[str, dict[str, Any]]]:
+        """The rows of one `tlhub predict` input, each with the name its output line shows: one
+        row by default; a file of several examples (a table of series) gives a row each."""
+        return [(value, self.input_row(value, cfg))]
 
 
 MODALITIES: Registry[type[Modality]] = Registry("modality", "modality")

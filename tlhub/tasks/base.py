@@ -10,6 +10,7 @@ task modules import it without importing the package that imports them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import datasets
@@ -82,6 +83,7 @@ class Task:
     text: ClassVar[TextSide | None] = None  # a task of text alone: its side of the text modality
     prompted: ClassVar[bool] = False  # generates from a prompt inside its input (a decoder LM), not seq2seq
     label_names: ClassVar[tuple[str, ...]] = ("labels",)  # the batch keys the Trainer reads as labels (TrainingArguments.label_names)
+    metrics_read_inputs: ClassVar[bool] = False  # compute_metrics reads the inputs too (a forecast's history)
     problem_types: ClassVar[bool] = False  # reads data.problem_type: single-label, multi-label or regression (tlhub.labels)
 
     def best_metric(self, cfg: RunConfig) -> tuple[str, bool]:
@@ -116,6 +118,12 @@ class Task:
     def card_code(self, cfg: RunConfig, pipeline_tag: str) -> str:
         """The model card's code that loads a plain run folder (strategies adapt it: LoRA's merged/)."""
         return f"from transformers import pipeline\npipe = pipeline({pipeline_tag!r}, model=RUN_DIR)"
+
+    def plot(self, rows: list[dict[str, Any]], path: Path) -> None:
+        """`tlhub predict --plot PATH`: a picture of the predictions (a forecast over its history)."""
+        from tlhub.errors import ConfigError
+
+        raise ConfigError(f"--plot: draws forecasts over their history (task: forecasting), not {self.name}; leave it out")
 
     def describe(self, row: dict[str, Any]) -> str:
         """One line of `tlhub predict`'s output."""

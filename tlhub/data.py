@@ -427,7 +427,9 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
     origin = tables["train"].origin
     if class_column is not None:
         label_names = label_names_from(splits["train"], class_column, origin)
-        if len(label_names) < 2:
+        if len(label_names) < modality.min_classes(cfg):
+            if not label_names:
+                raise DataError(f"{origin}: no classes in column '{class_column}'; the training data needs labelled examples")
             raise DataError(
                 f"{origin}: only one class ('{label_names[0]}') in column '{class_column}'; classification needs at least two"
             )

@@ -86,6 +86,7 @@ def training_arguments(cfg: RunConfig) -> Seq2SeqTrainingArguments:
         "logging_steps": 25,
         "label_names": [LABELS],
     }
+    values.update(task.training_defaults)  # e.g. object detection: evaluation batches kept apart (boxes per image)
     if task.generates(cfg):  # a decoder LM generates in TlhubTrainer.prediction_step, a seq2seq model in Seq2SeqTrainer's
         values.update(predict_with_generate=not task.prompted, generation_max_length=cfg.data.max_target_length)
     if "eval_strategy" in user and "save_strategy" not in user:

@@ -72,9 +72,16 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--queries", type=int, default=64)
+    parser.add_argument("--backbones", default="pretrained,random", help="pretrained and/or random (run them as two processes to share the work)")
+    parser.add_argument("--table", type=Path, nargs="*", help="print the table of these result files (of several processes) and exit")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (2 threads on 2 busy cores ran 10x slower than 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_detection_trees.json")
     args = parser.parse_args()
+
+    if args.table:
+        results = [run for path in args.table for run in json.loads(path.read_text())["runs"]]
+        table(results, sorted({r["strategy"] for r in results}))
+        return
 
     import torch
 
@@ -88,7 +95,7 @@ def main() -> None:
         train, validation, held = split_tiles(DATA, Path(tmp) / "data", args.split_seed)
         for strategy in args.strategies.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                for pretrained in (True, False):
+                for pretrained in [b == "pretrained" for b in args.backbones.split(",")]:
                     out = Path(tmp) / f"{strategy}-{seed}-{pretrained}"
                     start = time.perf_counter()
                     metrics = finetune(config_from_dict(run_config(args.backbone, train, validation, out, args, pretrained, strategy, seed)))
@@ -97,10 +104,17 @@ def main() -> None:
                     print(json.dumps(row), file=sys.stderr, flush=True)
                     results.append(row)
                     args.out.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "held_out": held, "runs": results}, indent=1) + "\n")
+    table(results, args.strategies.split(","))
+
+
+def table(results: list[dict], strategies: list[str]) -> None:
+    """The markdown table: mean (± standard deviation over seeds) per strategy and backbone."""
     print("| strategy | backbone | mAP@50 | mAP | mAR@100 | wall s | runs |\n|---|---|---|---|---|---|---|")
-    for strategy in args.strategies.split(","):
+    for strategy in strategies:
         for pretrained in (True, False):
             rows = [r for r in results if r["strategy"] == strategy and r["pretrained"] == pretrained]
+            if not rows:
+                continue
 
             def cell(key: str, digits: int = 3) -> str:
                 values = [r[key] for r in rows]

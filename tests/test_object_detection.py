@@ -132,6 +132,9 @@ def test_run_loads_in_pipeline_and_agrees_with_predict(trained: Path, toy: dict[
     drawn = toy["root"] / "drawn.png"
     assert main(["predict", str(trained), image, "--threshold", "0.0", "--draw", str(drawn)]) == 0
     assert "box(es): " in capsys.readouterr().out and drawn.is_file()
+    assert main(["evaluate", str(trained), "--data", str(toy["train"]), "--max-samples", "8"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["eval_samples"] == 8 and 0.0 <= scores["eval_map_50"] <= 1.0
 
 
 def test_strategies_freeze_the_backbone_or_adapt_attention(toy: dict[str, Path]) -> None:
@@ -216,3 +219,26 @@ def test_bad_input_is_one_line(case: str, expected: str, toy: dict[str, Path], t
     assert main(["train", write_config(tmp_path, config)]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+def test_coco_annotations_read_like_metadata(toy: dict[str, Path], tmp_path: Path) -> None:
+    """data.annotations: a COCO file in the folder gives the same rows as metadata.jsonl."""
+    from tlhub.data import load_data
+    from tlhub.modalities import get_modality
+
+    rows = [json.loads(line) for line in (toy["train"] / "metadata.jsonl").read_text().splitlines()]
+    names = sorted({c for r in rows for c in r["objects"]["category"]})
+    coco = {
+        "images": [{"id": i, "file_name": r["file_name"], "width": 64, "height": 64} for i, r in enumerate(rows)],
+        "categories": [{"id": 10 + k, "name": n} for k, n in enumerate(names)],
+        "annotations": [{"id": j, "image_id": i, "bbox": b, "category_id": 10 + names.index(c), "area": b[2] * b[3], "iscrowd": 0}
+                        for i, r in enumerate(rows) for j, (b, c) in enumerate(zip(r["objects"]["bbox"], r["objects"]["category"]))],
+    }  # fmt: skip
+    (toy["train"] / "instances.json").write_text(json.dumps(coco))
+    modality = get_modality("image")
+    loaded = [load_data(config_from_dict(detection_config(tmp_path, toy["train"], toy["backbone"], **extra)), modality)
+              for extra in ({}, {"annotations": "instances.json"})]  # fmt: skip
+    assert loaded[0].label_names == loaded[1].label_names == ["blue", "red"]
+    for split in ("train", "validation"):
+        assert loaded[0].splits[split]["boxes"] == loaded[1].splits[split]["boxes"]
+        assert loaded[0].splits[split]["labels"] == loaded[1].splits[split]["labels"]

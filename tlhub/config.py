@@ -250,6 +250,11 @@ class DataConfig:
         "metadata.jsonl's layout).",
         default="objects",
     )
+    annotations: str | None = setting(
+        "object_detection: a COCO annotation file (instances.json; Roboflow's _annotations.coco.json) in each split's "
+        "folder, read instead of metadata.jsonl: images, categories and annotations with COCO boxes.",
+        default=None,
+    )
     box_format: str = setting(
         "object_detection: how boxes are written: coco [x, y, width, height] | pascal_voc [x_min, y_min, x_max, y_max] "
         "(both in pixels) | yolo [x_center, y_center, width, height] (fractions of the image).",

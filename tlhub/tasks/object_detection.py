@@ -94,6 +94,8 @@ def read_metadata(folder: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
     """An image folder's ``metadata.jsonl`` as rows (image path, objects as JSON text). A line
     that is not a JSON object with a ``file_name`` is an error naming the file and line."""
     data = cfg.data
+    if data.annotations:
+        return read_coco(folder, cfg, key)
     meta = folder / METADATA
     if not meta.is_file():
         raise DataError(
@@ -115,6 +117,33 @@ def read_metadata(folder: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
     if not images:
         raise DataError(f"{key}: {meta} lists no images")
     return datasets.Dataset.from_dict({data.image_column: images, data.objects_column: objects})
+
+
+def read_coco(folder: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
+    """A COCO annotation file (``data.annotations``, in `folder`) as rows like metadata.jsonl's."""
+    data = cfg.data
+    assert data.annotations is not None
+    path = folder / data.annotations
+    if not path.is_file():
+        raise DataError(f"data.annotations: {path}: no such file; name the COCO annotation file in each split's folder")
+    try:
+        coco = json.loads(path.read_text(encoding="utf-8"))
+        names = {c["id"]: str(c["name"]) for c in coco["categories"]}
+        objects: dict[Any, dict[str, list]] = {image["id"]: {"bbox": [], "category": []} for image in coco["images"]}
+        for number, ann in enumerate(coco.get("annotations", []), 1):
+            if ann["image_id"] not in objects or ann["category_id"] not in names:
+                raise DataError(f"{path}: annotation {number} names image {ann['image_id']} and category {ann['category_id']}, "
+                                "which images/categories lack")  # fmt: skip
+            objects[ann["image_id"]]["bbox"].append(ann["bbox"])
+            objects[ann["image_id"]]["category"].append(names[ann["category_id"]])
+        images = [(str(folder / image["file_name"]), json.dumps(objects[image["id"]])) for image in coco["images"]]
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: line {exc.lineno}: not JSON ({exc.msg})") from None
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a COCO annotation file (missing {exc}); it needs images, categories and annotations") from None
+    if not images:
+        raise DataError(f"{key}: {path} lists no images")
+    return datasets.Dataset.from_dict({data.image_column: [i for i, _ in images], data.objects_column: [o for _, o in images]})
 
 
 def category_names(feature: Any) -> list[str] | None:

@@ -66,6 +66,6 @@ def detection_config(tmp: Path, train: Path, backbone: Path, **data: object) -> 
                   "feature_level": -2},  # fmt: skip
         "data": {"train": str(train), "image_size": 64, "validation_split": 0.25, **data},
         "strategy": {"name": "full"},
-        "training": {"output_dir": str(tmp / "run"), "num_train_epochs": 1, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
+        "training": {"output_dir": str(tmp / "run"), "num_train_epochs": 1, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 5, "learning_rate": 1e-3,
                      "logging_steps": 5, "save_strategy": "no", "report_to": "none", "use_cpu": True},  # fmt: skip
     }

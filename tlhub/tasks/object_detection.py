@@ -425,8 +425,13 @@ class DetectionImage(ImageSide):
                 encoded = processor(images=pixels, annotations=annotations, return_tensors="pt")
                 target = encoded["labels"][0]
                 out["pixel_values"].append(encoded["pixel_values"][0])
+                # "image": a 0-dim tensor, so that accelerate's gather_for_metrics keeps each target whole.
+                # At the end of evaluation it cuts every tensor of the last batch to the rows left
+                # (``tensor[:remainder]``, meant for batch-first tensors: it would cut an image's boxes);
+                # a 0-dim tensor cannot be cut, and it then returns the batch as it is, as DETR's 0-dim
+                # loss terms already make it do for the predictions (one process has no rows to drop).
                 out["labels"].append({"class_labels": target["class_labels"], "boxes": target["boxes"],
-                                      "orig_size": torch.tensor([image.height, image.width])})  # fmt: skip
+                                      "orig_size": torch.tensor([image.height, image.width]), "image": torch.tensor(i)})  # fmt: skip
             if not labelled:
                 del out["labels"]
             return out

@@ -242,3 +242,22 @@ def test_coco_annotations_read_like_metadata(toy: dict[str, Path], tmp_path: Pat
     for split in ("train", "validation"):
         assert loaded[0].splits[split]["boxes"] == loaded[1].splits[split]["boxes"]
         assert loaded[0].splits[split]["labels"] == loaded[1].splits[split]["labels"]
+
+
+def test_lora_run_reloads_on_the_rebuilt_detector(toy: dict[str, Path], tmp_path: Path) -> None:
+    """A built detector's new transformer is initialised from the training seed, so the LoRA
+    adapter loads onto the same base again: tlhub's reload and the merged model agree."""
+    from transformers import pipeline
+
+    from tlhub.inference import load_run, predict
+
+    config = detection_config(tmp_path, toy["train"], toy["backbone"])
+    config["strategy"] = {"name": "lora", "lora": {"r": 4, "alpha": 8}}
+    config["training"].update(max_steps=4, eval_strategy="no", learning_rate=1e-2)
+    assert main(["train", write_config(tmp_path, config)]) == 0
+    image = str(toy["train"] / "img_001.png")
+    run = load_run(tmp_path / "run")
+    run.options["threshold"] = 0.0
+    ours = sorted(o["score"] for o in predict(run, [image])[0]["objects"])
+    merged = sorted(o["score"] for o in pipeline("object-detection", model=str(tmp_path / "run" / "merged"), device="cpu")(image, threshold=0.0))
+    assert ours == pytest.approx(merged, abs=1e-4)

@@ -1,5 +1,6 @@
 """Images: classification with any ``AutoModelForImageClassification`` model (ViT, DeiT,
-ResNet, ConvNeXt, Swin, EfficientNet, MobileNet, ...).
+ResNet, ConvNeXt, Swin, EfficientNet, MobileNet, ...); the image tasks that bring their own
+side (object_detection: ``Task.image``) are delegated to it.
 
 Data comes from an image folder (``<root>/<label>/*.jpg``, or a root holding ``train/``,
 ``val/`` and ``test/`` folders of that shape), a table (CSV/JSON/Parquet) with an image

@@ -85,9 +85,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise TlhubError("predict: give inputs on the command line or with --file")
     run = load_run(args.run_dir)
     task = get_task(run.cfg.task)
+    if args.threshold is not None:
+        run.options["threshold"] = args.threshold
     rows = predict(run, inputs)
-    for row in rows:
+    for i, row in enumerate(rows):
         print(task.describe(row))
+        if args.draw:
+            draw = Path(args.draw)
+            task.draw(row, draw if len(rows) == 1 else draw.with_name(f"{draw.stem}-{i}{draw.suffix}"))
     if args.plot:
         task.plot(rows, Path(args.plot))
     return 0
@@ -161,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="*", help="texts, or image/audio file paths")
     predict.add_argument("--file", help="a file with one input per line")
     predict.add_argument("--plot", help="forecasting: draw each forecast over its history into this image (PNG)")
+    predict.add_argument("--draw", help="object_detection: draw the boxes on a copy of the image, written here (several inputs: OUT-0.png, ...)")
+    predict.add_argument("--threshold", type=float, help="object_detection: keep boxes scoring at least this (default 0.5)")
     predict.set_defaults(func=cmd_predict)
 
     config = sub.add_parser("config", help="list every config key with its type, default and help")

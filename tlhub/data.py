@@ -468,7 +468,7 @@ def load_data(cfg: RunConfig, modality: Modality) -> LoadedData:
     origin = tables["train"].origin
     problem = problem_of(cfg, modality, splits["train"], class_column, origin)  # single_label | multi_label | regression | None
     if class_column is not None:
-        label_names = training_labels(splits, class_column, problem, data, origin)
+        label_names = training_labels(splits, class_column, problem, data, origin, modality.min_classes(cfg))
         for name in splits:
             splits[name] = encode_split(splits[name], class_column, label_names, problem, data, tables[name].origin)
 
@@ -519,10 +519,13 @@ def samples_per_class_refused(problem: str | None, data: Any) -> bool:
     return data.samples_per_class is not None and problem in ("multi_label", "regression")
 
 
-def training_labels(splits: dict[str, datasets.Dataset], column: str, problem: str | None, data: Any, origin: str) -> list[str]:
+def training_labels(
+    splits: dict[str, datasets.Dataset], column: str, problem: str | None, data: Any, origin: str, min_classes: int = 2
+) -> list[str]:
     """The label names the head is sized to: the training split's classes (spellings checked,
     and merged with data.normalize_labels), its multi-label labels, or for regression the one
-    output, named after the column."""
+    output, named after the column. Fewer than `min_classes` (the modality's and task's: one
+    for a detector of one kind of object) is a DataError."""
     train = splits["train"]
     if problem == "regression":
         return [column]
@@ -535,7 +538,9 @@ def training_labels(splits: dict[str, datasets.Dataset], column: str, problem: s
             if any(raw != target for raw, target in canonical.items()):
                 splits["train"] = train.map(lambda b: {column: [canonical.get(v, v) for v in b[column]]}, batched=True)
         names = label_names_from(splits["train"], column, origin)
-    if len(names) < 2:
+    if not names:
+        raise DataError(f"{origin}: no classes in column '{column}'; the training data needs labelled examples")
+    if len(names) < min_classes:
         raise DataError(f"{origin}: only one class ('{names[0]}') in column '{column}'; classification needs at least two")
     return names
 

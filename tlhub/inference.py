@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class Run:
     processor: Any
     label_names: list[str] | None
     generative: bool = False  # generates its outputs (text2text, Whisper-style speech recognition, causal LMs)
+    options: dict[str, Any] = field(default_factory=dict)  # `tlhub predict` settings a task reads (threshold)
 
 
 def load_run(run_dir: str | Path) -> Run:

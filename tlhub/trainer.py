@@ -95,6 +95,7 @@ def training_arguments(cfg: RunConfig) -> Seq2SeqTrainingArguments:
         "logging_steps": 25,
         "label_names": list(task.label_names),
     }
+    values.update(task.training_defaults)  # e.g. object detection: evaluation batches kept apart (boxes per image)
     if task.metrics_read_inputs:  # EvalPrediction.inputs: a forecast's history (seasonal-naive floor, MASE's scale)
         values["include_for_metrics"] = ["inputs"]
     if task.generates(cfg):  # a decoder LM generates in TlhubTrainer.prediction_step, a seq2seq model in Seq2SeqTrainer's

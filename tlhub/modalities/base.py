@@ -86,6 +86,15 @@ class Modality:
         """Pads a list of transformed examples into a batch."""
         raise NotImplementedError
 
+    def min_classes(self, cfg: RunConfig) -> int:
+        """The fewest classes the training data may hold (a detector may learn one class)."""
+        return 2
+
+    def body(self, model: nn.Module, task: str) -> nn.Module | None:
+        """The pretrained body that feature_extraction freezes and partial unfreezes in part, where
+        the model says so (a detector: its convolutional backbone); None: found by shape."""
+        return None
+
     def blocks(self, model: nn.Module) -> list[nn.ModuleList] | None:
         """The model's stacks of blocks for `partial`; None lets the strategy find them."""
         return None

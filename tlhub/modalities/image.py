@@ -1,5 +1,6 @@
 """Images: classification with any ``AutoModelForImageClassification`` model (ViT, DeiT,
-ResNet, ConvNeXt, Swin, EfficientNet, MobileNet, ...).
+ResNet, ConvNeXt, Swin, EfficientNet, MobileNet, ...); the image tasks that bring their own
+side (object_detection: ``Task.image``) are delegated to it.
 
 Data comes from an image folder (``<root>/<label>/*.jpg``, or a root holding ``train/``,
 ``val/`` and ``test/`` folders of that shape), a table (CSV/JSON/Parquet) with an image
@@ -36,6 +37,8 @@ from tlhub.errors import DataError
 from tlhub.loading import label_head, load_auto_model, model_error
 from tlhub.modalities.base import MODALITIES, Modality
 from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable
+from tlhub.tasks import TASKS, get_task
+from tlhub.tasks.base import ImageSide
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -247,12 +250,46 @@ def _is_split_root(path: Path) -> bool:
 # --------------------------------------------------------------------------- the modality
 
 
+def image_side(cfg: RunConfig) -> ImageSide | None:
+    """The task's own side of the image modality (object detection), where it brings one."""
+    return get_task(cfg.task).image
+
+
+def timm_stack(module: nn.Module) -> nn.Module | None:
+    """A timm model's stack of stages: ``blocks`` (EfficientNet, MobileNet), ``stages`` (ConvNeXt),
+    or a ResNet's ``layer1``..``layer4`` (gathered in a list that owns nothing)."""
+    for name in ("blocks", "stages"):
+        stack = getattr(module, name, None)
+        if isinstance(stack, (nn.Sequential, nn.ModuleList)) and len(stack) >= 2:
+            return stack
+    layers = [getattr(module, f"layer{i}", None) for i in range(1, 5)]
+    if all(isinstance(layer, nn.Module) for layer in layers):
+        return nn.ModuleList(layers)
+    return None
+
+
 @MODALITIES.register("image")
 class ImageModality(Modality):
     name = "image"
-    tasks = ("classification",)
+    tasks = ("classification", *(name for name in TASKS.names() if TASKS.get(name).image is not None))
+
+    def class_column(self, cfg: RunConfig) -> str | None:
+        if side := image_side(cfg):
+            return side.class_column(cfg)
+        return super().class_column(cfg)
+
+    def min_classes(self, cfg: RunConfig) -> int:
+        if side := image_side(cfg):
+            return side.min_classes(cfg)
+        return super().min_classes(cfg)
+
+    def body(self, model: nn.Module, task: str) -> nn.Module | None:
+        side = get_task(task).image
+        return side.body(model) if side else None
 
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
+        if side := image_side(cfg):
+            return side.required_columns(cfg)
         return {"data.image_column": cfg.data.image_column, "data.label_column": cfg.data.label_column}
 
     def load_folder(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
@@ -263,6 +300,8 @@ class ImageModality(Modality):
         data.test test/ (so all three keys may name the same root), and a domain
         adaptation target the folder of ``domain_adaptation.target_split``.
         """
+        if side := image_side(cfg):
+            return side.load_folder(path, cfg, key)
         root = path
         if _is_split_root(path):
             split = KEY_SPLITS.get(key, "train")
@@ -305,6 +344,8 @@ class ImageModality(Modality):
         Fails when more than ``data.max_bad_fraction`` of the rows is unreadable, naming
         the first bad files.
         """
+        if side := image_side(cfg):
+            return side.prepare(ds, cfg, base_dir, origin)
         data = cfg.data
         column = data.image_column
         if isinstance(ds.features[column], datasets.Image):  # Hub / saved dataset: keep bytes, decode here
@@ -315,6 +356,8 @@ class ImageModality(Modality):
         return ds, bad
 
     def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
+        if side := image_side(cfg):
+            return side.load_processor(cfg, source)
         name = source or cfg.model.name_or_path
         if source and not (Path(source) / "preprocessor_config.json").is_file():
             # A timm model's TimmWrapperImageProcessor keeps its settings in the model's config.json
@@ -332,6 +375,8 @@ class ImageModality(Modality):
             raise model_error(cfg.model, exc) from None
 
     def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
+        if side := image_side(cfg):
+            return side.load_model(cfg, label_names)
         assert label_names is not None
         model = load_auto_model(
             AutoModelForImageClassification,
@@ -343,6 +388,8 @@ class ImageModality(Modality):
         return model
 
     def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
+        if side := image_side(cfg):
+            return side.transform(processor, cfg, train)
         column = cfg.data.image_column
         pipeline, min_size = build_transforms(processor, cfg, train)
 
@@ -362,15 +409,17 @@ class ImageModality(Modality):
         return apply
 
     def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:
+        if side := image_side(cfg):
+            return side.collator(processor, cfg, model)
         return collate_images
 
     def blocks(self, model: nn.Module) -> list[nn.ModuleList] | None:
-        """timm models (transformers' TimmWrapper): their ``blocks`` or ``stages``; others: found by shape."""
-        timm_model = getattr(model, "timm_model", None)
-        for name in ("blocks", "stages"):
-            stack = getattr(timm_model, name, None)
-            if isinstance(stack, (nn.Sequential, nn.ModuleList)) and len(stack) >= 2:
-                return [stack]  # type: ignore[list-item]  # indexable and sized like a ModuleList
+        """timm models (transformers' TimmWrapper, or the timm backbone of a detector): the
+        stages of the outermost timm module (:func:`timm_stack`); others: found by shape."""
+        for module in model.modules():
+            if type(module).__module__.startswith("timm."):
+                stack = timm_stack(module)
+                return [stack] if stack is not None else None  # type: ignore[list-item]  # indexable and sized like a ModuleList
         return None
 
     def peft_task_type(self, task: str) -> str | None:

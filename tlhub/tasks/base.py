@@ -73,6 +73,44 @@ class RowScorer:
         raise NotImplementedError
 
 
+class ImageSide:
+    """What an image task other than classification brings to the image modality (which
+    delegates to it): how a folder is read, its checks of the rows, its processor, model
+    class, transforms and collator, and which part of its model is the pretrained body."""
+
+    def required_columns(self, cfg: RunConfig) -> dict[str, str]:
+        raise NotImplementedError
+
+    def class_column(self, cfg: RunConfig) -> str | None:
+        return None
+
+    def min_classes(self, cfg: RunConfig) -> int:
+        """The fewest classes the training data may hold."""
+        return 2
+
+    def load_folder(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
+        raise NotImplementedError
+
+    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, origin: str) -> tuple[datasets.Dataset, int]:
+        return ds, 0
+
+    def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
+        raise NotImplementedError
+
+    def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
+        raise NotImplementedError
+
+    def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
+        raise NotImplementedError
+
+    def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:
+        raise NotImplementedError
+
+    def body(self, model: nn.Module) -> nn.Module | None:
+        """The pretrained body that feature_extraction freezes and partial unfreezes in part."""
+        return None
+
+
 class Task:
     """What the pipeline, the model card and `tlhub predict` ask of a task."""
 
@@ -81,6 +119,8 @@ class Task:
     main_metric: ClassVar[tuple[str, bool]] = ("", True)  # the metric that decides "better", and whether larger is
     pipeline_tags: ClassVar[dict[str, str]] = {}  # modality -> transformers pipeline task
     text: ClassVar[TextSide | None] = None  # a task of text alone: its side of the text modality
+    image: ClassVar[ImageSide | None] = None  # an image task other than classification: its side of the image modality
+    training_defaults: ClassVar[dict[str, Any]] = {}  # TrainingArguments this task needs unless the config sets them
     prompted: ClassVar[bool] = False  # generates from a prompt inside its input (a decoder LM), not seq2seq
     label_names: ClassVar[tuple[str, ...]] = ("labels",)  # the batch keys the Trainer reads as labels (TrainingArguments.label_names)
     metrics_read_inputs: ClassVar[bool] = False  # compute_metrics reads the inputs too (a forecast's history)
@@ -124,6 +164,12 @@ class Task:
         from tlhub.errors import ConfigError
 
         raise ConfigError(f"--plot: draws forecasts over their history (task: forecasting), not {self.name}; leave it out")
+
+    def draw(self, row: dict[str, Any], path: Path) -> None:
+        """`tlhub predict --draw`: a copy of the input with the prediction drawn on it."""
+        from tlhub.errors import ConfigError
+
+        raise ConfigError(f"predict --draw: draws predicted boxes, for object_detection; this run is {self.name}")
 
     def describe(self, row: dict[str, Any]) -> str:
         """One line of `tlhub predict`'s output."""

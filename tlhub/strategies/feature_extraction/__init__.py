@@ -95,7 +95,7 @@ class FeatureExtraction(Strategy):
             wrapped = pooled_classifier(model, settings, per_token=task == "token_classification")
             return Applied(wrapped, notes=[f"pooling: {wrapped.pooling}" + (", weighted sum of layers" if settings.weighted_layer_sum else "")])
         model.requires_grad_(True)
-        encoder = model.get_encoder() if model.config.is_encoder_decoder else backbone_of(model)
+        encoder = modality.body(model, task) or (model.get_encoder() if model.config.is_encoder_decoder else backbone_of(model))
         encoder.requires_grad_(False)
         embeddings = input_embeddings(model) if model.config.is_encoder_decoder else None
         if embeddings is not None:

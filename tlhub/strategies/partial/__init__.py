@@ -61,7 +61,7 @@ class Partial(Strategy):
         n = settings.unfreeze_last_n
         if n > max(len(s) for s in stacks):
             raise ConfigError(f"strategy.unfreeze_last_n: {n} is more than the {max(len(s) for s in stacks)} blocks of this model")
-        backbone = backbone_of(model)
+        backbone = modality.body(model, task) or backbone_of(model)  # a detector's CNN, the transformer above it training
         model.requires_grad_(True)
         backbone.requires_grad_(False)
         if backbone is model:  # seq2seq LMs: the head is the output projection...

@@ -360,7 +360,8 @@ class TimeseriesModality(Modality):
         if cfg.task == "forecasting":  # the continuation of the table's target columns
             values, _, _ = long_series(read_table(path, "predict"), cfg.data.time_column, self.columns, f"predict ({path})")
             return [(path.name, {"past_values": self.history(values, f"predict ({path})")})]
-        rows = self.read_file(path, cfg, "predict") or read_table(path, "predict")
+        own = self.read_file(path, cfg, "predict")
+        rows = own if own is not None else read_table(path, "predict")
         require_columns(rows, {"data.series_column": cfg.data.series_column}, f"predict ({path})")
         out = []
         for row, cell in enumerate(rows[cfg.data.series_column], 1):

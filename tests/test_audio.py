@@ -381,7 +381,7 @@ def test_whisper_encoder_reads_a_short_window_and_trains_with_each_strategy(tone
         "full": None,
     }
     for name, trainable in expected.items():
-        strategy = {"name": name, "unfreeze_last_n": 1, "lora": {"r": 4}}
+        strategy = {"name": name, **{"partial": {"unfreeze_last_n": 1}, "lora": {"lora": {"r": 4}}}.get(name, {})}
         mapping = audio_config(whisper, folder, tmp_path / name, strategy=strategy, data={"audio_column": "audio", "max_duration_s": 1.0})
         mapping["training"].update(num_train_epochs=1)
         results = finetune(config_from_dict(mapping))

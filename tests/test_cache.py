@@ -58,7 +58,7 @@ def test_key_changes_with_model_preprocessing_and_data_only(tiny_bert: Path, toy
         toy_csv,
         tmp_path / "b",
         training={"learning_rate": 0.5, "num_train_epochs": 1},
-        strategy={"cache": False, "unfreeze_last_n": 1},
+        strategy={"cache": False},
     )
     assert _key(same) == base
     # The model: another folder with other weights, or random weights

@@ -31,7 +31,8 @@ from tlhub.errors import DataError, WriteError
 from tlhub.inference import load_run, predict
 from tlhub.io import atomic_save_dir, atomic_write_json, guarded_write
 from tlhub.preemption import REPEAT_S
-from tlhub.rundir import complete_checkpoint, previous_run_dir, resume_checkpoint
+from tlhub.io import previous_run_dir
+from tlhub.rundir import complete_checkpoint, resume_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = str(ROOT / "tests" / "launch_probe.py")

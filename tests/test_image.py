@@ -47,7 +47,7 @@ def image_config(model: Path, train: str | Path, out: Path, method: str = "full"
         "modality": "image",
         "model": {"name_or_path": str(model)},
         "data": {"train": str(train), "validation_split": 0.25},
-        "strategy": {"name": method, "unfreeze_last_n": 1},
+        "strategy": {"name": method, **({"unfreeze_last_n": 1} if method == "partial" else {})},
         "training": cpu_training(out, num_train_epochs=4, learning_rate=3e-3, per_device_train_batch_size=8, eval_strategy="no"),
     }
     return with_sections(cfg, sections)

@@ -17,7 +17,8 @@ from tlhub.config import RunConfig, build, merge, parse_overrides
 from tlhub.data import encode_split, read_source, require_columns, sample
 from tlhub.errors import ConfigError, DataError
 from tlhub.modalities import Modality, get_modality
-from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO, previous_run_dir
+from tlhub.io import previous_run_dir
+from tlhub.rundir import RESULTS, RUN_CONFIG, RUN_INFO
 from tlhub.settings import read_yaml
 from tlhub.strategies import get_strategy
 from tlhub.tasks import get_task

@@ -166,3 +166,13 @@ def _save_dir(path: Path, save: Callable[[Path], None], replace: bool) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+PREVIOUS_SUFFIX = ".tlhub-previous"  # beside the folder: the finished run a new run replaces, until it finishes
+
+
+def previous_run_dir(output_dir: Path) -> Path:
+    """Where a finished run waits while a new run replaces it: ``.<name>.tlhub-previous`` beside
+    the folder (the same filesystem, so moving it there and back is one rename each)."""
+    folder = Path(os.path.abspath(output_dir))
+    return folder.parent / f".{folder.name}{PREVIOUS_SUFFIX}"

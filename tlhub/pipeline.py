@@ -86,8 +86,7 @@ def run(
         trained = strategy.train(trainer, applied, prepared, ctx, checkpoint)
 
         # Evaluate on validation (and test, and the target domain), after what the task tunes on validation (a threshold)
-        tuned = trainer.task.tune(cfg, trainer)
-        results = {**prepared.results, **tuned, **trainer.final_evaluation(rescore=bool(tuned)), **trained.metrics}
+        results = {**prepared.results, **trainer.final_evaluation(cfg), **trained.metrics}
         if "test" in prepared.splits:
             results.update(trainer.evaluate(prepared.splits["test"], metric_key_prefix="test"))
         target = family.score(trainer, modality, processor) if family else None

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from tlhub.config import save_config
 from tlhub.errors import ConfigError, Stopped, TlhubError, WriteError
-from tlhub.io import guarded_write, write_failure
+from tlhub.io import guarded_write, previous_run_dir, write_failure
 from tlhub.settings import read_yaml
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ RESULTS = "all_results.json"
 TARGET_PREDICTIONS = "target_predictions.jsonl"  # domain adaptation: the model's labels for the target rows
 CHECKPOINT_PREFIX = "checkpoint-"
 LOCK_SUFFIX = ".tlhub-lock"
-PREVIOUS_SUFFIX = ".tlhub-previous"  # beside the folder: the finished run a new run replaces, until it finishes
 SAVE_STAGING = ".tlhub-save.tmp"  # inside the folder: the final save, before its files are renamed into place
 
 # `training` keys that say how a run is carried out or watched, not what it trains.
@@ -148,13 +147,6 @@ def check_output_dir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"training.output_dir: cannot create {path} ({exc.strerror or exc}); choose a writable folder") from None
-
-
-def previous_run_dir(output_dir: Path) -> Path:
-    """Where a finished run waits while a new run replaces it: ``.<name>.tlhub-previous`` beside
-    the folder (the same filesystem, so moving it there and back is one rename each)."""
-    folder = Path(os.path.abspath(output_dir))
-    return folder.parent / f".{folder.name}{PREVIOUS_SUFFIX}"
 
 
 def clear_run_dir(path: Path) -> None:

@@ -23,7 +23,7 @@ from torch import nn
 from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
 
 from tlhub.errors import ConfigError, TlhubError
-from tlhub.io import guarded_write
+from tlhub.io import guarded_write, previous_run_dir
 from tlhub.preemption import SaveOnSignal
 from tlhub.progress import quiet
 from tlhub.tasks import Task, get_task
@@ -275,8 +275,6 @@ class TlhubTrainer(Seq2SeqTrainer):
         rate = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else self.args.learning_rate
         checkpoints = sorted(Path(self.args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
         kept = f"the last checkpoint, {checkpoints[-1].name}, is kept" if checkpoints else "no checkpoint was saved before it"
-        from tlhub.rundir import previous_run_dir  # rundir imports config, which imports this module
-
         if previous_run_dir(Path(self.args.output_dir)).is_dir():  # tlhub.rundir.recover gives it back
             kept = f"{self.args.output_dir} holds the finished run it was replacing again"
         return (
@@ -333,17 +331,21 @@ class TlhubTrainer(Seq2SeqTrainer):
             self.last_evaluation = (self.state.global_step, metrics)
         return metrics
 
-    def final_evaluation(self, rescore: bool = False) -> dict[str, float]:
-        """The validation metrics of the weights training left. The Trainer's last evaluation
-        (``eval_strategy: epoch`` scores after the last epoch) is reused when it scored these very
-        weights: taken at the last step, and no best model loaded back after it. Otherwise (no
-        evaluation at the end, an earlier best model restored, a closed-form head) it scores now.
-        With generation a pass is minutes: SmolLM2 on 990 rows spent 339 s, then 318 s again.
-        `rescore`: something the scores depend on changed since (a tuned decision threshold)."""
+    def final_evaluation(self, cfg: RunConfig) -> dict[str, float]:
+        """The validation metrics of the weights training left, after what the task tunes on
+        validation (a multi-label threshold: Task.tune, its settings in the results too).
+
+        The Trainer's last evaluation (``eval_strategy: epoch`` scores after the last epoch) is
+        reused when it scored these very weights, as they are scored now: taken at the last step,
+        no best model loaded back after it, nothing tuned since. Otherwise (no evaluation at the
+        end, an earlier best model restored, a closed-form head, a tuned threshold) it scores now.
+        With generation a pass is minutes: SmolLM2 on 990 rows spent 339 s, then 318 s again."""
+        tuned = self.task.tune(cfg, self) if self.task is not None else {}
         best = self.state.best_global_step if self.args.load_best_model_at_end else None
-        if not rescore and self.last_evaluation is not None and self.last_evaluation[0] == self.state.global_step and best in (None, self.state.global_step):
-            return dict(self.last_evaluation[1])
-        return self.evaluate()
+        last = self.last_evaluation
+        if not tuned and last is not None and last[0] == self.state.global_step and best in (None, self.state.global_step):
+            return dict(last[1])
+        return {**tuned, **self.evaluate()}
 
     def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test", **kwargs: Any) -> Any:
         predict = super().predict if self.args.predict_with_generate else partial(Trainer.predict, self)  # as evaluate

@@ -42,7 +42,7 @@ def mapping(model: str, out: Path, task: str, strategy: str, rate: float, seed: 
     return {
         "modality": "text", "task": task, "model": {"name_or_path": model, "pretrained": pretrained},
         "data": {"train": str(SENTIMENT / "amazon.tsv"), "test": str(SENTIMENT / "yelp.tsv"), "max_length": 64, **data},
-        "strategy": {"name": strategy, "lora": {"r": 8, "alpha": 16, "merge": False}},
+        "strategy": {"name": strategy, **({"lora": {"r": 8, "alpha": 16, "merge": False}} if strategy == "lora" else {})},
         "training": {"output_dir": str(out), "num_train_epochs": epochs, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32,
                      "learning_rate": rate, "eval_strategy": "no", "save_strategy": "no", "logging_strategy": "no", "seed": seed,
                      "disable_tqdm": True, "overwrite_output_dir": True},

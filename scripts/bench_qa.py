@@ -73,7 +73,7 @@ def tlhub_config(train: Path, heldout: Path, out: Path, seed: int, strategy: str
         "model": {"name_or_path": MINILM, "pretrained": pretrained},
         "data": {"train": str(train), "validation": str(heldout), "max_length": s["max_length"], "doc_stride": s["stride"],
                  "max_answer_length": s["max_answer"], "n_best_size": s["n_best"], "null_score_diff_threshold": s["threshold"]},
-        "strategy": {"name": strategy, "lora": {"r": 16, "alpha": 32, "merge": False}},
+        "strategy": {"name": strategy, **({"lora": {"r": 16, "alpha": 32, "merge": False}} if strategy == "lora" else {})},
         "training": {"output_dir": str(out), "num_train_epochs": s["epochs"], "per_device_train_batch_size": s["batch"],
                      "per_device_eval_batch_size": 64, "learning_rate": RATES[strategy], "weight_decay": s["weight_decay"],
                      "warmup_steps": s["warmup"], "eval_strategy": "no", "save_strategy": "no", "logging_strategy": "no",

@@ -172,8 +172,9 @@ CASES: dict[str, Case] = {
         lambda ws: f"data.train ({ws.root / 'mixte.jsonl'}): column 'label' mixes value types (int, str); "
         "use only numbers or only strings",
     ),
-    "label fractional": (
-        lambda ws: _data(ws, "frac.jsonl", jsonl([{**r, "label": 0.5 + i % 2} for i, r in enumerate(toy_sentiment_rows(10))])),
+    "label fractional": (  # as classes; data.problem_type auto reads such a column as regression (tests/test_problem_types.py)
+        lambda ws: [*_data(ws, "frac.jsonl", jsonl([{**r, "label": 0.5 + i % 2} for i, r in enumerate(toy_sentiment_rows(10))])),
+                    "data.problem_type=single_label"],
         lambda ws: f"data.train ({ws.root / 'frac.jsonl'}): column 'label' holds fractional numbers; "
         "class labels must be integers or strings",
     ),

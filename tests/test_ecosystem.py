@@ -72,7 +72,8 @@ def test_the_run_loads_in_transformers_pipeline_and_predicts_what_tlhub_predicts
         # 0.93 in float32 and in bf16 alike
         epochs = 16 if strategy == "lora" else 8
         cfg = text_config(data["bert"], data["text"], out, strategy, training={"learning_rate": learning_rate, "num_train_epochs": epochs})
-        cfg["strategy"]["contrastive"] = {"iterations": 2}
+        if strategy == "contrastive":
+            cfg["strategy"]["contrastive"] = {"iterations": 2}
         inputs = [r["text"] for r in toy_sentiment_rows(8, seed=5)]
         pipe_inputs = inputs
     elif modality == "image":

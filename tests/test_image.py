@@ -206,7 +206,7 @@ CASES = {
 def test_strategy_trains_only_what_it_should(family: str, strategy: str, tiny_vit: Path, tiny_resnet: Path, tmp_path: Path) -> None:
     path = tiny_vit if family == "vit" else tiny_resnet
     lora = {"target_modules": ["convolution"]} if family == "resnet" else {}
-    cfg = config_from_dict(image_config(path, tmp_path, tmp_path, strategy, strategy={"lora": lora}))
+    cfg = config_from_dict(image_config(path, tmp_path, tmp_path, strategy, strategy={"lora": lora} if strategy == "lora" else {}))
     modality = get_modality("image")
     model = modality.load_model(cfg, ["a", "b"])
     expected_fn = CASES[(family, strategy)]

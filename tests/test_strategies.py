@@ -130,7 +130,7 @@ def test_partial_rejects_more_blocks_than_the_model_has(tiny_bert: Path, toy_csv
 
 
 def test_text_modality_is_registered() -> None:
-    assert get_modality("text").tasks == ("classification", "text2text", "causal_lm", "token_classification")
+    assert get_modality("text").tasks == ("classification", "text2text", "causal_lm", "question_answering", "token_classification")
 
 
 def test_half_precision_checkpoint_trains_in_float32_unless_asked(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:

@@ -425,15 +425,16 @@ def strategy_section() -> type:
     classes = list(dict.fromkeys(owners.values()))
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for cls in classes for f in dataclasses.fields(cls)}  # type: ignore[misc]
 
-    def check_keys(self: Any, given: list[str], prefix: str) -> None:
+    def check_keys(self: Any) -> None:
         """A key of another strategy, set to other than its default, is refused naming the
-        strategies it belongs to: with ``name: lora``, ``unfreeze_last_n: 3`` would change nothing."""
-        for key in given:
+        strategies it belongs to: with ``name: lora``, ``unfreeze_last_n: 3`` would change nothing.
+        Called by RunConfig after the strategy's own checks, whose messages are more precise."""
+        for key in self.given_keys:
             users = strategies_using(key)
             if self.name not in users and getattr(self, key) != defaults[key]:
                 users.sort(key=lambda u: (u != key, len(STRATEGIES.get(u).settings)))  # its namesake, else the plainest
                 raise ConfigError(
-                    f"{prefix}{key}: a setting of the {' and '.join(users)} strateg{'ies' if len(users) > 1 else 'y'}, which "
+                    f"strategy.{key}: a setting of the {' and '.join(users)} strateg{'ies' if len(users) > 1 else 'y'}, which "
                     f"strategy.name: {self.name} does not read; remove it, or set strategy.name: {users[0]}"
                 )
 
@@ -444,7 +445,8 @@ def strategy_section() -> type:
             for f in dataclasses.fields(cls):
                 setattr(self, f.name, getattr(checked, f.name))
 
-    namespace = {"__post_init__": __post_init__, "check_keys": check_keys, "__module__": __name__}
+    # given_keys: the keys the config wrote (settings.build records them), not a setting
+    namespace = {"__post_init__": __post_init__, "check_keys": check_keys, "given_keys": (), "__module__": __name__}
     return dataclasses.make_dataclass("StrategyConfig", fields, namespace=namespace)
 
 
@@ -491,6 +493,7 @@ class RunConfig:
         # speech_recognition may be Whisper's seq2seq: generation keys are allowed there too
         self.training = _check_training(self.training, seq2seq=self.task not in ("classification", "token_classification"))
         get_strategy(self.strategy.name).check(self)
+        self.strategy.check_keys()  # after the strategy's own checks, whose messages are more precise
         if self.domain_adaptation is not None:
             self.check_domain()
         check_arguments(self)  # transformers' own checks of the training section, now

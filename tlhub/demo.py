@@ -276,7 +276,7 @@ def llm_demo(output_dir: Path, epochs: float | None, data: Path | None) -> Demo:
 
     def run(folder: str, task: str, strategy: str, rate: float, pretrained: bool = True, **data: Any) -> dict[str, Any]:
         return {"modality": "text", "task": task, "model": {**model, "pretrained": pretrained}, "data": {**classify, **data},
-                "strategy": {"name": strategy, "lora": {"r": 8, "alpha": 16, "merge": False}},
+                "strategy": {"name": strategy, **({"lora": {"r": 8, "alpha": 16, "merge": False}} if strategy == "lora" else {})},
                 "training": _training(output_dir / folder, epochs, rate, warmup_steps=5)}  # fmt: skip
 
     runs = [

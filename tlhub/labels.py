@@ -106,7 +106,8 @@ def decide(ds: datasets.Dataset, column: str, data: DataConfig, origin: str) -> 
             problem, reason = "regression", "holds numbers with fractions"
         else:
             problem = "single_label"
-    logger.warning(
+    # said aloud where it departs from one class per row; the plain case, as every run before, in the info log
+    (logger.info if problem == "single_label" else logger.warning)(
         "data.problem_type: auto decided %s: column '%s' of %s %s; set data.problem_type to choose",
         problem, column, origin, reason or "holds one class per row",
     )  # fmt: skip

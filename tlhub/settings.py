@@ -151,8 +151,8 @@ def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from None
-    if hasattr(cls, "check_keys"):  # a section whose keys depend on one another (strategy: the name's own)
-        built.check_keys(list(data), prefix)
+    if hasattr(cls, "given_keys"):  # a section whose keys depend on one another checks them later (strategy: the name's own)
+        built.given_keys = tuple(data)
     return built
 
 

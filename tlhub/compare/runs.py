@@ -17,7 +17,7 @@ from tlhub.config import RunConfig, build, merge, own_strategy_keys, parse_overr
 from tlhub.domain.settings import DOMAIN_METHODS
 from tlhub.errors import ConfigError, TlhubError, closest
 from tlhub.io import atomic_write_json
-from tlhub.strategies import STRATEGIES
+from tlhub.strategies import DEFAULT_STRATEGY, STRATEGIES
 from tlhub.tasks import get_task
 
 BASELINES = ("scratch", "none")
@@ -258,7 +258,8 @@ def compare_methods(
     rows = []
     for i, name in enumerate(methods, 1):
         _say(console, f"[bold]compare {i}/{len(methods)}[/bold]: method {name}")
-        mapping = merge(base, {"domain_adaptation": {"method": name, "compare_source_only": False}})
+        own = with_strategy(base, dict(base.get("strategy") or {}).get("name", DEFAULT_STRATEGY), None)  # the strategy's own keys
+        mapping = merge(own, {"domain_adaptation": {"method": name, "compare_source_only": False}})
         row = train_seeds(mapping, out / name, seeds, "target_accuracy")
         rows.append({"method": name, "strategy": name, **{k: v for k, v in row.items() if k != "strategy"}})
     report = {"kind": "methods", "by": "method", "metric": "target_accuracy", "greater_is_better": True, "seeds": seeds,

@@ -31,7 +31,8 @@ def split(work: Path, seed: int, train_samples: int | None, eval_samples: int | 
     rows = [json.loads(line) for line in XSUM.read_text(encoding="utf-8").splitlines() if line.strip()]
     random.Random(seed).shuffle(rows)
     cut = int(0.8 * len(rows))
-    train, held = rows[:cut][:train_samples], rows[cut:][:eval_samples]
+    usable = [r for r in rows if r["document"].strip() and r["summary"].strip()]  # XSum holds an empty article
+    train, held = [r for r in rows[:cut] if r in usable][:train_samples], [r for r in rows[cut:] if r in usable][:eval_samples]
     work.mkdir(parents=True, exist_ok=True)
     paths = work / "train.jsonl", work / "validation.jsonl"
     for path, part in zip(paths, (train, held)):

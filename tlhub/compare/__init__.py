@@ -82,7 +82,8 @@ def run_compare(
     if baseline not in BASELINES:
         raise TlhubError(f"--baseline: unknown baseline '{baseline}'{closest(baseline, BASELINES)}; choose from: {', '.join(BASELINES)}")
     base = base_mapping(config, overrides)
-    for name in names or [dict(base.get("strategy") or {}).get("name", DEFAULT_STRATEGY)]:  # a bad config fails before any training
+    running = names if names and not method_names else [dict(base.get("strategy") or {}).get("name", DEFAULT_STRATEGY)]
+    for name in running:  # each strategy that will run, with its own keys: a bad config fails before any training
         build(RunConfig, with_strategy(base, name, rates))
     out: dict[str, Any] = {}
     if method_names:

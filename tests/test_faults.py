@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import NUMBERS_REL, text_config
+from tests.conftest import text_config
+from tests.test_resume import assert_same_results
 from tests.test_distributed import LAUNCH, free_port, unique_rows
 from tests.tiny_models import write_rows
 from tlhub.cli import main
@@ -38,8 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = str(ROOT / "tests" / "launch_probe.py")
 TEXTS = ["a good film", "a bad film", "not good at all"]
 # Timings, and train_loss: the mean loss of the steps *this* process ran (test_resume.py)
-TIMINGS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "eval_runtime",
-           "eval_samples_per_second", "eval_steps_per_second", "train_loss")  # fmt: skip
 
 
 def write_config(path: Path, cfg: dict) -> Path:
@@ -197,26 +196,6 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
             proc.kill()
             pytest.fail(f"{path.name} never came: {proc.communicate()[1][-3000:]}")
         time.sleep(0.1)
-
-
-def assert_same_results(straight: Path, resumed: Path, steps: int, first: int) -> None:
-    """The resumed run ends as the uninterrupted one: results, and the loss of every step after the stop."""
-    a = json.loads((straight / "all_results.json").read_text())
-    b = json.loads((resumed / "all_results.json").read_text())
-    assert a.keys() == b.keys()
-    for key in a.keys() - set(TIMINGS):
-        if isinstance(a[key], float):
-            assert b[key] == pytest.approx(a[key], rel=NUMBERS_REL, abs=1e-5), key
-        else:
-            assert b[key] == a[key], key
-    state_a = json.loads((straight / "trainer_state.json").read_text())
-    state_b = json.loads((resumed / "trainer_state.json").read_text())
-    assert state_a["global_step"] == state_b["global_step"] == steps
-    losses_a = {e["step"]: e["loss"] for e in state_a["log_history"] if "loss" in e}
-    losses_b = {e["step"]: e["loss"] for e in state_b["log_history"] if "loss" in e}
-    assert set(losses_b) == set(range(1, steps + 1))
-    for step in range(first, steps + 1):
-        assert losses_b[step] == pytest.approx(losses_a[step], rel=NUMBERS_REL), step
 
 
 def test_sigterm_saves_stops_and_resumes_to_the_same_results(tmp_path: Path, tiny_bert: Path, toy_csv: Path) -> None:

@@ -60,6 +60,27 @@ def finish(proc: subprocess.Popen) -> None:
     assert proc.returncode == 0, err[-3000:]
 
 
+def assert_same_results(straight: Path, resumed: Path, steps: int, first: int) -> tuple[dict, dict, dict, dict]:
+    """The resumed run ends as the uninterrupted one: results, and the loss of every step after the
+    stop. Returns both runs' results and per-step losses (uninterrupted first)."""
+    a = json.loads((straight / "all_results.json").read_text())
+    b = json.loads((resumed / "all_results.json").read_text())
+    assert a.keys() == b.keys()
+    for key in a.keys() - set(TIMINGS):
+        if isinstance(a[key], float):
+            assert b[key] == pytest.approx(a[key], rel=NUMBERS_REL, abs=1e-5), key
+        else:
+            assert b[key] == a[key], key
+    state_a = json.loads((straight / "trainer_state.json").read_text())
+    state_b = json.loads((resumed / "trainer_state.json").read_text())
+    assert state_a["global_step"] == state_b["global_step"] == steps
+    losses_a = {e["step"]: e["loss"] for e in state_a["log_history"] if "loss" in e}
+    losses_b = {e["step"]: e["loss"] for e in state_b["log_history"] if "loss" in e}
+    assert set(losses_b) == set(range(1, steps + 1))
+    for step in range(first, steps + 1):
+        assert losses_b[step] == pytest.approx(losses_a[step], rel=NUMBERS_REL), step
+    return a, b, losses_a, losses_b
+
 def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(tmp_path: Path, tiny_bert: Path, toy_csv: Path) -> None:
     straight_cfg = resume_config(tiny_bert, toy_csv, tmp_path / "straight")
     killed_cfg = resume_config(tiny_bert, toy_csv, tmp_path / "killed")
@@ -89,23 +110,7 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(tmp_pa
     resumed = start(killed_cfg, tmp_path)  # the same command again
     finish(resumed)
 
-    a = json.loads((tmp_path / "straight" / "all_results.json").read_text())
-    b = json.loads((out / "all_results.json").read_text())
-    assert a.keys() == b.keys()
-    for key in a.keys() - set(TIMINGS):
-        if isinstance(a[key], float):
-            assert b[key] == pytest.approx(a[key], rel=NUMBERS_REL, abs=1e-5), key
-        else:
-            assert b[key] == a[key], key
-    state_a = json.loads((tmp_path / "straight" / "trainer_state.json").read_text())
-    state_b = json.loads((out / "trainer_state.json").read_text())
-    assert state_a["global_step"] == state_b["global_step"] == STEPS
-    # The per-step training losses after the resume point match the uninterrupted run's.
-    losses_a = {e["step"]: e["loss"] for e in state_a["log_history"] if "loss" in e}
-    losses_b = {e["step"]: e["loss"] for e in state_b["log_history"] if "loss" in e}
-    assert set(losses_b) == set(range(1, STEPS + 1))
-    for step in range(SAVE_EVERY + 1, STEPS + 1):
-        assert losses_b[step] == pytest.approx(losses_a[step], rel=NUMBERS_REL), step
+    a, b, losses_a, losses_b = assert_same_results(tmp_path / "straight", out, STEPS, SAVE_EVERY + 1)
     # And the second process really resumed: it trained only the steps after the checkpoint
     # (its train_loss is their mean), while the uninterrupted run's covers all steps.
     after = [losses_b[step] for step in range(SAVE_EVERY + 1, STEPS + 1)]

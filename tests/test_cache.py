@@ -101,7 +101,7 @@ def test_cached_features_equal_the_models_own(tiny_bert: Path, toy_csv: Path, tm
     # What the uncached model computes inside forward, other batch sizes (other padding)
     transform = modality.transform(processor, cfg, train=False)
     collator = modality.collator(processor, cfg, model)
-    direct, _ = extract_features(model, train, transform, collator, batch_size=7, progress=False)
+    direct = extract_features(model, train, transform, collator, batch_size=7, progress=False)["features"]
     assert torch.allclose(cached, direct, atol=1e-5)
     batch = collator([{k: v[0] for k, v in transform(train[i : i + 1]).items()} for i in range(3)])
     batch.pop("labels")

@@ -266,10 +266,12 @@ def extract_features(
     desc: str = "features",
     progress: bool = True,
     sort_window: int = 16,
-) -> tuple[torch.Tensor, ...]:
-    """Pooled backbone features (float32, one row per example, in order; a row is
-    (layers, width) when the model pools every layer) and labels; with token pooling, every
-    row's token vectors and token labels one after the other, and each row's length.
+) -> dict[str, torch.Tensor]:
+    """Pooled backbone features (``features``: float32, one row per example, in order; a row is
+    (layers, width) when the model pools every layer) and ``labels``; with token pooling, every
+    row's token vectors and token labels one after the other, and each row's length
+    (``lengths``); where `transform` makes several inputs of a row (windows of a long text),
+    one feature row per input and the row each is from (``documents``).
 
     The rows are transformed and padded as for evaluation (`transform` with
     ``train=False`` and the modality's collator), so the features equal what the
@@ -281,15 +283,17 @@ def extract_features(
     model.eval()
     model.to(device)
     n = len(ds)
-    features: torch.Tensor | None = None
-    labels: torch.Tensor | None = None
+    parts: list[tuple[torch.Tensor, torch.Tensor | None, list[int] | None]] = []  # each window of rows: features, labels, documents
     rows_out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # token pooling: row -> (features, labels)
     window = batch_size * sort_window
     try:
         with bar(n, desc, unit="ex", enabled=progress) as shown:
             for start in range(0, n, window):
                 rows = transform(ds[start : start + window])
+                documents = rows.pop("document", None)  # long texts as windows: several inputs a row
                 examples = [{k: v[i] for k, v in rows.items()} for i in range(len(next(iter(rows.values()))))]
+                features: torch.Tensor | None = None
+                labels: torch.Tensor | None = None
                 # Shortest first within the window: batches of like lengths, little padding.
                 order = sorted(range(len(examples)), key=lambda i: _size(examples[i]))
                 for first in range(0, len(order), batch_size):
@@ -306,23 +310,35 @@ def extract_features(
                         shown.update(len(chunk))
                         continue
                     if features is None:
-                        features = torch.empty(n, *pooled.shape[1:])  # (n, width) or (n, layers, width)
-                    index = torch.tensor(chunk) + start
+                        features = torch.empty(len(examples), *pooled.shape[1:])  # (inputs, width) or (inputs, layers, width)
+                    index = torch.tensor(chunk)
                     features[index] = pooled
                     if batch_labels is not None:
                         if labels is None:  # a class id, a number (regression) or a multi-hot row (multi-label)
                             shaped = torch.as_tensor(batch_labels)
-                            labels = torch.empty(n, *shaped.shape[1:], dtype=shaped.dtype)
+                            labels = torch.empty(len(examples), *shaped.shape[1:], dtype=shaped.dtype)
                         labels[index] = torch.as_tensor(batch_labels)
-                    shown.update(len(chunk))
+                    shown.update(len(chunk) if documents is None else 0)
+                if documents is not None:  # windows: the bar counts rows
+                    shown.update(min(window, n - start))
+                if features is not None:
+                    parts.append((features, labels, None if documents is None else [start + d for d in documents]))
     finally:
         model.train(was_training)
     if rows_out:  # token pooling: every row's tokens, one after the other, and the row lengths
         ordered = [rows_out[i] for i in range(n)]
-        lengths = torch.tensor([len(f) for f, _ in ordered])
-        return torch.cat([f for f, _ in ordered]), torch.cat([t for _, t in ordered]), lengths
-    assert features is not None, "no rows to extract features from"
-    return features, labels
+        return {
+            "features": torch.cat([f for f, _ in ordered]),
+            "labels": torch.cat([t for _, t in ordered]),
+            "lengths": torch.tensor([len(f) for f, _ in ordered]),
+        }
+    assert parts, "no rows to extract features from"
+    out = {"features": torch.cat([f for f, _, _ in parts])}
+    if parts[0][1] is not None:
+        out["labels"] = torch.cat([t for _, t, _ in parts if t is not None])
+    if parts[0][2] is not None:  # windows of long texts: the row each is from
+        out["documents"] = torch.tensor([d for _, _, docs in parts for d in docs or []])
+    return out
 
 
 def _size(example: dict[str, Any]) -> int:
@@ -341,9 +357,10 @@ class CachedSplit:
     seconds: float
 
 
-def _as_dataset(features: torch.Tensor, labels: torch.Tensor | None, lengths: torch.Tensor | None = None) -> datasets.Dataset:
-    """The features as a dataset of ``features`` (and ``labels``); with `lengths` (token
-    pooling), each row its tokens' vectors and labels."""
+def _as_dataset(tensors: dict[str, torch.Tensor]) -> datasets.Dataset:
+    """The features as a dataset of ``features`` (and ``labels``; ``document`` for windows of
+    long texts); with ``lengths`` (token pooling), each row its tokens' vectors and labels."""
+    features, labels, lengths = tensors["features"], tensors.get("labels"), tensors.get("lengths")
     if lengths is not None:
         ends = lengths.cumsum(0).tolist()
         starts = [0, *ends[:-1]]
@@ -354,7 +371,18 @@ def _as_dataset(features: torch.Tensor, labels: torch.Tensor | None, lengths: to
     columns = {"features": features.numpy()}
     if labels is not None:
         columns["labels"] = labels.numpy()
+    if "documents" in tensors:
+        columns["document"] = tensors["documents"].numpy()
     return datasets.Dataset.from_dict(columns).with_format("torch")
+
+
+def rows_stored(tensors: dict[str, torch.Tensor]) -> int:
+    """How many rows of the split a cache entry holds features of."""
+    if "lengths" in tensors:
+        return len(tensors["lengths"])
+    if "documents" in tensors:
+        return int(tensors["documents"].max()) + 1 if len(tensors["documents"]) else 0
+    return len(tensors["features"])
 
 
 def load_or_extract(
@@ -395,12 +423,12 @@ def load_or_extract(
     if store and (folder / FEATURES_FILE).is_file():
         try:
             tensors = load_file(str(folder / FEATURES_FILE))
-            if len(tensors.get("lengths", tensors["features"])) == len(ds):
-                found = _as_dataset(tensors["features"], tensors.get("labels"), tensors.get("lengths"))
+            if rows_stored(tensors) == len(ds):
+                found = _as_dataset(tensors)
                 return CachedSplit(found, folder, True, time.perf_counter() - start)
         except Exception:  # noqa: BLE001 - an unreadable entry is recomputed and replaced
             pass
-    features, labels, *lengths = extract_features(
+    tensors = extract_features(
         model,
         ds,
         modality.transform(processor, cfg, train=False),
@@ -411,11 +439,7 @@ def load_or_extract(
         desc=f"features ({split})",
         progress=not (args.disable_tqdm if args is not None else False),
     )
-    tensors = {"features": features.contiguous()}
-    if labels is not None:
-        tensors["labels"] = labels.contiguous()
-    if lengths:
-        tensors["lengths"] = lengths[0]
+    tensors = {name: tensor.contiguous() for name, tensor in tensors.items()}
 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp / FEATURES_FILE))
@@ -427,7 +451,7 @@ def load_or_extract(
         except WriteError as exc:  # the temporary folder is gone: no entry is stored half-written
             exc.kept.append(f"the feature cache ({folder.parent}, ${CACHE_ENV}) stores no part of the entry")
             raise
-    return CachedSplit(_as_dataset(features, labels, lengths[0] if lengths else None), folder, False, time.perf_counter() - start)
+    return CachedSplit(_as_dataset(tensors), folder, False, time.perf_counter() - start)
 
 
 LARGE_BATCH = 256  # rows a forward pass when features are extracted on a GPU

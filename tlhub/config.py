@@ -224,6 +224,19 @@ class DataConfig:
         default=None,
     )
     max_target_length: int = setting("text2text: truncate targets (and generation) to this many tokens.", default=32)
+    long_inputs: str = setting(
+        "Text classification, a text longer than data.max_length tokens: truncate (read its first data.max_length tokens; "
+        "the log says how many texts are cut and by how much) | chunk (read all of it as windows of data.max_length tokens "
+        "overlapping by data.stride: training sees every window with the text's label; evaluation and tlhub predict "
+        "combine a text's windows into one prediction, data.chunk_aggregation).",
+        default="truncate",
+    )
+    stride: int = setting("long_inputs: chunk: tokens shared by consecutive windows of a long text.", default=32)
+    chunk_aggregation: str = setting(
+        "long_inputs: chunk: how a text's windows make one prediction: mean (of the class probabilities, or of the values "
+        "for regression) | max (the highest probability of each class across windows: evidence anywhere counts).",
+        default="mean",
+    )
     max_train_samples: int | None = setting("Use at most this many training examples (seeded sample).", default=None)
     train_fraction: float = setting(
         "Train on this fraction of the training split (after the validation split and max_train_samples): "
@@ -388,6 +401,9 @@ class DataConfig:
             f"must be positive or null, got {self.max_duration_s}",
         )
         check(self.doc_stride >= 0, "data.doc_stride", f"must be 0 or more, got {self.doc_stride}")
+        check_choice(self.long_inputs, ("truncate", "chunk"), "data.long_inputs", "way to read long inputs")
+        check(self.stride >= 0, "data.stride", f"must be 0 or more, got {self.stride}")
+        check_choice(self.chunk_aggregation, ("mean", "max"), "data.chunk_aggregation", "aggregation")
         check(self.max_answer_length > 0, "data.max_answer_length", f"must be positive, got {self.max_answer_length}")
         check(self.n_best_size > 0, "data.n_best_size", f"must be positive, got {self.n_best_size}")
         for key in ("train", "validation", "test"):
@@ -485,6 +501,7 @@ class RunConfig:
         check_choice(self.task, TASKS.names(), "task", "task")
         supported = get_modality(self.modality).tasks
         check(self.task in supported, "task", f"the {self.modality} modality supports {', '.join(supported)}, not '{self.task}'")
+        get_modality(self.modality).check(self)
         check(self.domain_adaptation is None or self.modality in AUTO_DOMAIN_METHODS, "domain_adaptation",
               f"not available for the {self.modality} modality; remove the domain_adaptation section")  # fmt: skip
         if self.domain_adaptation is not None and self.domain_adaptation.method == "auto":

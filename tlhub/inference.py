@@ -104,8 +104,11 @@ def model_inputs(run: Run, inputs: list[str], rows: list[dict[str, Any]] | None 
     rows = rows if rows is not None else [run.modality.input_row(value, run.cfg) for value in inputs]
     raw = {key: [row[key] for row in rows] for key in rows[0]}
     features = run.modality.transform(run.processor, run.cfg, train=False)(raw)
-    examples = [{k: v[i] for k, v in features.items()} for i in range(len(rows))]
+    documents = features.pop("document", None)  # windows of long texts: which input each is from
+    examples = [{k: v[i] for k, v in features.items()} for i in range(len(rows) if documents is None else len(documents))]
     batch = run.modality.collator(run.processor, run.cfg, run.model)(examples)
+    if documents is not None:
+        batch["document"] = torch.tensor(documents)
     device = next(run.model.parameters()).device
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 

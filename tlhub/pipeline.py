@@ -54,18 +54,18 @@ def run(
     family: Family | None = None,
     recorded: RunConfig | None = None,
 ) -> dict[str, Any]:
-    """One run, phase by phase. An orchestrating function (tlhub.domain.runs.adapt) may hand it
-    the `modality` that read `data` (read once for a family of runs), the `folder` it holds and
-    prepared (yielding the checkpoint), the run's part in a domain-adaptation `family`, and what
-    config.yaml `recorded` (dapt points the model elsewhere); a plain run does all itself."""
+    """One run, phase by phase. tlhub.domain.runs.adapt may hand it the `modality` that read `data`
+    (once for a family of runs), the `folder` it holds (yielding the checkpoint), the run's part in
+    a domain-adaptation `family`, and what config.yaml `recorded`; a plain run does all itself."""
     modality, strategy = modality or get_modality(cfg.modality), get_strategy(cfg.strategy.name)
     args = training_arguments(cfg)
     check_sharding(args, strategy)
     set_seed(args.seed)
 
-    # Data: read, check, split; the processor (tokenizer, image processor, feature extractor)
+    # Data: read, check, split; the processor (tokenizer, image processor, feature extractor); what it will cut, said
     loaded = data or load_data(cfg, modality)
     processor = modality.load_processor(cfg)
+    lengths = modality.length_report(dict(loaded.splits), processor, cfg)
 
     # Model: pretrained (or random) body with a new head sized to the labels; the strategy picks which weights train
     applied = strategy.apply(modality.load_model(cfg, loaded.label_names), cfg.strategy, modality, cfg.task)
@@ -91,7 +91,7 @@ def run(
             results.update(trainer.evaluate(prepared.splits["test"], metric_key_prefix="test"))
         target = family.score(trainer, modality, processor) if family else None
         results.update(target.results if target else {})
-        results.update(summary(cfg, loaded, prepared, trainable, total))
+        results.update({**summary(cfg, loaded, prepared, trainable, total), **lengths})
         if [r for r in trainer.args.report_to or [] if r != "none"]:  # trackers get tlhub's results too
             trainer.log({k: v for k, v in results.items() if isinstance(v, int | float) and not isinstance(v, bool)})
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from tlhub.errors import DataError
 from tlhub.registry import Registry
+from tlhub.settings import check
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -29,6 +30,17 @@ class Modality:
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
         """Config key -> column name, for every column the task reads."""
         raise NotImplementedError
+
+    def check(self, cfg: RunConfig) -> None:
+        """Refuse, naming the key, a setting this modality does not read for this task (when the
+        config is read, before any data)."""
+        check(cfg.data.long_inputs == "truncate", "data.long_inputs",
+              f"chunk reads long texts as windows, for text classification; the {self.name} modality does not read it: remove it")  # fmt: skip
+
+    def length_report(self, splits: dict[str, datasets.Dataset], processor: Any, cfg: RunConfig) -> dict[str, Any]:
+        """What the model will not read whole (texts longer than data.max_length), logged, and
+        its counts for the results; empty where nothing is cut."""
+        return {}
 
     def problem_types(self, cfg: RunConfig) -> bool:
         """Whether the run's labels follow ``data.problem_type`` (single-label, multi-label,

@@ -5,6 +5,8 @@ tasks of text alone that bring their own side (causal_lm, token_classification:
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,14 +22,17 @@ from transformers import (
 )
 
 from tlhub.data import text_column
-from tlhub.errors import DataError
+from tlhub.errors import ConfigError, DataError
 from tlhub.loading import fit_tokenizer, input_length, label_head, load_auto_model, load_config, model_error, source_kwargs
 from tlhub.modalities.base import MODALITIES, Modality
+from tlhub.settings import check
 from tlhub.tasks import TASKS, get_task
 from tlhub.tasks.base import TextSide
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
+
+logger = logging.getLogger(__name__)
 
 
 class BucketedPadding:
@@ -44,6 +49,37 @@ class BucketedPadding:
         longest = max(len(f["input_ids"]) for f in features)
         length = next((b for b in self.buckets if b >= longest), longest)
         return DataCollatorWithPadding(self.tokenizer, padding="max_length", max_length=length)(features)
+
+
+class WithoutDocuments:
+    """A collator for windows of long texts (``data.long_inputs: chunk``): the rows' ``document``
+    (which text a window is from) is read by the scorer from the split, not by the model."""
+
+    def __init__(self, collator: Callable[[list[dict]], dict]) -> None:
+        self.collator = collator
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.collator([{k: v for k, v in f.items() if k != "document"} for f in features])
+
+
+def chunked(cfg: RunConfig) -> bool:
+    """Whether long texts are read as windows (``data.long_inputs: chunk``; checked to be text classification)."""
+    return cfg.data.long_inputs == "chunk"
+
+
+def window_room(processor: Any, length: int, stride: int) -> int:
+    """The text tokens of one window: `length` less the special tokens; refused when
+    ``data.stride`` leaves no new tokens in a window."""
+    room = length - processor.num_special_tokens_to_add(pair=False)
+    if stride >= room:
+        raise ConfigError(f"data.stride: {stride} tokens shared by windows of {room} text tokens (data.max_length={length}); "
+                          f"use fewer, e.g. {room // 4}")  # fmt: skip
+    return room
+
+
+def windows_of(tokens: int, room: int, stride: int) -> int:
+    """How many windows a text of `tokens` text tokens becomes (the tokenizer's overflow)."""
+    return 1 if tokens <= room else 1 + math.ceil((tokens - room) / (room - stride))
 
 
 def text_side(cfg: RunConfig) -> TextSide | None:
@@ -63,6 +99,43 @@ class TextModality(Modality):
         if side := text_side(cfg):
             return side.class_column(cfg)
         return super().class_column(cfg)
+
+    def check(self, cfg: RunConfig) -> None:
+        if not chunked(cfg):
+            return
+        check(cfg.task == "classification", "data.long_inputs",
+              f"chunk reads long texts as windows for task: classification; {cfg.task} does not read it: remove it")  # fmt: skip
+        check(not cfg.data.text_pair_column, "data.long_inputs",
+              "chunk splits one text into windows; with data.text_pair_column (pairs of texts) use truncate")  # fmt: skip
+        check(cfg.domain_adaptation is None, "data.long_inputs", "chunk is not available with domain_adaptation; use truncate")
+
+    def length_report(self, splits: dict[str, datasets.Dataset], processor: Any, cfg: RunConfig) -> dict[str, Any]:
+        """How many texts of each split are longer than data.max_length tokens, logged with what
+        happens to them (cut, or read as windows), for classification; ``<split>_texts_over_max_length``."""
+        if cfg.task != "classification" or text_side(cfg):
+            return {}
+        data = cfg.data
+        length = input_length(data.max_length, processor)
+        out: dict[str, Any] = {}
+        for name, ds in splits.items():
+            pairs = list(ds[data.text_pair_column]) if data.text_pair_column else None
+            sizes = [len(ids) for ids in processor(list(ds[data.text_column]), pairs, verbose=False)["input_ids"]]
+            over = [n - length for n in sizes if n > length]
+            out[f"{name}_texts_over_max_length"] = len(over)
+            if not over:
+                continue
+            share = f"{len(over)} of {len(sizes)} {name} texts ({len(over) / len(sizes):.0%}) are longer than data.max_length={length} tokens"
+            if chunked(cfg):
+                room = window_room(processor, length, data.stride)
+                special = processor.num_special_tokens_to_add(pair=False)
+                count = sum(windows_of(n - special, room, data.stride) for n in sizes)
+                logger.warning("data.long_inputs: chunk: %s; the %d texts are read as %d windows (data.stride=%d)", share, len(sizes), count, data.stride)
+                out[f"{name}_windows"] = count
+            else:
+                logger.warning("data.long_inputs: truncate: %s and are cut: they lose %.0f tokens on average (%.0f%% of each), up to %d. "
+                               "data.long_inputs: chunk reads them whole", share, sum(over) / len(over),
+                               100 * sum(o / (o + length) for o in over) / len(over), max(over))  # fmt: skip
+        return out
 
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
         if side := text_side(cfg):
@@ -140,6 +213,17 @@ class TextModality(Modality):
                 out["labels"] = batch["labels"]
             return dict(out)
 
+        def windows(batch: dict[str, list], indices: list[int] | None = None) -> dict[str, list]:
+            # every window of every text, and which text (`document`: its row, or its place in the batch)
+            window_room(processor, length, data.stride)
+            out = processor(batch[data.text_column], truncation=True, max_length=length, stride=data.stride, return_overflowing_tokens=True)
+            source = out.pop("overflow_to_sample_mapping")
+            windowed = {k: list(v) for k, v in out.items()}
+            windowed["document"] = [indices[j] if indices is not None else j for j in source]
+            if "labels" in batch:
+                windowed["labels"] = [batch["labels"][j] for j in source]
+            return windowed
+
         def text2text(batch: dict[str, list]) -> dict[str, list]:
             sources = [data.source_prefix + s for s in batch[data.text_column]]
             out = processor(sources, truncation=True, max_length=length)
@@ -149,11 +233,18 @@ class TextModality(Modality):
                 ]
             return dict(out)
 
-        return text2text if cfg.task == "text2text" else classify
+        if cfg.task == "text2text":
+            return text2text
+        if chunked(cfg) and not processor.is_fast:
+            raise ConfigError(f"data.long_inputs: chunk needs a fast tokenizer (tokenizer.json); {cfg.model.name_or_path} has none: use truncate")
+        return windows if chunked(cfg) else classify
 
     def ready(self, ds: datasets.Dataset, processor: Any, cfg: RunConfig, train: bool) -> datasets.Dataset:
         if side := text_side(cfg):
             return side.ready(ds, processor, cfg, train)
+        if chunked(cfg):  # a text becomes one or more windows: mapped now; evaluation keeps which text each is from
+            windows = ds.map(self.transform(processor, cfg, train), batched=True, with_indices=True, remove_columns=ds.column_names)
+            return windows.remove_columns("document") if train else windows
         return super().ready(ds, processor, cfg, train)
 
     def collator(self, processor: Any, cfg: RunConfig, model: nn.Module) -> Callable[[list[dict]], dict]:
@@ -162,8 +253,10 @@ class TextModality(Modality):
         if cfg.task == "text2text":
             return DataCollatorForSeq2Seq(processor, model=model, label_pad_token_id=-100)
         if cfg.training.get("torch_compile"):  # a few padded lengths: compiled once each, not once per batch length
-            return BucketedPadding(processor, input_length(cfg.data.max_length, processor))
-        return DataCollatorWithPadding(processor)
+            padding: Callable[[list[dict]], dict] = BucketedPadding(processor, input_length(cfg.data.max_length, processor))
+        else:
+            padding = DataCollatorWithPadding(processor)
+        return WithoutDocuments(padding) if chunked(cfg) else padding
 
     def peft_task_type(self, task: str) -> str | None:
         if side := get_task(task).text:

@@ -23,11 +23,12 @@ import numpy as np
 
 from tlhub.errors import ConfigError
 from tlhub.labels import hf_problem_type
-from tlhub.tasks.base import TASKS, Task, combined, first
+from tlhub.tasks.base import TASKS, RowScorer, Task, combined, first
 
 if TYPE_CHECKING:
     import datasets
     import torch
+    from transformers import EvalPrediction
 
     from tlhub.config import RunConfig
 
@@ -93,6 +94,59 @@ def best_threshold(references: np.ndarray, probabilities: np.ndarray) -> tuple[f
               for t in THRESHOLD_GRID]  # fmt: skip
     f1, _, threshold = max(scores)
     return float(threshold), f1
+
+
+# --------------------------------------------------------------------------- long texts as windows
+
+
+def aggregate_windows(logits: np.ndarray, documents: np.ndarray, problem: str | None, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """One row of scores per text from its windows' (``data.long_inputs: chunk``): the mean or
+    the max (`how`) of the windows' class probabilities (softmax; sigmoid for multi-label) or
+    values (regression), returned as logits again (log-probabilities, log-odds) so that the
+    scorers and `tlhub predict` read them as a model's; and each text's first window, whose
+    labels are the text's. Texts come in the order of their `documents` ids."""
+    _, first_window, inverse = np.unique(documents, return_index=True, return_inverse=True)
+    logits = logits.astype(np.float64)
+    if problem == "multi_label":
+        scores = sigmoid(logits)
+    elif problem == "regression":
+        scores = logits
+    else:
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        scores = shifted / shifted.sum(axis=-1, keepdims=True)
+    shape = (len(first_window), *scores.shape[1:])
+    if how == "max":
+        combined_scores = np.full(shape, -np.inf)
+        np.maximum.at(combined_scores, inverse, scores)
+    else:
+        combined_scores = np.zeros(shape)
+        np.add.at(combined_scores, inverse, scores)
+        combined_scores /= np.bincount(inverse).reshape(-1, *([1] * (scores.ndim - 1)))
+    if problem == "multi_label":
+        p = np.clip(combined_scores, 1e-12, 1 - 1e-12)
+        return np.log(p / (1 - p)), first_window
+    if problem == "regression":
+        return combined_scores, first_window
+    return np.log(np.clip(combined_scores, 1e-12, None)), first_window
+
+
+class WindowScorer(RowScorer):
+    """Scores texts, not windows: each text's windows (the evaluated split's ``document``
+    column) combined by :func:`aggregate_windows`, then scored as one prediction."""
+
+    def __init__(self, score: Callable[[Any], dict[str, float]], problem: str | None, how: str) -> None:
+        self.score, self.problem, self.how = score, problem, how
+
+    def texts(self, pred: Any) -> EvalPrediction:
+        """The prediction per text of a prediction per window of :attr:`dataset`."""
+        from transformers import EvalPrediction
+
+        assert self.dataset is not None, "the Trainer sets the evaluated split"
+        logits, first_window = aggregate_windows(first(pred.predictions), np.asarray(self.dataset["document"]), self.problem, self.how)
+        return EvalPrediction(predictions=logits, label_ids=np.asarray(pred.label_ids)[first_window])
+
+    def __call__(self, pred: Any) -> dict[str, float]:
+        return self.score(self.texts(pred))
 
 
 # --------------------------------------------------------------------------- class weights
@@ -164,6 +218,13 @@ class Classification(Task):
         return {"multi_label": ("f1_micro", True), "regression": ("mse", False)}.get(cfg.data.problem_type, self.main_metric)
 
     def compute_metrics(self, cfg: RunConfig, processor: Any, label_names: list[str] | None, generative: bool) -> Callable[[Any], dict[str, float]]:
+        score = self.scorer(cfg, label_names)
+        if cfg.data.long_inputs == "chunk":  # the split's rows are windows: scored per text
+            return WindowScorer(score, cfg.data.problem_type, cfg.data.chunk_aggregation)
+        return score
+
+    def scorer(self, cfg: RunConfig, label_names: list[str] | None) -> Callable[[Any], dict[str, float]]:
+        """The metrics of one prediction per example, for the run's problem type."""
         problem = cfg.data.problem_type
         names = list(label_names or [])
         if problem == "regression":
@@ -211,6 +272,8 @@ class Classification(Task):
         if cfg.data.problem_type != "multi_label" or not cfg.data.tune_threshold:
             return {}
         pred = trainer.predict(trainer.eval_dataset, metric_key_prefix="tune")
+        if isinstance(trainer.compute_metrics, WindowScorer):  # windows of long texts: tuned on the texts' predictions
+            pred = trainer.compute_metrics.texts(pred)
         threshold, f1 = best_threshold(np.asarray(pred.label_ids), sigmoid(first(pred.predictions)))
         logger.warning("data.tune_threshold: threshold %.3f gives micro F1 %.4f on validation (was %.3f)", threshold, f1, cfg.data.threshold)
         untuned = cfg.data.threshold
@@ -218,9 +281,15 @@ class Classification(Task):
         return {"threshold": threshold, "threshold_untuned": untuned}
 
     def predict(self, run: Any, batch: dict[str, torch.Tensor], inputs: list[str]) -> list[dict[str, Any]]:
+        import torch
+
+        documents = batch.pop("document", None)  # windows of long texts: which input each is from
         logits = run.model(**batch).logits.float()
-        names = run.label_names or [str(i) for i in range(logits.shape[-1])]
         problem = run.cfg.data.problem_type
+        if documents is not None:
+            combined_logits, _ = aggregate_windows(logits.cpu().numpy(), documents.cpu().numpy(), problem, run.cfg.data.chunk_aggregation)
+            logits = torch.from_numpy(combined_logits).float()
+        names = run.label_names or [str(i) for i in range(logits.shape[-1])]
         if problem == "regression":
             return [{"input": v, "value": float(x[0]) if len(x) == 1 else [float(y) for y in x]} for v, x in zip(inputs, logits.tolist())]
         if problem == "multi_label":

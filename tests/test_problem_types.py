@@ -307,3 +307,75 @@ def test_cli_evaluate_scores_a_regression_run_on_new_rows(trained, tmp_path: Pat
     assert main(["evaluate", str(regression), "--data", str(data)]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["eval_pearson"] >= 0.6 and metrics["eval_samples"] == 40
+
+
+# --------------------------------------------------------------------------- images and audio
+
+
+def tinted_images(folder: Path, n: int, seed: int = 0) -> list[dict]:
+    """32x32 images of a random brightness (the regression score, 0-1), half of them tinted red:
+    labels ``bright``/``dark`` and ``red`` (multi-label)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        level = float(rng.uniform(0.1, 0.9))
+        pixels = rng.normal(255 * level, 12, size=(32, 32, 3))
+        red = i % 2 == 0
+        if red:
+            pixels[..., 0] += 60
+            pixels[..., 1:] -= 30
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(folder / f"{i}.png")
+        rows.append({"image": f"{i}.png", "labels": ["bright" if level > 0.5 else "dark"] + (["red"] if red else []), "score": round(level, 4)})
+    return rows
+
+
+def test_images_learn_label_sets_and_scores(tmp_path: Path) -> None:
+    from tests.tiny_models import make_tiny_vit
+
+    vit = make_tiny_vit(tmp_path / "vit")
+    table = write_jsonl(tmp_path / "images" / "train.jsonl", tinted_images(tmp_path / "images", 96))
+    for problem, column, metric, floor in (("multi_label", "labels", "eval_f1_micro", 0.8), ("regression", "score", "eval_pearson", 0.8)):
+        out = tmp_path / problem
+        cfg = {
+            "modality": "image",
+            "model": {"name_or_path": str(vit)},
+            "data": {"train": str(table), "validation_split": 0.25, "label_column": column, "problem_type": problem},
+            "strategy": {"name": "full"},
+            "training": {**text_config(vit, table, out)["training"], "num_train_epochs": 6, "learning_rate": 5e-3, "per_device_train_batch_size": 8},
+        }
+        results = finetune(config_from_dict(cfg))
+        assert results["problem_type"] == problem and results[metric] >= floor, results
+        row = predict(load_run(out), [str(tmp_path / "images" / "0.png")])[0]  # level 0.xx, red
+        assert ("red" in row["labels"]) if problem == "multi_label" else isinstance(row["value"], float), row
+
+
+def test_audio_learns_a_score(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from tests.tiny_models import make_tiny_wav2vec2
+
+    w2v = make_tiny_wav2vec2(tmp_path / "w2v")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(64):  # louder clips score higher: the score is the amplitude
+        amplitude = float(rng.uniform(0.05, 0.9))
+        t = np.arange(4000) / 8000
+        clip = amplitude * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(len(t))
+        sf.write(tmp_path / f"{i}.wav", clip.astype(np.float32), 8000)
+        rows.append({"path": f"{i}.wav", "score": round(amplitude, 4)})
+    manifest = write_rows(tmp_path / "manifest.csv", rows)
+    cfg = {
+        "modality": "audio",
+        "model": {"name_or_path": str(w2v)},
+        "data": {"train": str(manifest), "validation_split": 0.25, "audio_column": "path", "label_column": "score"},
+        "strategy": {"name": "feature_extraction", "head": "logistic"},
+        "training": text_config(w2v, manifest, tmp_path / "run")["training"],
+    }
+    results = finetune(config_from_dict(cfg))
+    assert results["problem_type"] == "regression" and results["eval_pearson"] >= 0.6, results
+    assert isinstance(predict(load_run(tmp_path / "run"), [str(tmp_path / "0.wav")])[0]["value"], float)

@@ -318,3 +318,12 @@ def warn_if_skewed(counts: dict[str, int], origin: str, ratio: float = 10.0) -> 
             "balanced, and read the per-class recall in the results",
             origin, common, present[common], rare, present[rare], present[common] / present[rare],
         )  # fmt: skip
+
+
+def label_tensor(labels: list[Any]) -> Any:
+    """A batch's labels as the loss reads them: class ids as int64, numbers (regression) and
+    multi-hot rows (multi-label) as float32."""
+    import torch
+
+    values = torch.as_tensor(labels)
+    return values.long() if not values.is_floating_point() else values.float()

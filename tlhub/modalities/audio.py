@@ -57,6 +57,7 @@ from transformers import (
 )
 
 from tlhub.errors import ConfigError, DataError, ModelError
+from tlhub.labels import label_tensor
 from tlhub.loading import is_encoder_decoder, label_head, load_auto_model, load_config, model_error
 from tlhub.modalities.base import MODALITIES, Modality
 from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable
@@ -315,7 +316,7 @@ class AudioCollator:
                     ids = ids[:, 1:]
                 batch["labels"] = ids
             else:
-                batch["labels"] = torch.tensor(labels, dtype=torch.long)
+                batch["labels"] = label_tensor(labels)  # class ids, numbers or multi-hot rows
         return batch
 
 

@@ -34,6 +34,7 @@ from torchvision.transforms import v2
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from tlhub.errors import DataError
+from tlhub.labels import label_tensor
 from tlhub.loading import label_head, load_auto_model, model_error
 from tlhub.modalities.base import MODALITIES, Modality
 from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable
@@ -207,10 +208,10 @@ def build_transforms(processor: Any, cfg: RunConfig, train: bool) -> tuple[v2.Co
 
 
 def collate_images(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack ``pixel_values`` (all one size after the transforms) and the class ids."""
+    """Stack ``pixel_values`` (all one size after the transforms) and the labels."""
     batch = {"pixel_values": torch.stack([torch.as_tensor(f["pixel_values"]) for f in features])}
     if features and "labels" in features[0]:
-        batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+        batch["labels"] = label_tensor([f["labels"] for f in features])  # class ids, numbers or multi-hot rows
     return batch
 
 

@@ -379,3 +379,19 @@ def test_audio_learns_a_score(tmp_path: Path) -> None:
     results = finetune(config_from_dict(cfg))
     assert results["problem_type"] == "regression" and results["eval_pearson"] >= 0.6, results
     assert isinstance(predict(load_run(tmp_path / "run"), [str(tmp_path / "0.wav")])[0]["value"], float)
+
+
+def test_compare_and_curves_rank_by_the_problem_types_metric(tiny_bert: Path, score_csv: Path, multi_jsonl: Path, tmp_path: Path) -> None:
+    regression = config(tiny_bert, score_csv, tmp_path / "reg", "feature_extraction", label_column="score")
+    regression["training"]["num_train_epochs"] = 1
+    (tmp_path / "reg.yaml").write_text(yaml.safe_dump(regression))
+    assert main(["compare", str(tmp_path / "reg.yaml"), "--strategies", "feature_extraction,full"]) == 0
+    report = json.loads((tmp_path / "reg" / "compare" / "compare.json").read_text())
+    assert report["metric"] == "eval_mse" and report["greater_is_better"] is False  # auto decided regression: lower is better
+    assert all(row["metric"] is not None and row["metric"] > 0 for row in report["rows"])
+
+    multi = config(tiny_bert, multi_jsonl, tmp_path / "multi", "feature_extraction", label_column="labels")
+    (tmp_path / "multi.yaml").write_text(yaml.safe_dump(multi))
+    assert main(["compare", str(tmp_path / "multi.yaml"), "--fractions", "0.5,1.0"]) == 0
+    curve = json.loads((tmp_path / "multi" / "compare" / "curve.json").read_text())
+    assert curve["metric"] == "eval_f1_micro" and all(0 < row["metric"] <= 1 for row in curve["rows"])

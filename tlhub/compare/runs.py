@@ -194,8 +194,18 @@ def train_seeds(mapping: dict[str, Any], out: Path, seeds: list[int] | None, met
     return row
 
 
-def _main_metric(task: str) -> tuple[str, bool]:
-    name, greater = get_task(task).main_metric
+def main_metric(mapping: dict[str, Any]) -> tuple[str, bool]:
+    """The metric compare ranks by, and whether larger is better: the task's for the run's
+    problem type (multi-label: eval_f1_micro; regression: eval_mse, lower first), decided from
+    the training data where data.problem_type is auto, as the runs will decide it."""
+    from tlhub.data import load_data
+    from tlhub.modalities import get_modality
+
+    cfg = build(RunConfig, mapping)
+    task = get_task(cfg.task)
+    if task.problem_types and cfg.data.problem_type == "auto":
+        load_data(cfg, get_modality(cfg.modality))  # writes the type it decides into cfg.data.problem_type
+    name, greater = task.best_metric(cfg)
     return f"eval_{name}", greater
 
 
@@ -219,8 +229,7 @@ def compare_strategies(
     and compare.png; return the report."""
     base = base_mapping(config, overrides)
     out = Path(output_dir) if output_dir else default_output_dir(base)
-    task = base.get("task", "classification")
-    metric, greater = _main_metric(task)
+    metric, greater = main_metric(base)
     rows = []
     for i, name in enumerate(strategies, 1):
         _say(console, f"[bold]compare {i}/{len(strategies)}[/bold]: strategy {name}")
@@ -313,8 +322,7 @@ def data_efficiency(
         raise TlhubError(f"--baseline: unknown baseline '{baseline}'{closest(baseline, BASELINES)}; choose from: {', '.join(BASELINES)}")
     base = base_mapping(config, overrides)
     out = Path(output_dir) if output_dir else default_output_dir(base)
-    task = base.get("task", "classification")
-    metric, greater = _main_metric(task)
+    metric, greater = main_metric(base)
     names = strategies or [dict(base.get("strategy") or {}).get("name", "full")]
     variants = [("pretrained", True, name) for name in names]
     if baseline == "scratch":

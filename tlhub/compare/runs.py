@@ -201,7 +201,7 @@ def main_metric(mapping: dict[str, Any]) -> tuple[str, bool]:
     from tlhub.data import load_data
     from tlhub.modalities import get_modality
 
-    cfg = build(RunConfig, mapping)
+    cfg = build(RunConfig, {k: v for k, v in mapping.items() if k != "strategy"})  # the strategies' keys are checked per run
     task = get_task(cfg.task)
     if task.problem_types and cfg.data.problem_type == "auto":
         load_data(cfg, get_modality(cfg.modality))  # writes the type it decides into cfg.data.problem_type

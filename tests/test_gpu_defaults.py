@@ -168,3 +168,85 @@ def test_token_classification_learns_and_predicts_under_the_gpu_defaults(
     capsys.readouterr()
     assert main(["predict", str(out), "the food was very good"]) == 0
     assert capsys.readouterr().out.strip().endswith("\tthe food was very good")
+
+
+# --------------------------------------------------------------------------- this round's flows under bf16
+
+
+def bf16_flow(name: str, tmp_path: Path, tiny_bert: Path) -> tuple[dict, list[str]]:
+    """A config of one of this round's flows (and the input `tlhub predict` reads), small enough
+    to run in seconds: what a GPU runs under tlhub's bf16 default."""
+    import json as _json
+
+    from tests.detection_data import detection_config, write_backbone, write_squares
+    from tests.test_long_inputs import late_evidence_rows
+    from tests.test_problem_types import multi_label_rows, regression_rows
+    from tests.test_question_answering import qa_config
+    from tests.test_timeseries import ramps, seasonal_table, series_config, tiny_body
+    from tests.tiny_models import make_tiny_qa_bert, toy_qa_rows
+
+    def jsonl(path: Path, rows: list[dict]) -> Path:
+        path.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+        return path
+
+    if name == "question_answering":
+        data = jsonl(tmp_path / "qa.jsonl", toy_qa_rows(48))
+        return qa_config(make_tiny_qa_bert(tmp_path / "qa-bert"), data, tmp_path / "run", epochs=1), ["who ||| the cat sat on the mat"]
+    if name == "multi_label_class_weights":
+        data = jsonl(tmp_path / "multi.jsonl", multi_label_rows(64))
+        cfg = with_sections(text_config(tiny_bert, data, tmp_path / "run"), {"data": {"label_column": "labels"}, "training": {"class_weights": "balanced"}})
+        return cfg, ["good food it"]
+    if name == "single_label_class_weights":
+        data = write_rows(tmp_path / "train.csv", toy_sentiment_rows(64))
+        return text_config(tiny_bert, data, tmp_path / "run", training={"class_weights": {"pos": 3}}), ["good food it"]
+    if name == "regression":
+        data = write_rows(tmp_path / "score.csv", regression_rows(64))
+        return with_sections(text_config(tiny_bert, data, tmp_path / "run"), {"data": {"label_column": "score"}}), ["good the food"]
+    if name == "long_inputs_chunk":
+        data = write_rows(tmp_path / "long.csv", late_evidence_rows(48))
+        chunked = {"data": {"long_inputs": "chunk", "max_length": 16, "stride": 4}}
+        return with_sections(text_config(tiny_bert, data, tmp_path / "run"), chunked), [late_evidence_rows(1, seed=5)[0]["text"]]
+    if name == "object_detection":
+        cfg = detection_config(tmp_path, write_squares(tmp_path / "train", 12), write_backbone(tmp_path / "backbone"))
+        cfg["training"].update(max_steps=4, eval_strategy="no")
+        return cfg, [str(next((tmp_path / "train").glob("*.png")))]
+    if name == "timeseries_classification":
+        data = jsonl(tmp_path / "series.jsonl", ramps(48))
+        cfg = series_config(tiny_body(tmp_path / "body", "bert"), data, tmp_path / "run")
+        cfg["training"].update(num_train_epochs=1)
+        return cfg, [str(data)]
+    assert name == "forecasting"
+    table = seasonal_table(tmp_path / "sales.csv")
+    cfg = series_config(tiny_body(tmp_path / "body", "bert"), table, tmp_path / "run", "full", model={"patch_length": 6, "patch_stride": 3},
+                        data={"time_column": "month", "target_columns": ["sales"], "context_length": 24, "prediction_length": 6,
+                              "seasonality": 12, "window_stride": 4, "validation_split": 0.2})  # fmt: skip
+    cfg["task"] = "forecasting"
+    cfg["training"].update(num_train_epochs=1)
+    return cfg, [str(table)]
+
+
+BF16_FLOWS = ["question_answering", "multi_label_class_weights", "single_label_class_weights", "regression", "long_inputs_chunk",
+              "object_detection", "timeseries_classification", "forecasting"]  # fmt: skip
+
+
+@pytest.mark.parametrize("flow", BF16_FLOWS)
+def test_this_rounds_flows_train_score_and_predict_under_the_gpu_defaults(
+    flow: str, trainers, tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issues 35-39 under bf16 autocast (a GPU's default, forced on the CPU): the losses (class
+    weights in float32 against bf16 logits), the scores read from bf16 outputs (spans, boxes,
+    forecasts, windows) and the saved run's predictions."""
+    import math
+
+    cfg, inputs = bf16_flow(flow, tmp_path, tiny_bert)
+    cfg["training"]["num_train_epochs"] = min(cfg["training"].get("num_train_epochs", 1), 2)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(config)]) == 0, capsys.readouterr().err
+    assert_one_precision(trainers, 1)
+    results = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    scores = [v for k, v in results.items() if k.startswith("eval_") and isinstance(v, float) and not k.endswith(("_runtime", "_per_second"))]
+    assert scores and all(math.isfinite(v) for v in scores), results
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run"), *inputs]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip()

@@ -425,3 +425,22 @@ def test_patchtst_from_its_config_classifies_forecasts_and_reloads(
         "strategy.name: feature_extraction pools a body's outputs over patches; PatchTST's are per channel and patch: "
         "use full (from scratch), partial or lora"
     )
+
+
+def test_regression_learns_a_slope_and_predicts_numbers(bert_body: Path, tmp_path: Path) -> None:
+    """data.problem_type: regression (auto: the labels have fractions) for series: a float label
+    reaches a mean-squared-error loss, not a class id (it was cast to int, every slope to 0)."""
+    from tlhub.inference import load_run, predict
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(96):
+        slope = float(rng.uniform(-1, 1))
+        rows.append({"series": (slope * np.arange(32) + rng.normal(0, 0.3, 32)).round(3).tolist(), "label": round(slope, 4)})
+    data = write_json(tmp_path / "slopes.jsonl", rows)
+    cfg = series_config(bert_body, data, tmp_path / "out", "full", data={"scaling": "none"})  # std scaling would remove the slope
+    cfg["training"].update(num_train_epochs=12, learning_rate=3e-3)
+    results = train(cfg, tmp_path)
+    assert results["problem_type"] == "regression" and results["eval_pearson"] >= 0.9, results
+    first = predict(load_run(tmp_path / "out"), [str(data)])[0]
+    assert first["input"] == "slopes.jsonl:1" and abs(first["value"] - rows[0]["label"]) < 0.3, (first, rows[0])

@@ -192,8 +192,20 @@ class PatchTransformerModel(PatchTransformerPreTrainedModel):
         return BaseModelOutput(last_hidden_state=outputs.last_hidden_state, hidden_states=outputs.hidden_states)
 
 
+def head_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> torch.Tensor:
+    """The loss transformers' ``...ForSequenceClassification`` computes for ``problem_type``.
+    (tlhub.models.head_loss's rule, repeated: this file is a run folder's remote code, loaded without tlhub.)"""
+    if problem_type == "regression":
+        return nn.functional.mse_loss(logits.float().reshape(labels.shape), labels.float())
+    if problem_type == "multi_label_classification":
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    return nn.functional.cross_entropy(logits.float(), labels)
+
+
 class PatchTransformerForClassification(PatchTransformerPreTrainedModel):
-    """Patch embedding + body + mean over patches + linear head, trained with cross-entropy."""
+    """Patch embedding + body + mean over patches + linear head, trained with the loss of
+    ``config.problem_type`` (cross-entropy; binary cross-entropy for multi-label; mean squared
+    error for regression)."""
 
     def __init__(self, config: PatchTransformerConfig) -> None:
         super().__init__(config)
@@ -207,7 +219,7 @@ class PatchTransformerForClassification(PatchTransformerPreTrainedModel):
     ) -> SequenceClassifierOutput:
         outputs, _, _ = self.encode(past_values, output_hidden_states)
         logits = self.head(self.dropout(outputs.last_hidden_state.mean(1)))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        loss = head_loss(logits, labels, self.config.problem_type) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def feature_backbone(self) -> PatchTransformerModel:

@@ -25,9 +25,13 @@ class PatchTSTClassifier(PatchTSTForClassification):
     """PatchTST's classifier with tlhub's names: ``labels`` in, ``logits`` out."""
 
     def forward(self, past_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs: Any) -> SequenceClassifierOutput:
+        from tlhub.models import head_loss
+
         kwargs.pop("output_hidden_states", None)
-        out = super().forward(past_values=past_values, target_values=labels, return_dict=True)
-        return SequenceClassifierOutput(loss=out.loss, logits=out.prediction_logits)
+        out = super().forward(past_values=past_values, return_dict=True)
+        # the loss of config.problem_type (PatchTST's own is cross-entropy whatever the labels)
+        loss = head_loss(out.prediction_logits, labels, self.config.problem_type) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=out.prediction_logits)
 
     def feature_backbone(self) -> Any:
         raise ConfigError("strategy.name: feature_extraction pools a body's outputs over patches; PatchTST's are per channel "

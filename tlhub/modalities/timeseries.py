@@ -36,6 +36,7 @@ from torch import nn
 from transformers import AutoModel
 
 from tlhub.errors import ConfigError, DataError
+from tlhub.labels import label_tensor
 from tlhub.loading import check_config_overrides, label_head, load_config, max_positions, model_error
 from tlhub.modalities.base import MODALITIES, Modality
 from tlhub.modalities.series_patchtst import NAME as PATCHTST
@@ -95,13 +96,13 @@ def folder_model_type(path: str) -> str | None:
 
 
 def collate_series(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack ``past_values`` (all one shape after the processor) and the class ids."""
+    """Stack ``past_values`` (all one shape after the processor) and the labels."""
     batch = {"past_values": torch.stack([torch.as_tensor(np.asarray(f["past_values"]), dtype=torch.float32) for f in features])}
     if features and "labels" in features[0]:
         labels = [f["labels"] for f in features]
-        if np.ndim(labels[0]) == 0:  # class ids
-            batch["labels"] = torch.tensor([int(label) for label in labels], dtype=torch.long)
-        else:  # the future values of a forecast window
+        if np.ndim(labels[0]) == 0:  # class ids, or numbers (regression)
+            batch["labels"] = label_tensor(labels)
+        else:  # the future values of a forecast window, or multi-hot rows (multi-label)
             batch["labels"] = torch.stack([torch.as_tensor(np.asarray(label), dtype=torch.float32) for label in labels])
     return batch
 
@@ -267,7 +268,7 @@ class TimeseriesModality(Modality):
             head: dict[str, Any] = {"prediction_length": cfg.data.prediction_length, "channel_independent": True}
         else:
             assert label_names is not None
-            head = label_head(label_names)
+            head = label_head(label_names, cfg.data.problem_type)
         kind = folder_model_type(m.name_or_path)
         if m.name_or_path == PATCHTST or kind == PATCHTST_TYPE:
             return self.load_patchtst(cfg, head, dtype)

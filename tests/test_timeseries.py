@@ -444,3 +444,45 @@ def test_regression_learns_a_slope_and_predicts_numbers(bert_body: Path, tmp_pat
     assert results["problem_type"] == "regression" and results["eval_pearson"] >= 0.9, results
     first = predict(load_run(tmp_path / "out"), [str(data)])[0]
     assert first["input"] == "slopes.jsonl:1" and abs(first["value"] - rows[0]["label"]) < 0.3, (first, rows[0])
+
+
+def test_pretraining_on_unlabelled_series_then_a_classifier_starts_from_it(bert_body: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """task: pretraining (masked patches, PatchTST's way) on series without labels; a later run
+    names the folder as its model and starts from its patch embedding and body."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tlhub.cli import main
+    from tlhub.config import config_from_dict
+    from tlhub.data import load_data
+    from tlhub.modalities import get_modality
+
+    unlabelled = write_json(tmp_path / "unlabelled.jsonl", [{"series": r["series"]} for r in ramps(160, seed=3)])
+    cfg = series_config(bert_body, unlabelled, tmp_path / "pre", "full")
+    cfg["task"] = "pretraining"
+    cfg["training"].update(num_train_epochs=8, learning_rate=3e-3)
+    results = train(cfg, tmp_path)
+    # predicting each patch as its series' mean scores 1.0 (std scaling): the body learned from the neighbours
+    assert results["eval_loss"] < 0.8 and results["eval_samples"] == 40, results
+
+    labelled = write_json(tmp_path / "labelled.jsonl", ramps(64, seed=1))
+    follow = series_config(tmp_path / "pre", labelled, tmp_path / "cls", "partial")
+    run_cfg = config_from_dict(follow)
+    modality = get_modality("timeseries")
+    loaded = load_data(run_cfg, modality)
+    modality.load_processor(run_cfg)
+    model = modality.load_model(run_cfg, loaded.label_names)
+    saved = load_file(str(tmp_path / "pre" / "model.safetensors"))
+    assert torch.equal(model.patch_embedding.weight, saved["patch_embedding.weight"])
+    body = {k: v for k, v in model.state_dict().items() if k.startswith("body.")}
+    assert body and all(torch.equal(v, saved[k]) for k, v in body.items())
+    follow["training"].update(num_train_epochs=4)
+    assert train(follow, tmp_path)["eval_accuracy"] >= 0.8
+
+    capsys.readouterr()
+    assert one_line_error(["predict", str(tmp_path / "cls"), "1,2,3"], capsys) == (
+        "predict: the input: 3 steps, shorter than one patch (8 steps: model.patch_length)")  # fmt: skip
+    assert main(["predict", str(tmp_path / "pre"), ",".join(["1"] * 32)]) == 2
+    assert "is a pretraining run (masked patches); name its folder as model.name_or_path" in capsys.readouterr().err
+    cfg["model"] = {"name_or_path": "patchtst"}
+    assert one_line_error(["train", str(write_config(tmp_path, cfg))], capsys).endswith("PatchTST from its config is not pretrained here")

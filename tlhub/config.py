@@ -142,6 +142,9 @@ class ModelConfig:
     # timeseries: the patches a series is cut into (GPT4TS's defaults)
     patch_length: int = setting("timeseries: steps per patch; each patch becomes one input vector of the transformer body.", default=16)
     patch_stride: int = setting("timeseries: steps between the starts of consecutive patches (patch_length: no overlap).", default=8)
+    mask_ratio: float = setting(
+        "timeseries, task: pretraining: the share of each series' patches masked and reconstructed (PatchTST's 0.4).", default=0.4
+    )
 
     def __post_init__(self) -> None:
         if self.detector is not None:
@@ -155,6 +158,7 @@ class ModelConfig:
         check(bool(self.name_or_path), "model.name_or_path", "must be a Hub id or a local directory")
         check_choice(self.dtype, MODEL_DTYPES, "model.dtype", "dtype")
         check(self.patch_length > 0, "model.patch_length", f"must be positive, got {self.patch_length}")
+        check(0.0 < self.mask_ratio < 1.0, "model.mask_ratio", f"must be between 0 and 1, got {self.mask_ratio}")
         check(self.patch_stride > 0, "model.patch_stride", f"must be positive, got {self.patch_stride}")
         self.name_or_path = resolve_package(self.name_or_path, "model.name_or_path")
         if self.gguf_file is not None:

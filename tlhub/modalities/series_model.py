@@ -70,6 +70,7 @@ class PatchTransformerConfig(PretrainedConfig):
         head_dropout: float = 0.1,
         prediction_length: int = 0,
         channel_independent: bool = False,
+        mask_ratio: float = 0.4,
         **kwargs: Any,
     ) -> None:
         self.body = dict(body or {})
@@ -81,6 +82,7 @@ class PatchTransformerConfig(PretrainedConfig):
         self.head_dropout = head_dropout
         self.prediction_length = prediction_length
         self.channel_independent = channel_independent
+        self.mask_ratio = mask_ratio  # pretraining: the share of patches masked and reconstructed
         # read by tools that size a head or count layers (tlhub's PooledClassifier)
         self.d_model = _first(self.body, "hidden_size", "n_embd", "d_model", "dim")
         self.num_hidden_layers = _first(self.body, "num_hidden_layers", "n_layer", "num_layers")
@@ -165,10 +167,12 @@ class PatchTransformerPreTrainedModel(PreTrainedModel):
         """The body's outputs over the scaled series' patch embeddings, and the location and
         scale of each series."""
         scaled, loc, spread = scale(past_values.to(self.patch_embedding.weight.dtype), self.config.scaling)
-        embedded = self.patch_embedding(patches(scaled, self.config))
+        return self.read(self.patch_embedding(patches(scaled, self.config)), output_hidden_states), loc, spread
+
+    def read(self, embedded: torch.Tensor, output_hidden_states: bool | None = None) -> Any:
+        """The body's outputs over embedded patches (batch, patches, width), every patch attended."""
         mask = torch.ones(embedded.shape[:2], dtype=torch.long, device=embedded.device)
-        outputs = self.body(inputs_embeds=embedded, attention_mask=mask, output_hidden_states=output_hidden_states, return_dict=True)
-        return outputs, loc, spread
+        return self.body(inputs_embeds=embedded, attention_mask=mask, output_hidden_states=output_hidden_states, return_dict=True)
 
     def partial_parameters(self) -> dict[str, list[nn.Parameter]]:
         """What GPT4TS trains inside the pretrained body, by kind: every normalisation layer
@@ -269,6 +273,53 @@ class PatchTransformerForPrediction(PatchTransformerPreTrainedModel):
         if future_values is not None:
             loss = nn.functional.mse_loss(scaled, (future_values.to(scaled.dtype) - loc) / spread)
         return ForecastOutput(loss=loss, prediction_outputs=scaled * spread + loc, hidden_states=outputs.hidden_states)
+
+
+@dataclass
+class MaskedPatchOutput(ModelOutput):
+    """Loss (MSE of the masked patches' reconstruction, on the scaled values), the
+    reconstruction of every patch (batch * channels, patches, patch_length) and which were masked."""
+
+    loss: torch.Tensor | None = None
+    prediction_outputs: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+def patch_mask(shape: torch.Size, ratio: float, device: torch.device, seed: int | None = None) -> torch.Tensor:
+    """Which patches to mask, (series, patches): `ratio` of each series' patches, at least one,
+    chosen at random (`seed`: the same patches every time, for evaluation)."""
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    noise = torch.rand(shape, device=device, generator=generator)
+    count = max(1, round(ratio * shape[1]))
+    ranks = noise.argsort(dim=1).argsort(dim=1)
+    return ranks < count
+
+
+class PatchTransformerForPretraining(PatchTransformerPreTrainedModel):
+    """Self-supervised pretraining on unlabelled series, as PatchTST's: a share of each
+    series' patches (``mask_ratio``) is replaced by a learned mask vector before the body, and
+    a linear head reconstructs those patches' scaled values from the body's outputs. Channels
+    are read one by one, so the patch embedding and body transfer to forecasting and to
+    univariate classification (a later run names this folder as its model)."""
+
+    def __init__(self, config: PatchTransformerConfig) -> None:
+        config.channel_independent = True
+        super().__init__(config)
+        self._build(config)
+        self.mask_embedding = nn.Parameter(torch.zeros(config.d_model))
+        self.reconstruction = nn.Linear(config.d_model, config.patch_length)
+        self.post_init()
+
+    def forward(self, past_values: torch.Tensor, output_hidden_states: bool | None = None, return_loss: bool = True, **kwargs: Any) -> MaskedPatchOutput:
+        scaled, _, _ = scale(past_values.to(self.patch_embedding.weight.dtype), self.config.scaling)
+        cut = patches(scaled, self.config)  # (batch * channels, patches, patch_length)
+        # evaluation masks the same patches each time, so that its loss compares across epochs
+        masked = patch_mask(cut.shape[:2], self.config.mask_ratio, cut.device, seed=None if self.training else 0)
+        embedded = self.patch_embedding(cut)
+        embedded = torch.where(masked.unsqueeze(-1), self.mask_embedding.to(embedded.dtype), embedded)
+        rebuilt = self.reconstruction(self.read(embedded, output_hidden_states).last_hidden_state)
+        loss = ((rebuilt.float() - cut.float()) ** 2).mean(-1)[masked].mean()
+        return MaskedPatchOutput(loss=loss, prediction_outputs=rebuilt, mask=masked)
 
 
 # Registered with transformers' auto classes (here and in a run folder's copy of this file).

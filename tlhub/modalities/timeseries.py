@@ -48,6 +48,7 @@ from tlhub.modalities.series_model import (
     PatchTransformerConfig,
     PatchTransformerForClassification,
     PatchTransformerForPrediction,
+    PatchTransformerForPretraining,
     strip_body,
 )
 
@@ -110,7 +111,7 @@ def collate_series(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 @MODALITIES.register("timeseries")
 class TimeseriesModality(Modality):
     name = "timeseries"
-    tasks = ("classification", "forecasting")
+    tasks = ("classification", "forecasting", "pretraining")
 
     def __init__(self) -> None:
         self.channels: int | None = None  # set by prepare() of data.train, or by the saved processor
@@ -123,6 +124,8 @@ class TimeseriesModality(Modality):
         if cfg.task == "forecasting":
             columns = {f"data.target_columns[{i}]": c for i, c in enumerate(data.target_columns or [])}
             return {**({"data.time_column": data.time_column} if data.time_column else {}), **columns}
+        if cfg.task == "pretraining":  # unlabelled series
+            return {"data.series_column": data.series_column}
         return {"data.series_column": data.series_column, "data.label_column": data.label_column}
 
     def read_file(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset | None:
@@ -173,6 +176,8 @@ class TimeseriesModality(Modality):
             logger.warning("%s: series of %d to %d steps: %d cut and %d padded (with their last value) to %d steps (data.series_length)",
                            origin, min(lengths), max(lengths), cut, padded, target)  # fmt: skip
         ds = ds.select(good) if len(good) < len(ds) else ds
+        if ds.column_names == [column]:  # unlabelled series (pretraining): no other column to keep the row count
+            return datasets.Dataset.from_dict({column: arrays}), len(bad)
         ds = ds.remove_columns(column).add_column(column, arrays)
         return ds, len(bad)
 
@@ -262,19 +267,23 @@ class TimeseriesModality(Modality):
     def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
         m = cfg.model
         dtype = None if m.dtype == "auto" else getattr(torch, m.dtype)
-        forecasting = cfg.task == "forecasting"
-        cls = PatchTransformerForPrediction if forecasting else PatchTransformerForClassification
-        if forecasting:
+        cls = {"forecasting": PatchTransformerForPrediction, "pretraining": PatchTransformerForPretraining}.get(cfg.task, PatchTransformerForClassification)
+        if cfg.task == "forecasting":
             head: dict[str, Any] = {"prediction_length": cfg.data.prediction_length, "channel_independent": True}
+        elif cfg.task == "pretraining":
+            head = {"mask_ratio": m.mask_ratio}
         else:
             assert label_names is not None
-            head = label_head(label_names, cfg.data.problem_type)
+            head = {**label_head(label_names, cfg.data.problem_type), "channel_independent": False}  # every channel of a patch together
         kind = folder_model_type(m.name_or_path)
         if m.name_or_path == PATCHTST or kind == PATCHTST_TYPE:
+            if cfg.task == "pretraining":
+                raise ConfigError("task: pretraining masks the patches of a transformer body read over series (model.name_or_path: a "
+                                  "text model or a tlhub series folder); PatchTST from its config is not pretrained here")  # fmt: skip
             return self.load_patchtst(cfg, head, dtype)
         try:
-            if kind == MODEL_TYPE:  # a finished run (or a folder of this model type)
-                return cls.from_pretrained(m.name_or_path, dtype=dtype or "auto").train()
+            if kind == MODEL_TYPE:  # a finished run, or a pretraining run's folder: its patch embedding and body, this run's head
+                return self.from_series_folder(cls, cfg, head, dtype)
             body_cfg = load_config(m)
             if m.config_overrides:
                 for key, value in check_config_overrides(body_cfg, m.config_overrides).items():
@@ -289,6 +298,27 @@ class TimeseriesModality(Modality):
         except (OSError, ValueError, KeyError) as exc:
             raise model_error(m, exc) from None
         return model.to(dtype) if dtype is not None else model
+
+    def from_series_folder(self, cls: type, cfg: RunConfig, head: dict[str, Any], dtype: torch.dtype | None) -> nn.Module:
+        """A model of this modality's type from a folder: a finished run as it is, or another
+        run's patch embedding and body (a pretraining run) under a new head for this run's task,
+        reading this run's series (length, channels, scaling). A weight whose shape no longer
+        fits (several channels read together where the source read one) starts anew, and the
+        log says which."""
+        import transformers
+
+        fit = {"context_length": self.length, "num_input_channels": self.channels, "scaling": cfg.data.scaling} if self.length else {}
+        level = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # the new head's weights are new: transformers' notice would say so at length
+        try:
+            model, info = cls.from_pretrained(cfg.model.name_or_path, dtype=dtype or "auto", ignore_mismatched_sizes=True,
+                                              output_loading_info=True, **fit, **head)  # fmt: skip
+        finally:
+            transformers.logging.set_verbosity(level)
+        resized = [name for name, *_ in info.get("mismatched_keys", [])]
+        if resized:
+            logger.warning("model.name_or_path: %s starts anew (its shape in %s differs for these series)", ", ".join(resized), cfg.model.name_or_path)
+        return model.train()
 
     def load_patchtst(self, cfg: RunConfig, head: dict[str, Any], dtype: torch.dtype | None) -> nn.Module:
         """transformers' PatchTST: from its config (``model.name_or_path: patchtst``, always from
@@ -334,7 +364,10 @@ class TimeseriesModality(Modality):
     def input_row(self, value: str, cfg: RunConfig) -> dict[str, Any]:
         """One series written out (``0.1,0.4,...``; channels separated by ``:``)."""
         where = "predict: the input"
-        array, _ = clean(as_array(value, where), where, cfg.model.patch_length)
+        try:
+            array, _ = clean(as_array(value, where), where, cfg.model.patch_length)
+        except UnusableSeries as exc:  # a file's unusable row is skipped; a series on the command line is an error
+            raise DataError(f"{where}: {exc}") from None
         if cfg.task == "forecasting":
             return {"past_values": self.history(array.T, where)}
         return {cfg.data.series_column: array.tolist()}

@@ -261,3 +261,36 @@ def test_lora_run_reloads_on_the_rebuilt_detector(toy: dict[str, Path], tmp_path
     ours = sorted(o["score"] for o in predict(run, [image])[0]["objects"])
     merged = sorted(o["score"] for o in pipeline("object-detection", model=str(tmp_path / "run" / "merged"), device="cpu")(image, threshold=0.0))
     assert ours == pytest.approx(merged, abs=1e-4)
+
+
+def test_rt_detr_reads_three_feature_maps_learns_and_agrees_with_the_pipeline(toy: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """model.detector: rt_detr on the timm backbone: its hybrid encoder reads the last three
+    feature maps (strides 8, 16, 32), the processor normalises as the backbone was trained,
+    and the saved run loads in pipeline("object-detection") with the same boxes as tlhub predict."""
+    from transformers import pipeline
+
+    from tlhub.inference import load_run, predict
+
+    config = detection_config(tmp_path, toy["train"], toy["backbone"])
+    config["model"].update(detector="rt_detr", feature_level=-1)
+    config["training"].update(max_steps=30, learning_rate=2e-3, eval_strategy="no", warmup_steps=0)
+    config["data"].update(augment=False)
+    assert main(["train", write_config(tmp_path, config)]) == 0
+    run_dir = tmp_path / "run"
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["model_type"] == "rt_detr" and saved["feat_strides"] == [8, 16, 32] and saved["backbone_config"]["out_indices"] == [2, 3, 4]
+    assert json.loads((run_dir / "preprocessor_config.json").read_text())["do_normalize"] is True
+    losses = [e["loss"] for e in json.loads((run_dir / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(losses) >= 3 and losses[-1] < 0.8 * losses[0], losses
+    results = json.loads((run_dir / "all_results.json").read_text())
+    assert 0.0 <= results["eval_map_50"] <= 1.0
+
+    image = str(toy["train"] / "img_000.png")
+    run = load_run(run_dir)
+    run.options["threshold"] = 0.0
+    ours = predict(run, [image])[0]["objects"]
+    theirs = pipeline("object-detection", model=str(run_dir), device="cpu")(image, threshold=0.0)
+    assert len(ours) == len(theirs) > 0
+    key = lambda o: (round(o["score"], 4), o["label"])  # noqa: E731
+    for a, b in zip(sorted(ours, key=key), sorted(theirs, key=key)):
+        assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-4)

@@ -82,7 +82,7 @@ NUMERIC_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
 }
 
 
-DETECTORS = ("detr", "conditional_detr")
+DETECTORS = ("detr", "conditional_detr", "rt_detr")
 
 
 @dataclass
@@ -120,7 +120,7 @@ class ModelConfig:
     )
     # object detection: a detector built from transformers' config on a pretrained backbone
     detector: str | None = setting(
-        "object_detection: build this detector from transformers' config (detr | conditional_detr) on model.backbone, "
+        "object_detection: build this detector from transformers' config (detr | conditional_detr | rt_detr) on model.backbone, "
         "its transformer and heads new; null: model.name_or_path is a whole detection checkpoint (facebook/detr-resnet-50).",
         default=None,
     )

@@ -11,7 +11,7 @@ that cannot be read is skipped and counted (``data.max_bad_fraction``).
 
 Models: ``model.name_or_path`` a whole detection checkpoint (``AutoModelForObjectDetection``:
 facebook/detr-resnet-50), its classification head resized to the data's classes; or
-``model.detector`` (detr | conditional_detr) built from transformers' config on the timm
+``model.detector`` (detr | conditional_detr | rt_detr) built from transformers' config on the timm
 backbone ``model.backbone`` (a converted folder such as EfficientNet-Lite0, or a timm name),
 the backbone's pretrained weights copied in by name (``model.pretrained: false``: timm's own
 random initialisation), the transformer and heads new (initialised from the training seed, so a
@@ -171,6 +171,7 @@ def detector_classes(detector: str) -> tuple[Any, Any, Any]:
     families = {
         "detr": (tf.DetrConfig, tf.DetrForObjectDetection, tf.DetrImageProcessor),
         "conditional_detr": (tf.ConditionalDetrConfig, tf.ConditionalDetrForObjectDetection, tf.ConditionalDetrImageProcessor),
+        "rt_detr": (tf.RTDetrConfig, tf.RTDetrForObjectDetection, tf.RTDetrImageProcessor),
     }
     return families[detector]
 
@@ -203,7 +204,7 @@ def timm_module(module: nn.Module) -> nn.Module | None:
     return next((m for m in module.modules() if type(m).__module__.startswith("timm.")), None)
 
 
-def backbone_weights(cfg: RunConfig, arch: str, model_args: dict[str, Any], weights: Path | None, out_index: int) -> dict[str, torch.Tensor]:
+def backbone_weights(cfg: RunConfig, arch: str, model_args: dict[str, Any], weights: Path | None, out_indices: list[int]) -> dict[str, torch.Tensor]:
     """The backbone's weights by timm's names: the folder's pretrained ones, timm's pretrained
     ones for a timm name (from the Hub), or timm's random initialisation (model.pretrained: false)."""
     import timm
@@ -213,7 +214,7 @@ def backbone_weights(cfg: RunConfig, arch: str, model_args: dict[str, Any], weig
 
         return {k.removeprefix("timm_model."): v for k, v in load_file(str(weights)).items()}
     try:
-        fresh = timm.create_model(arch, pretrained=cfg.model.pretrained, features_only=True, out_indices=[out_index], **model_args)
+        fresh = timm.create_model(arch, pretrained=cfg.model.pretrained, features_only=True, out_indices=out_indices, **model_args)
     except Exception as exc:  # noqa: BLE001 - timm's download fails in many ways: offline, unknown tag
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ModelError(
@@ -232,21 +233,29 @@ def build_detector(cfg: RunConfig, label_names: list[str]) -> nn.Module:
     m = cfg.model
     assert m.detector is not None and m.backbone is not None
     arch, model_args, weights, _ = backbone_source(m.backbone)
-    levels = len(timm.create_model(arch, pretrained=False, features_only=True, **model_args).feature_info)
-    out_index = levels + m.feature_level
+    info = timm.create_model(arch, pretrained=False, features_only=True, **model_args).feature_info
+    last = len(info) + m.feature_level
+    # DETR and Conditional DETR read one feature map; RT-DETR three, the last of them model.feature_level's
+    out_indices = [last - 2, last - 1, last] if m.detector == "rt_detr" else [last]
+    if out_indices[0] < 0:
+        raise ModelError(f"model.feature_level: {m.feature_level} leaves fewer than the three feature maps RT-DETR reads in {arch}; use -1")
     config_class, model_class, _ = detector_classes(m.detector)
     width = m.detector_width
     heads = next(h for h in (8, 4, 2, 1) if width % h == 0)
     backbone_config = {
         "model_type": "timm_backbone", "backbone": arch, "features_only": True, "use_pretrained_backbone": False,
-        "out_indices": [out_index], "num_channels": 3,
+        "out_indices": out_indices, "num_channels": 3,
         # timm's frozen norms keep each norm's activation (EfficientNet's BatchNormAct2d); DETR's own would drop it
         "freeze_batch_norm_2d": True,
     }  # fmt: skip
+    levels: dict[str, Any] = {}
+    if m.detector == "rt_detr":  # its hybrid encoder: each level's channels and stride, all projected to the width
+        levels = {"encoder_in_channels": [info.channels()[i] for i in out_indices], "feat_strides": [info.reduction()[i] for i in out_indices],
+                  "encoder_hidden_dim": width, "decoder_in_channels": [width] * 3, "num_feature_levels": 3, "encode_proj_layers": [2]}  # fmt: skip
     config = config_class(
         backbone_config=backbone_config, d_model=width, encoder_layers=m.detector_layers, decoder_layers=m.detector_layers,
         encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=4 * width, decoder_ffn_dim=4 * width,
-        num_queries=m.detector_queries, **label_head(label_names),
+        num_queries=m.detector_queries, **levels, **label_head(label_names),
     )  # fmt: skip
     for key, value in check_config_overrides(config, m.config_overrides or {}).items():
         setattr(config, key, value)
@@ -255,7 +264,7 @@ def build_detector(cfg: RunConfig, label_names: list[str]) -> nn.Module:
         model = model_class(config)
     body = timm_module(model)
     assert body is not None
-    state = backbone_weights(cfg, arch, model_args, weights, out_index)
+    state = backbone_weights(cfg, arch, model_args, weights, out_indices)
     own = body.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
@@ -371,7 +380,8 @@ class DetectionImage(ImageSide):
             if m.detector is not None and m.backbone == m.name_or_path:
                 _, _, _, pretrained = backbone_source(m.backbone)
                 mean, std = pretrained.get("mean") or (0.485, 0.456, 0.406), pretrained.get("std") or (0.229, 0.224, 0.225)
-                return detector_classes(m.detector)[2](image_mean=list(mean), image_std=list(std), **resize)
+                # normalised as the backbone was trained (RT-DETR's processor would not normalise by default)
+                return detector_classes(m.detector)[2](image_mean=list(mean), image_std=list(std), do_normalize=True, **resize)
             return AutoImageProcessor.from_pretrained(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, **resize)
         except (OSError, ValueError, KeyError) as exc:
             raise model_error(m, exc) from None

@@ -486,3 +486,25 @@ def test_pretraining_on_unlabelled_series_then_a_classifier_starts_from_it(bert_
     assert "is a pretraining run (masked patches); name its folder as model.name_or_path" in capsys.readouterr().err
     cfg["model"] = {"name_or_path": "patchtst"}
     assert one_line_error(["train", str(write_config(tmp_path, cfg))], capsys).endswith("PatchTST from its config is not pretrained here")
+
+
+def test_patchtsmixer_from_its_config_learns_forecasts_and_reloads(wave_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """model.name_or_path: patchtsmixer: transformers' PatchTSMixer from its config (random
+    weights), as a classifier and a forecaster, saved as a plain PatchTSMixer folder."""
+    from transformers import AutoConfig
+
+    from tlhub.inference import load_run, predict
+
+    model = {"name_or_path": "patchtsmixer", "config_overrides": {"d_model": 16, "num_layers": 2}}
+    cfg = series_config(tmp_path, wave_files[0], tmp_path / "cls", "full", model=model)
+    cfg["training"].update(num_train_epochs=8, learning_rate=1e-2)
+    results = train(cfg, tmp_path)
+    assert results["eval_accuracy"] >= 0.8 and results["trainable_params"] == results["total_params"], results
+    assert AutoConfig.from_pretrained(tmp_path / "cls").model_type == "patchtsmixer"
+    rows = predict(load_run(tmp_path / "cls"), [str(wave_files[1])])
+    assert len(rows) == 40 and {r["label"] for r in rows} <= {"up", "down"}, rows[:2]
+    table = seasonal_table(tmp_path / "sales.csv", steps=80)
+    cfg = series_config(tmp_path, table, tmp_path / "fc", "full", model={**model, "patch_length": 6, "patch_stride": 3},
+                        data={"time_column": "month", "context_length": 24, "prediction_length": 6, "seasonality": 12})  # fmt: skip
+    cfg["task"], cfg["training"]["num_train_epochs"] = "forecasting", 1
+    assert math.isfinite(train(cfg, tmp_path)["eval_mse"])

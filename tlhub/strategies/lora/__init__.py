@@ -5,6 +5,7 @@ full. Saved as PEFT saves it (the adapter, which applies to the base model) and,
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,6 +118,10 @@ class Lora(Strategy):
             wrapped = get_peft_model(model, peft_config)
         except ValueError as exc:
             raise ConfigError(f"strategy.lora.target_modules: {exc}") from None
+        # tlhub never resizes a base model's token embeddings; peft's "auto" guesses it did where the
+        # head's vocabulary is the data's (a CTC transcriber's characters) and then asks the model for
+        # input embeddings wav2vec2 does not have. The adapter and the heads are what a run saves.
+        wrapped.save_pretrained = functools.partial(wrapped.save_pretrained, save_embedding_layers=False)  # type: ignore[method-assign]
         return Applied(wrapped, notes=[f"lora targets: {', '.join(targets)}", f"trained in full: {', '.join(heads) or '-'}"])
 
     def finish(self, run_dir: Path, cfg: RunConfig, modality: Modality, label_names: list[str] | None, processor: Any) -> None:

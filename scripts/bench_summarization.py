@@ -83,7 +83,7 @@ def main() -> int:
             strategy, rate = {"lora": ("lora", 1e-3), "full": ("full", 5e-5)}[row]
             cfg = config_from_dict({
                 "modality": "text", "task": "causal_lm", "model": {"name_or_path": str(weights)}, "data": data,
-                "strategy": {"name": strategy, "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "merge": False}},
+                "strategy": {"name": strategy, **({"lora": {"r": 16, "alpha": 32, "dropout": 0.05, "merge": False}} if strategy == "lora" else {})},
                 "training": {"output_dir": str(args.work / row), "num_train_epochs": args.epochs, "learning_rate": rate,
                              "per_device_train_batch_size": 4, "per_device_eval_batch_size": 16, "warmup_steps": 0.1,
                              "eval_strategy": "no", "save_strategy": "no", "logging_strategy": "no", "seed": args.seed,

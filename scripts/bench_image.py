@@ -37,7 +37,7 @@ def tlhub_run(model: Path, out: Path, args: argparse.Namespace) -> dict:
         "task": "classification",
         "model": {"name_or_path": str(model)},
         "data": {"train": str(DATA), "validation": str(DATA)},
-        "strategy": {"name": args.strategy, "unfreeze_last_n": 1, "cache": False},
+        "strategy": {"name": args.strategy, **{"partial": {"unfreeze_last_n": 1}, "feature_extraction": {"cache": False}}.get(args.strategy, {})},
         "training": {
             "output_dir": str(out),
             "num_train_epochs": args.epochs,

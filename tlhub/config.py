@@ -511,8 +511,7 @@ class RunConfig:
         if self.domain_adaptation is not None and self.domain_adaptation.method == "auto":
             # resolved here, so config.yaml records the method that ran
             self.domain_adaptation.method = AUTO_DOMAIN_METHODS[self.modality]
-        # speech_recognition may be Whisper's seq2seq: generation keys are allowed there too
-        self.training = _check_training(self.training, seq2seq=self.task not in ("classification", "token_classification"))
+        self.training = _check_training(self.training, seq2seq=TASKS.get(self.task).generation_settings)
         get_strategy(self.strategy.name).check(self)
         self.strategy.check_keys()  # after the strategy's own checks, whose messages are more precise
         if self.domain_adaptation is not None:
@@ -523,10 +522,11 @@ class RunConfig:
         """Fail early, naming the key, for combinations that cannot adapt."""
         da = self.domain_adaptation
         assert da is not None
+        adapting = [name for name in TASKS.names() if TASKS.get(name).domain_adaptation]
         check(
-            self.task == "classification",
+            TASKS.get(self.task).domain_adaptation,
             "domain_adaptation",
-            f"supported for task: classification (accuracy on the target), not '{self.task}'; remove the domain_adaptation section",
+            f"supported for task: {' | '.join(adapting)} (accuracy on the target), not '{self.task}'; remove the domain_adaptation section",
         )
         check(
             not (da.method in LOSS_METHODS and not get_strategy(self.strategy.name).trains_backbone),

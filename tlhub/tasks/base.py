@@ -125,6 +125,8 @@ class Task:
     label_names: ClassVar[tuple[str, ...]] = ("labels",)  # the batch keys the Trainer reads as labels (TrainingArguments.label_names)
     metrics_read_inputs: ClassVar[bool] = False  # compute_metrics reads the inputs too (a forecast's history)
     problem_types: ClassVar[bool] = False  # reads data.problem_type: single-label, multi-label or regression (tlhub.labels)
+    generation_settings: ClassVar[bool] = False  # the training section takes Seq2SeqTrainingArguments' generation keys
+    domain_adaptation: ClassVar[bool] = False  # a domain_adaptation section applies (scored by accuracy on the target)
 
     def best_metric(self, cfg: RunConfig) -> tuple[str, bool]:
         """The metric that decides "better" for this run (early stopping), and whether larger is."""

@@ -239,6 +239,7 @@ class CausalLMText(TextSide):
 @TASKS.register("causal_lm")
 class CausalLM(Task):
     name = "causal_lm"
+    generation_settings = True  # generates: Seq2SeqTrainingArguments' generation keys apply
     metrics = ("exact_match", "rouge")
     main_metric = ("rougeL", True)
     pipeline_tags = {"text": "text-generation"}

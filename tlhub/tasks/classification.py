@@ -213,6 +213,7 @@ class Classification(Task):
     main_metric = ("accuracy", True)
     pipeline_tags = {"text": "text-classification", "image": "image-classification", "audio": "audio-classification"}
     problem_types = True
+    domain_adaptation = True
 
     def best_metric(self, cfg: RunConfig) -> tuple[str, bool]:
         return {"multi_label": ("f1_micro", True), "regression": ("mse", False)}.get(cfg.data.problem_type, self.main_metric)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 @TASKS.register("speech_recognition")
 class SpeechRecognition(Task):
     name = "speech_recognition"
+    generation_settings = True  # generates: Seq2SeqTrainingArguments' generation keys apply
     metrics = ("wer", "cer")
     main_metric = ("wer", False)
     pipeline_tags = {"audio": "automatic-speech-recognition"}

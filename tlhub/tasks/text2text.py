@@ -33,6 +33,7 @@ def decode_generated(processor: Any, pred: Any, ctc: bool = False) -> tuple[list
 @TASKS.register("text2text")
 class TextToText(Task):
     name = "text2text"
+    generation_settings = True  # generates: Seq2SeqTrainingArguments' generation keys apply
     metrics = ("exact_match", "rouge")
     main_metric = ("rougeL", True)
     pipeline_tags = {"text": "text2text-generation"}

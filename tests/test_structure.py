@@ -83,19 +83,19 @@ LAYERS = [
     ("tlhub.errors", "tlhub.registry", "tlhub.io", "tlhub.progress", "tlhub.version", "tlhub.compat", "tlhub.settings", "tlhub.wheels"),
     ("tlhub.data", "tlhub.models", "tlhub.metrics", "tlhub.loading"),
     ("tlhub.modalities", "tlhub.tasks"),
-    ("tlhub.trainer", "tlhub.cache", "tlhub.domain.settings", "tlhub.domain.losses", "tlhub.domain.model",
+    ("tlhub.trainer", "tlhub.rundir", "tlhub.cache", "tlhub.domain.settings", "tlhub.domain.losses", "tlhub.domain.model",
      "tlhub.domain.adaptation", "tlhub.domain.target", "tlhub.domain.results"),
     ("tlhub.strategies",),
     ("tlhub.config",),
-    ("tlhub.rundir", "tlhub.card", "tlhub.inference", "tlhub.domain.runs"),
+    ("tlhub.card", "tlhub.inference", "tlhub.domain.runs"),
 ]  # fmt: skip
 UPPER = {"tlhub.pipeline", "tlhub.cli", "tlhub.compare", "tlhub.demo", "tlhub.schema"}
 
 
 def test_lower_layers_never_import_upper_ones() -> None:
-    """cli -> pipeline -> the runs a family is (domain.runs) and the run folder -> config ->
-    strategies -> the Trainer, domain pieces and cache -> modalities, tasks -> data, models,
-    loading -> errors, settings. A strategy or a task reads the config's types only."""
+    """cli -> pipeline -> the runs a family is (domain.runs) -> config -> strategies -> the
+    Trainer, the run folder (its checkpoints restored and saved), domain pieces and cache ->
+    modalities, tasks -> data, models, loading -> errors, settings. A strategy or a task reads the config's types only."""
     graph = import_graph()
     for depth, layer in enumerate(LAYERS):
         above = set(UPPER).union(*[set(lay) for lay in LAYERS[depth + 1 :]])

@@ -24,8 +24,9 @@ from torch import nn
 from tlhub.errors import ConfigError
 from tlhub.models import backbone_of
 from tlhub.registry import Registry
+from tlhub.rundir import save_task_model
 from tlhub.settings import check
-from tlhub.trainer import Trained, save_task_model, train_or_restore
+from tlhub.trainer import Trained, train_or_restore
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments

@@ -218,8 +218,9 @@ class TlhubTrainer(Seq2SeqTrainer):
       optimizer applies it, naming the step and the learning rate; the Trainer itself would
       only leave it out of the logged loss (``logging_nan_inf_filter``) and train on.
     - :meth:`compute_loss`: with an adaptation, each training batch gets a target batch and the
-      method's loss is added to the task loss.
-    - :meth:`create_optimizer`: with dann or cdan, the domain classifier's own group and rate.
+      method's loss is added to the task loss (:meth:`Adaptation.loss`).
+    - :meth:`create_optimizer`: with dann or cdan, the domain classifier's own group and rate
+      (:meth:`Adaptation.add_classifier_group`).
     - :meth:`evaluate` and :meth:`predict`: Seq2SeqTrainer's only where the model generates
       (its eval_loss averages batches, not rows), the Trainer's otherwise; without the
       model-placement timing the Trainer adds when evaluation is the first to place the model
@@ -288,31 +289,14 @@ class TlhubTrainer(Seq2SeqTrainer):
     ) -> Any:
         if self.adaptation is None or not model.training:  # evaluation: the plain task loss
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        target = self.adaptation.next_batch(self.args.train_batch_size, self.data_collator, self.args.seed, self.args.device)
-        progress = self.state.global_step / max(self.state.max_steps or 1, 1)
-        inputs = self.adaptation.training_inputs(inputs, progress, target)
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        domain = outputs["domain_loss"]
-        scaled = (
-            self.loss_is_scaled_for_ga
-            if self.loss_is_scaled_for_ga is not None
-            else (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
-        )
-        if scaled:  # the task loss is already divided for gradient accumulation: divide ours alike
-            domain = domain / self.current_gradient_accumulation_steps
-        self.adaptation.losses.append(float(outputs["method_loss"]))
-        loss = loss + domain
-        return (loss, outputs) if return_outputs else loss
+        # Training beside a target domain: the method's loss added to the task's (tlhub.domain.adaptation)
+        task_loss = partial(super().compute_loss, model, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        return self.adaptation.loss(self, task_loss, inputs, num_items_in_batch, return_outputs)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
-        group = self.adaptation.classifier_group(self.model, self.args.learning_rate) if self.adaptation is not None else None
-        if group is not None:
-            # taken out of the Trainer's groups first, where it built them from every parameter
-            mine = {id(p) for p in group["params"]}
-            for existing in optimizer.param_groups:
-                existing["params"] = [p for p in existing["params"] if id(p) not in mine]
-            optimizer.add_param_group(group)
+        if self.adaptation is not None:  # dann/cdan: the domain classifier's own group and rate (tlhub.domain.adaptation)
+            self.adaptation.add_classifier_group(optimizer, self.model, self.args.learning_rate)
         return optimizer
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval", **kwargs: Any) -> dict[str, float]:

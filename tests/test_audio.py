@@ -177,7 +177,7 @@ def test_lora_and_feature_extraction_runs_load_back(tiny_w2v: Path, tones: tuple
 def test_ctc_metrics_decode_logits_and_padding() -> None:
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
-    from tlhub.modalities.audio import build_ctc_tokenizer
+    from tlhub.tasks.speech_recognition import build_ctc_tokenizer
 
     import tempfile
 

@@ -5,7 +5,7 @@
 Every fault is tried through the real `tlhub` command (subprocesses, tiny BERT from
 tests/tiny_models.py) and its outcome classified:
 
-- bad input (the cases of tests/test_bad_input.py, plus range checks and output_dir
+- bad input (the cases of tests/test_cli.py, plus range checks and output_dir
   errors): *ok* when it exits 2 with one `tlhub: error:` line and no traceback, and the
   finished run in the folder is untouched; a *traceback* otherwise;
 - reruns into a used folder with another strategy: *ok* when refused (exit 2, folder
@@ -92,7 +92,7 @@ def results(run: Path) -> dict:
 
 def bad_inputs(work: Path, model: Path) -> list[dict]:
     """The bad-input cases of the test suite, each through the command line."""
-    from tests.test_bad_input import CASES, Workspace
+    from tests.test_cli import CASES, Workspace
 
     ws = Workspace(work / "bad input ü", model)
     assert tlhub("train", str(ws.config), cwd=ws.root).returncode == 0

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -71,6 +72,24 @@ def text_config(model: Path, data: Path, out: Path, strategy: str = "full", **se
         "training": cpu_training(out, num_train_epochs=8, learning_rate=1e-3, per_device_train_batch_size=16),
     }
     return with_sections(cfg, sections)
+
+
+def config_file(path: Path, cfg: dict) -> Path:
+    """`cfg` written as the YAML config file `path`."""
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    """What `tlhub` prints for a user error in `argv`: exit code 2, one line that starts with
+    ``tlhub: error: ``, no traceback."""
+    from tlhub.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("tlhub: error: ") and err.count("\n") == 1, err
+    return err
 
 
 def requires_shared(name: str) -> Path:

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.conftest import cpu_training, with_sections
+from tests.conftest import config_file, cpu_training, one_line_error, with_sections
 from tests.tiny_models import make_tiny_wav2vec2
 from tlhub.cli import main
 from tlhub.config import config_from_dict
@@ -177,7 +177,7 @@ def test_lora_and_feature_extraction_runs_load_back(tiny_w2v: Path, tones: tuple
 def test_ctc_metrics_decode_logits_and_padding() -> None:
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
-    from tlhub.modalities.audio import build_ctc_tokenizer
+    from tlhub.tasks.speech_recognition import build_ctc_tokenizer
 
     import tempfile
 
@@ -457,3 +457,53 @@ def test_hub_style_audio_column_is_decoded_without_ffmpeg(tiny_w2v: Path, tmp_pa
     results = finetune(config_from_dict(cfg))
     assert results["train_samples"] + results["eval_samples"] == 16 and results["skipped_examples"] == {}
     assert 0.0 <= results["eval_accuracy"] <= 1.0
+
+
+# --------------------------------------------------------------------------- bad clips and windows (issue 27)
+
+
+def sine_clips(folder: Path, n: int = 10) -> list[dict]:
+    """`n` 0.5 s sines a class (low, high) as 8 kHz float WAV files, and their manifest rows."""
+    rows = []
+    for label, freq in (("low", 220.0), ("high", 1760.0)):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            t = np.arange(4000) / 8000
+            sf.write(folder / label / f"{i}.wav", (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 8000, subtype="FLOAT")
+            rows.append({"path": f"{label}/{i}.wav", "label": label})
+    return rows
+
+
+def test_a_clip_holding_nan_is_skipped_and_counted_or_stops_the_run(tmp_path: Path, capsys) -> None:
+    rows = sine_clips(tmp_path / "clips")
+    poisoned = np.zeros(4000, dtype=np.float32)
+    poisoned[100] = np.nan
+    sf.write(tmp_path / "clips" / "low" / "nan.wav", poisoned, 8000, subtype="FLOAT")
+    pd.DataFrame([*rows, {"path": "low/nan.wav", "label": "low"}]).to_csv(tmp_path / "clips" / "manifest.csv", index=False)
+    model = make_tiny_wav2vec2(tmp_path / "w2v")
+    cfg = audio_config(model, tmp_path / "clips" / "manifest.csv", tmp_path / "run", training={"num_train_epochs": 1})
+    assert main(["train", str(config_file(tmp_path / "c.yaml", cfg))]) == 0
+    results = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert sum(results["skipped_examples"].values()) == 1 and np.isfinite(results["eval_loss"]) and results["train_loss"] > 0
+    err = one_line_error(capsys, ["train", str(tmp_path / "c.yaml"), "data.max_bad_fraction=0", "training.overwrite_output_dir=true"])
+    assert "nan.wav: 1 NaN or infinite sample(s), the first at sample 100" in err and "data.max_bad_fraction=0" in err
+
+
+def test_a_text_file_named_mp3_is_named_as_unreadable_audio(tmp_path: Path, capsys) -> None:
+    rows = sine_clips(tmp_path / "clips")
+    (tmp_path / "clips" / "low" / "fake.mp3").write_text("not audio at all\n" * 20)
+    pd.DataFrame([*rows, {"path": "low/fake.mp3", "label": "low"}]).to_csv(tmp_path / "clips" / "manifest.csv", index=False)
+    cfg = audio_config(make_tiny_wav2vec2(tmp_path / "w2v"), tmp_path / "clips" / "manifest.csv", tmp_path / "run", data={"max_bad_fraction": 0.0})
+    err = one_line_error(capsys, ["train", str(config_file(tmp_path / "c.yaml", cfg))])
+    assert "fake.mp3: unreadable audio (not a format soundfile reads); readable formats: " in err and "convert it, e.g. to WAV" in err
+    assert "does not exist" not in err
+
+
+def test_whisper_reads_at_most_its_window(tmp_path: Path, capsys) -> None:
+    from tests.tiny_models import make_tiny_whisper
+
+    rows = sine_clips(tmp_path / "clips")
+    pd.DataFrame(rows).to_csv(tmp_path / "clips" / "manifest.csv", index=False)
+    cfg = audio_config(make_tiny_whisper(tmp_path / "whisper"), tmp_path / "clips" / "manifest.csv", tmp_path / "run", data={"max_duration_s": 45})
+    err = one_line_error(capsys, ["train", str(config_file(tmp_path / "c.yaml", cfg))])
+    assert err == "tlhub: error: data.max_duration_s: 45 s is longer than the 30 s window this Whisper model reads; set at most 30\n"

@@ -246,3 +246,20 @@ def test_key_changes_with_library_versions_and_audio_eval_batch_size(tiny_bert: 
     )
     monkeypatch.setattr(tlhub.cache, "library_versions", lambda: {"torch": "9.9", "transformers": "9.9", "tlhub": "9.9"})
     assert feature_key(key_parts(cfg, "p", "mean", "train", "f", eval_batch_size=8)) != base
+
+
+# --------------------------------------------------------------------------- from a source checkout (issue 27)
+
+
+def test_the_feature_cache_works_from_a_source_checkout(monkeypatch) -> None:
+    """Without `pip install` there is no package metadata; the version comes from the source."""
+    import importlib.metadata
+
+    from tlhub.cache import library_versions
+    from tlhub.version import __version__
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert library_versions()["tlhub"] == __version__

@@ -1,19 +1,27 @@
-"""The command line as a user runs it: train, predict, evaluate, and one-line errors with exit code 2."""
+"""The command line as a user runs it: train, predict, evaluate, and one-line errors with exit code 2
+that leave a finished run in the output_dir untouched, whatever the bad input."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from tests.conftest import text_config
+from tests.tiny_models import toy_sentiment_rows, write_rows
 from tlhub.cli import main
+from tlhub.modalities import MODALITIES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,3 +121,305 @@ def test_config_lists_keys_with_help(capsys: pytest.CaptureFixture) -> None:
     assert "domain_adaptation.weight [float | None] = null:  Weight of the domain loss added to the task loss; null: the method's own, 0.3 for dann" in "\n".join(out)
     assert any(line.startswith("domain_adaptation.dapt.mlm_probability [float] = 0.15") for line in out)
     assert error_of(["config", "nope"], capsys) == "tlhub: error: config: no section or key starts with 'nope'"
+
+
+# --------------------------------------------------------------------------- bad input: one line, exit code 2, nothing lost
+#
+# Everything lives under a folder whose name has spaces and non-ASCII letters, and a
+# finished run sits in the output_dir every bad run points at: after each bad run the
+# finished run's files must be byte-for-byte unchanged.
+
+
+class Workspace:
+    """A folder with spaces and non-ASCII letters holding a model, data and a finished run."""
+
+    def __init__(self, root: Path, tiny_bert: Path) -> None:
+        self.root = root
+        self.model = root / "modèle tiny"
+        shutil.copytree(tiny_bert, self.model)
+        self.data = write_rows(root / "données d'entraînement.csv", toy_sentiment_rows(40))
+        self.out = root / "sortie ünï"
+        self.config = self.write_config("config été.yaml")
+
+    def write_config(self, name: str, **training: object) -> Path:
+        cfg = text_config(self.model, self.data, self.out)
+        cfg["training"].update(max_steps=2, **training)
+        path = self.root / name
+        path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+        return path
+
+    def file(self, name: str, content: str | bytes) -> Path:
+        path = self.root / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        return path
+
+    def snapshot(self) -> dict[str, str]:
+        """Every file of the finished run, by relative path, with a hash of its bytes."""
+        return {
+            str(p.relative_to(self.out)): hashlib.sha256(p.read_bytes()).hexdigest() + f"@{p.stat().st_mtime_ns}"
+            for p in sorted(self.out.rglob("*"))
+            if p.is_file()
+        }
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Workspace:
+    """The workspace with a finished run: a path with spaces and non-ASCII letters works."""
+    return Workspace(tmp_path_factory.mktemp("bad input") / "mes données ü", tiny_bert)
+
+
+def test_paths_with_spaces_and_non_ascii_letters_work(ws: Workspace, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", str(ws.config)]) == 0
+    results = json.loads((ws.out / "all_results.json").read_text(encoding="utf-8"))
+    assert results["trainable_params"] > 0 and "eval_accuracy" in results
+    capsys.readouterr()
+    assert main(["predict", str(ws.out), "the food was excellent"]) == 0
+    label, score, text = capsys.readouterr().out.strip().split("\t")
+    assert label in ("neg", "pos") and 0.0 < float(score) <= 1.0 and text == "the food was excellent"
+
+
+def rows_with(index: int, **values: object) -> list[dict]:
+    rows = toy_sentiment_rows(40)
+    rows[index].update(values)
+    return rows
+
+
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def wav(path: Path, frames: int) -> Path:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(b"\0\0" * frames)
+    return path
+
+
+# Each case: (setup(ws) -> argv, expected stderr line(ws)). Run in this order, all against
+# the finished run's output_dir.
+Case = tuple[Callable[[Workspace], list[str]], Callable[[Workspace], str]]
+
+
+def _train(ws: Workspace, *overrides: str) -> list[str]:
+    return ["train", str(ws.config), *overrides]
+
+
+def _data(ws: Workspace, name: str, content: str | bytes, key: str = "data.train") -> list[str]:
+    return _train(ws, f"{key}={ws.file(name, content)}")
+
+
+CASES: dict[str, Case] = {
+    "malformed YAML": (
+        lambda ws: ["train", str(ws.file("cassé.yaml", "modality: text\nmodel:\n  name_or_path: [oops\n"))],
+        lambda ws: f"{ws.root / 'cassé.yaml'}: line 4, column 1: invalid YAML: expected ',' or ']', but got "
+        "'<stream end>' (while parsing a flow sequence that starts at line 3, column 17)",
+    ),
+    "config is a list": (
+        lambda ws: ["train", str(ws.file("liste.yaml", "- modality\n- model\n"))],
+        lambda ws: f"{ws.root / 'liste.yaml'}: expected a mapping of sections (modality, model, data, ...), got list",
+    ),
+    "config not UTF-8": (
+        lambda ws: ["train", str(ws.file("latin.yaml", "modality: text  # é\n".encode("latin-1")))],
+        lambda ws: f"{ws.root / 'latin.yaml'}: not UTF-8 text; save the config as UTF-8",
+    ),
+    "wrong type: number": (
+        lambda ws: _train(ws, "training.num_train_epochs=lots"),
+        lambda ws: "training.num_train_epochs: expected a number, got 'lots'",
+    ),
+    "wrong type: boolean": (
+        lambda ws: _train(ws, "model.pretrained=maybe"),
+        lambda ws: "model.pretrained: expected true or false, got 'maybe'",
+    ),
+    "wrong type: integer": (
+        lambda ws: _train(ws, "strategy.unfreeze_last_n=two"),
+        lambda ws: "strategy.unfreeze_last_n: expected an integer, got 'two'",
+    ),
+    "wrong type: section": (
+        lambda ws: _train(ws, "data=5"),
+        lambda ws: "data: expected a mapping of keys, got int 5",
+    ),
+    "unknown key with suggestion": (
+        lambda ws: _train(ws, "training.learning_rat=0.1"),
+        lambda ws: "training.learning_rat: unknown key (did you mean 'learning_rate'?)",
+    ),
+    "unknown data key with suggestion": (
+        lambda ws: _train(ws, "data.text_colum=text"),
+        lambda ws: "data.text_colum: unknown key (did you mean 'text_column'?)",
+    ),
+    "missing model path": (
+        lambda ws: _train(ws, f"model.name_or_path={ws.root / 'pas de modèle'}"),
+        lambda ws: f"model.name_or_path: cannot load '{ws.root / 'pas de modèle'}': no such local folder, and the "
+        "Hugging Face Hub could not provide it (offline, or no such model). Pass a local folder or check the id",
+    ),
+    "missing data file": (
+        lambda ws: _train(ws, f"data.train={ws.root / 'absent.csv'}"),
+        lambda ws: f"data.train: {ws.root / 'absent.csv'}: no such file or folder",
+    ),
+    "empty dataset file": (
+        lambda ws: _data(ws, "vide.csv", ""),
+        lambda ws: f"data.train: {ws.root / 'vide.csv'}: the file is empty",
+    ),
+    "dataset with a header and no rows": (
+        lambda ws: _data(ws, "entête.csv", "text,label\n"),
+        lambda ws: f"data.train: {ws.root / 'entête.csv'}: no rows",
+    ),
+    "label NaN (csv)": (
+        lambda ws: _train(ws, f"data.train={write_rows(ws.root / 'nan.csv', rows_with(5, label=float('nan')))}"),
+        lambda ws: f"data.train ({ws.root / 'nan.csv'}): row 6: empty label in column 'label'; fill it in or drop the row",
+    ),
+    "label null (jsonl)": (
+        lambda ws: _data(ws, "null.jsonl", jsonl(rows_with(7, label=None))),
+        lambda ws: f"data.train ({ws.root / 'null.jsonl'}): row 8: empty label in column 'label'; fill it in or drop the row",
+    ),
+    "label mixed types (jsonl)": (
+        lambda ws: _data(ws, "mixte.jsonl", jsonl(rows_with(3, label=1))),
+        lambda ws: f"data.train ({ws.root / 'mixte.jsonl'}): column 'label' mixes value types (int, str); "
+        "use only numbers or only strings",
+    ),
+    "label fractional": (  # as classes; data.problem_type auto reads such a column as regression (tests/test_problem_types.py)
+        lambda ws: [*_data(ws, "frac.jsonl", jsonl([{**r, "label": 0.5 + i % 2} for i, r in enumerate(toy_sentiment_rows(10))])),
+                    "data.problem_type=single_label"],
+        lambda ws: f"data.train ({ws.root / 'frac.jsonl'}): column 'label' holds fractional numbers; "
+        "class labels must be integers or strings",
+    ),
+    "one class only": (
+        lambda ws: _data(ws, "une.csv", "text,label\nthe food was good,pos\nthe staff was great,pos\n"),
+        lambda ws: f"data.train ({ws.root / 'une.csv'}): only one class ('pos') in column 'label'; classification needs at least two",
+    ),
+    "latin-1 csv": (
+        lambda ws: _data(ws, "latin.csv", "text,label\ncafé très bon,pos\nmauvais,neg\n".encode("latin-1")),
+        lambda ws: f"data.train: {ws.root / 'latin.csv'}: not UTF-8 text (byte 0xe9 on line 2); re-save the file as UTF-8",
+    ),
+    "latin-1 jsonl": (
+        lambda ws: _data(ws, "latin.jsonl", '{"text": "café", "label": "pos"}\n'.encode("latin-1")),
+        lambda ws: f"data.train: {ws.root / 'latin.jsonl'}: not UTF-8 text (byte 0xe9 on line 1); re-save the file as UTF-8",
+    ),
+    "validation label that train lacks": (
+        lambda ws: _train(ws, f"data.validation={write_rows(ws.root / 'val.csv', rows_with(3, label='neutre'))}"),
+        lambda ws: f"data.validation ({ws.root / 'val.csv'}): row 4: label 'neutre' does not occur in the training data "
+        "(labels: neg, pos)",
+    ),
+    "empty text": (
+        lambda ws: _train(ws, f"data.train={write_rows(ws.root / 'texte.csv', rows_with(7, text=''))}"),
+        lambda ws: f"data.train ({ws.root / 'texte.csv'}): row 8: empty text in column 'text'; fill it in or drop the row",
+    ),
+    "blank text": (
+        lambda ws: _data(ws, "blanc.jsonl", jsonl(rows_with(2, text="   "))),
+        lambda ws: f"data.train ({ws.root / 'blanc.jsonl'}): row 3: empty text in column 'text'; fill it in or drop the row",
+    ),
+    "missing column": (
+        lambda ws: _train(ws, "data.text_column=sentence"),
+        lambda ws: f"data.train ({ws.data}): no column 'sentence' (set by data.text_column); columns are: text, label",
+    ),
+    "unsupported file type": (
+        lambda ws: _data(ws, "données.xlsx", b"PK\x03\x04"),
+        lambda ws: f"data.train: {ws.root / 'données.xlsx'}: unsupported file type '.xlsx'; use one of .csv, .tsv, .json, .jsonl, .parquet, .conll, .txt",
+    ),
+    "early stopping without checkpoints": (
+        lambda ws: _train(ws, "training.early_stopping_patience=2", "training.save_strategy=no"),
+        lambda ws: "training.early_stopping_patience: restoring the best model needs checkpoints; "
+        "set training.save_strategy to best or to the eval_strategy (epoch)",
+    ),
+}
+
+
+def _pickle_model(ws: Workspace) -> Path:
+    path = ws.root / "modèle pickle"
+    if not path.exists():
+        shutil.copytree(ws.model, path)
+        from safetensors.torch import load_file
+
+        torch.save(load_file(str(path / "model.safetensors")), path / "pytorch_model.bin")
+        (path / "model.safetensors").unlink()
+    return path
+
+
+def _remote_code_model(ws: Workspace) -> Path:
+    path = ws.root / "modèle distant"
+    if not path.exists():
+        shutil.copytree(ws.model, path)
+        config = json.loads((path / "config.json").read_text())
+        config.update(model_type="tlhub-custom", auto_map={"AutoConfig": "custom.Config", "AutoModelForSequenceClassification": "custom.Model"})
+        (path / "config.json").write_text(json.dumps(config))
+        (path / "custom.py").write_text("raise SystemExit('remote code ran although trust_remote_code is off')\n")
+    return path
+
+
+CASES.update(
+    {
+        "pickle weights without allow_pickle": (
+            lambda ws: _train(ws, f"model.name_or_path={_pickle_model(ws)}"),
+            lambda ws: f"model.allow_pickle: '{ws.root / 'modèle pickle'}' has no safetensors weights, only pickle files "
+            "(.bin/.pt), which can run arbitrary code when loaded; set model.allow_pickle: true only if you trust the source",
+        ),
+        "model that needs remote code": (
+            lambda ws: _train(ws, f"model.name_or_path={_remote_code_model(ws)}"),
+            lambda ws: f"model.trust_remote_code: '{ws.root / 'modèle distant'}' needs to run code from its repository; "
+            "set model.trust_remote_code: true only if you trust it",
+        ),
+    }
+)
+
+
+def check_one_clean_line(capsys: pytest.CaptureFixture, rc: int, expected: str) -> None:
+    captured = capsys.readouterr()
+    assert rc == 2, captured.err[-2000:]
+    assert "Traceback" not in captured.err + captured.out
+    assert captured.err == f"tlhub: error: {expected}\n"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_one_line_exit_2_nothing_damaged(name: str, ws: Workspace, capsys: pytest.CaptureFixture) -> None:
+    if not (ws.out / "all_results.json").is_file():
+        assert main(["train", str(ws.config)]) == 0
+    before = ws.snapshot()
+    setup, expected = CASES[name]
+    argv = setup(ws)
+    capsys.readouterr()
+    check_one_clean_line(capsys, main(argv), expected(ws))
+    assert ws.snapshot() == before  # the finished run is untouched
+
+
+def test_pickle_weights_load_with_allow_pickle(ws: Workspace, tmp_path: Path) -> None:
+    out = tmp_path / "pickle run"
+    argv = _train(ws, f"model.name_or_path={_pickle_model(ws)}", "model.allow_pickle=true", f"training.output_dir={out}")
+    assert main(argv) == 0
+    assert (out / "model.safetensors").is_file()  # what tlhub writes is safetensors again
+
+
+# --------------------------------------------------------------------------- image and audio
+
+
+def _media_run(ws: Workspace, modality: str, column: str, files: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> str:
+    manifest = write_rows(tmp_path / "manifest.csv", [{column: str(f), "label": ("a", "b")[i % 2]} for i, f in enumerate(files)])
+    cfg = text_config(ws.model, manifest, ws.out)
+    cfg["modality"] = modality
+    config = tmp_path / "media.yaml"
+    config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    before = ws.snapshot()
+    capsys.readouterr()
+    rc = main(["train", str(config)])
+    captured = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in captured.err + captured.out
+    assert captured.err.startswith("tlhub: error: data.train") and captured.err.count("\n") == 1
+    assert ws.snapshot() == before
+    return captured.err
+
+
+def test_image_that_is_really_a_text_file(ws: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    if "image" not in MODALITIES:
+        pytest.skip("the image modality is not there yet")
+    fakes = [ws.file(f"photo {i} é.png", "not an image, just text\n") for i in range(4)]
+    err = _media_run(ws, "image", "image", fakes, tmp_path, capsys)
+    assert "photo 0 é.png" in err
+
+
+def test_zero_length_wav(ws: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    if "audio" not in MODALITIES:
+        pytest.skip("the audio modality is not there yet")
+    clips = [wav(ws.root / f"son vide {i} ü.wav", 0) for i in range(4)]
+    clips.append(ws.file("son tronqué.wav", b""))  # zero bytes: not even a header
+    err = _media_run(ws, "audio", "audio", clips, tmp_path, capsys)
+    assert "5 of 5 audio clips" in err and "son vide 0 ü.wav" in err

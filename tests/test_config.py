@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import config_file, one_line_error, text_config
+from tests.tiny_models import toy_sentiment_rows, write_rows
+from tlhub.cli import main
 from tlhub.config import load_config, parse_overrides
 from tlhub.errors import ConfigError
 
@@ -87,3 +91,31 @@ def test_recipe_configs_are_valid() -> None:
         first = path.read_text().splitlines()[0]
         assert first.startswith("# ") and ("tlhub " in first or "recipes/finetune.py" in first), f"{path}: first line must be the command"
         load_config(path)  # validates every key and type
+
+
+# --------------------------------------------------------------------------- types and YAML through the command line (issue 27)
+
+
+def test_quoted_numbers_and_booleans_take_their_fields_type(tmp_path: Path, tiny_bert: Path, capsys) -> None:
+    data = write_rows(tmp_path / "toy.csv", toy_sentiment_rows(80))
+    cfg = text_config(tiny_bert, data, tmp_path / "run", training={"num_train_epochs": "1", "per_device_train_batch_size": "16",
+                                                                    "learning_rate": "1e-3", "use_cpu": "true"})  # fmt: skip
+    cfg["data"]["max_length"] = "32"
+    assert main(["train", str(config_file(tmp_path / "c.yaml", cfg))]) == 0
+    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["train_batch_size"] == 16
+    assert one_line_error(capsys, ["train", str(tmp_path / "c.yaml"), "training.use_cpu=maybe"]) == "tlhub: error: training.use_cpu: expected true or false, got 'maybe'\n"
+    assert one_line_error(capsys, ["train", str(tmp_path / "c.yaml"), "training.overwrite_output_dir=yes please"]) == (
+        "tlhub: error: training.overwrite_output_dir: expected true or false, got 'yes please'\n"
+    )
+    assert one_line_error(capsys, ["train", str(tmp_path / "c.yaml"), "strategy.lora.dropout=.nan"]) == "tlhub: error: strategy.lora.dropout: must be a finite number, got nan\n"
+    assert one_line_error(capsys, ["train", str(tmp_path / "c.yaml"), "model.config_overrides={hidden_dropout_prob: lots}"]) == (
+        "tlhub: error: model.config_overrides.hidden_dropout_prob: expected a number (the config holds 0.1), got 'lots'\n"
+    )
+
+
+def test_a_key_written_twice_in_the_yaml_is_refused_with_its_lines(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("modality: text\nmodel: {name_or_path: x}\nmodality: image\ndata: {train: a.csv}\ntraining: {output_dir: o}\n")
+    assert one_line_error(capsys, ["train", str(path)]) == (
+        f"tlhub: error: {path}: line 3, column 1: invalid YAML: key 'modality' appears twice (first on line 1); keep one\n"
+    )

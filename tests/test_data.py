@@ -9,7 +9,9 @@ import datasets
 import pandas as pd
 import pytest
 
-from tests.tiny_models import toy_sentiment_rows
+from tests.conftest import config_file, one_line_error, text_config
+from tests.tiny_models import toy_sentiment_rows, write_rows
+from tlhub.cli import main
 from tlhub.config import config_from_dict
 from tlhub.data import load_data
 from tlhub.errors import DataError
@@ -93,3 +95,29 @@ def test_missing_files_and_unreachable_hub(tmp_path: Path) -> None:
         load(tmp_path / "nope.csv", tmp_path)
     with pytest.raises(DataError, match=r"^data.train: 'someone/dataset' is not a local file or folder, and loading it from the Hub failed"):
         load("someone/dataset", tmp_path)
+
+
+# --------------------------------------------------------------------------- classes and columns the data cannot serve (issue 27)
+
+
+def test_a_class_with_a_single_row_cannot_be_split_off(tmp_path: Path, tiny_bert: Path, capsys) -> None:
+    rows = toy_sentiment_rows(40) + [{"text": "the food", "label": "meh"}]
+    data = write_rows(tmp_path / "toy.csv", rows)
+    err = one_line_error(capsys, ["train", str(config_file(tmp_path / "c.yaml", text_config(tiny_bert, data, tmp_path / "run")))])
+    assert err == (f"tlhub: error: data.train ({data}): class 'meh' has a single row, which a validation split (data.validation_split) "
+                   "cannot put in both training and validation; add rows of it, drop it, or give data.validation\n")  # fmt: skip
+
+
+def test_text_columns_of_numbers_train_and_nested_values_are_named(tmp_path: Path, tiny_bert: Path, capsys) -> None:
+    rows = toy_sentiment_rows(40)
+    codes = write_rows(tmp_path / "codes.csv", [{"text": 1000 + i, "label": r["label"]} for i, r in enumerate(rows)])  # read as numbers
+    assert main(["train", str(config_file(tmp_path / "c.yaml", text_config(tiny_bert, codes, tmp_path / "run", training={"max_steps": 1})))]) == 0
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text("".join(json.dumps({"text": {"title": r["text"]} if i == 2 else r["text"], "label": r["label"]}) + "\n" for i, r in enumerate(rows)))
+    err = one_line_error(capsys, ["train", str(config_file(tmp_path / "n.yaml", text_config(tiny_bert, nested, tmp_path / "run2")))])
+    assert err == (f"tlhub: error: data.train ({nested}): row 3: column 'text' holds a mapping where other rows hold str; give every "
+                   "row the same kind of value\n")  # fmt: skip
+    listed = tmp_path / "listed.parquet"
+    pd.DataFrame({"text": [[r["text"]] for r in rows], "label": [r["label"] for r in rows]}).to_parquet(listed)
+    err = one_line_error(capsys, ["train", str(config_file(tmp_path / "l.yaml", text_config(tiny_bert, listed, tmp_path / "run3")))])
+    assert err == f"tlhub: error: data.train ({listed}): row 1: column 'text' holds a list, not text; give one string per row\n"

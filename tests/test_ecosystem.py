@@ -7,6 +7,8 @@ import base64
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,10 +16,11 @@ import pytest
 import soundfile as sf
 import yaml
 
-from tests.conftest import text_config
+from tests.conftest import config_file, text_config
 from tests.test_audio import audio_config, write_tones
 from tests.test_image import image_config
 from tests.tiny_models import make_tiny_bert, make_tiny_vit, make_tiny_wav2vec2, make_tiny_whisper, toy_image_folder, toy_sentiment_rows, write_rows
+from tlhub.cli import main
 from tlhub.config import config_from_dict
 from tlhub.pipeline import finetune, load_run, predict
 
@@ -102,7 +105,7 @@ def test_the_run_loads_in_transformers_pipeline_and_predicts_what_tlhub_predicts
         assert len({o["label"] for o in ours}) == 2  # a trained model, not one constant label
     if strategy in ("feature_extraction", "contrastive"):
         # tlhub's own model type; where tlhub is imported its registered class serves the pipeline
-        # (without tlhub, the folder's remote code does: tests/test_reliability_round3.py)
+        # (without tlhub, the folder's remote code does: test_a_feature_extraction_run_refuses_to_load_as_a_plain_classifier)
         assert (out / "modeling_tlhub.py").is_file() and type(pipe.model).__name__ == "PooledClassifier"
         assert json.loads((out / "config.json").read_text())["model_type"] == "tlhub_pooled_classifier"
     if strategy == "lora":
@@ -226,3 +229,44 @@ def test_tensorboard_logs_offline_with_tlhubs_results(data, tmp_path) -> None:
     assert "test/accuracy" in tags and "train/trainable_params" in tags, sorted(tags)
     assert tags["test/accuracy"].Scalars("test/accuracy")[-1].value == pytest.approx(results["test_accuracy"])
 
+
+# --------------------------------------------------------------------------- a feature-extraction run never loads with a random head (issue 27)
+
+
+RUN_WITHOUT_TLHUB = """
+import sys
+sys.modules["tlhub"] = None  # a machine without tlhub: the run folder's own code must do
+from transformers import AutoModelForSequenceClassification, pipeline
+run, texts = sys.argv[1], sys.argv[2:]
+for load in (lambda: pipeline("text-classification", model=run), lambda: AutoModelForSequenceClassification.from_pretrained(run)):
+    try:
+        load()
+        print("LOADED WITHOUT THE FLAG")
+    except ValueError as exc:
+        print("refused:", "trust_remote_code" in str(exc))
+pipe = pipeline("text-classification", model=run, trust_remote_code=True)
+print([pipe(t)[0]["label"] for t in texts])
+"""
+
+
+def test_a_feature_extraction_run_refuses_to_load_as_a_plain_classifier(tmp_path: Path, tiny_bert: Path, capfd) -> None:
+    from transformers import pipeline
+
+    from tlhub.pipeline import load_run, predict
+
+    data = write_rows(tmp_path / "toy.csv", toy_sentiment_rows(120))
+    out = tmp_path / "run"
+    assert main(["train", str(config_file(tmp_path / "c.yaml", text_config(tiny_bert, data, out, "feature_extraction",
+                                                                     training={"learning_rate": 3e-2})))]) == 0  # fmt: skip
+    texts = [r["text"] for r in toy_sentiment_rows(6, seed=7)]
+    ours = [row["label"] for row in predict(load_run(out), texts)]
+    proc = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TLHUB, str(out), *texts], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    # (transformers asks "Do you wish to run the custom code?" first, on the same line)
+    assert proc.stdout.count("refused: True") == 2 and "LOADED" not in proc.stdout, (proc.stdout, proc.stderr[-3000:])
+    assert proc.stdout.strip().splitlines()[-1] == str(ours)  # with the flag, the folder's code: tlhub's predictions
+    capfd.readouterr()
+    pipe = pipeline("text-classification", model=str(out))  # where tlhub is imported: its registered class, no flag needed
+    assert [pipe(t)[0]["label"] for t in texts] == ours
+    assert "is not supported for text-classification" not in capfd.readouterr().err
+    assert type(pipe.model).__name__ == "PooledClassifier"

@@ -319,3 +319,25 @@ def test_sigterm_under_accelerate_launch_stops_every_rank_at_one_step(tmp_path: 
     _, err = straight.communicate(timeout=240)
     assert straight.returncode == 0, err[-3000:]
     assert_same_results(tmp_path / "straight", out, steps=4, first=3)
+
+
+# --------------------------------------------------------------------------- processes racing (issue 27)
+
+
+def test_processes_racing_to_write_one_folder_never_fail(tmp_path: Path) -> None:
+    """Two runs that store the same cached features (or convert the same weights) at once: the
+    rename onto a folder another process put there meanwhile must neither fail nor mix them."""
+    from tlhub.io import atomic_save_dir
+
+    target = tmp_path / "entry"
+
+    def ours(tmp: Path) -> None:
+        (tmp / "who").write_text("ours")
+        if not target.exists():  # another process finishes first, while we are writing
+            atomic_save_dir(target, lambda d: (d / "who").write_text("theirs"))
+
+    atomic_save_dir(target, ours, replace=False)  # content-addressed: theirs is as good; keep it
+    assert (target / "who").read_text() == "theirs"
+    atomic_save_dir(target, ours)  # a replacing write wins
+    assert (target / "who").read_text() == "ours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # no temporary or old folders left

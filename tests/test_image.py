@@ -356,3 +356,20 @@ def test_timm_wrapper_models_train_with_each_strategy(tmp_path: Path) -> None:
     model = modality.load_model(lora, ["a", "b"])
     with pytest.raises(ConfigError, match=r"found no attention projections .*name the layers to adapt, e\.g\. target_modules: \[conv"):
         STRATEGIES.get("lora")().apply(model, lora.strategy, modality, "classification")
+
+
+# --------------------------------------------------------------------------- non-finite pixels (issue 27)
+
+
+def test_a_float_image_holding_nan_is_unreadable(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tlhub.modalities.image import ImageReadError, load_image
+
+    pixels = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    Image.fromarray(pixels, "F").save(tmp_path / "ok.tif")
+    assert load_image(tmp_path / "ok.tif").mode == "RGB" and np.asarray(load_image(tmp_path / "ok.tif")).mean() > 60  # [0, 1] floats scaled
+    pixels[3, 3] = np.nan
+    Image.fromarray(pixels, "F").save(tmp_path / "nan.tif")
+    with pytest.raises(ImageReadError, match=r"nan.tif: unreadable image \(1 NaN or infinite pixel value\(s\)\)"):
+        load_image(tmp_path / "nan.tif")

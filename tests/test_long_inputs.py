@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import text_config
+from tests.conftest import config_file, one_line_error, text_config
 from tests.tiny_models import FILLER, NEGATIVE, POSITIVE, write_rows
 from tlhub import finetune
 from tlhub.cli import main
@@ -154,3 +154,16 @@ def test_bad_settings_are_one_line(case: str, tiny_bert: Path, toy_csv: Path, tm
     assert code == 2 and err.count("\n") == 0, err
     assert err.endswith(message), err
 
+
+# --------------------------------------------------------------------------- longer than the model reads (issue 27)
+
+
+def test_sequences_longer_than_the_models_positions(tmp_path: Path, tiny_bert: Path, capsys) -> None:
+    words = "good food and the staff was really very lovely".split()
+    rows = [{"text": " ".join(words[i % 9] for i in range(k, k + 100)), "label": ["neg", "pos"][k % 2]} for k in range(40)]
+    cfg = text_config(tiny_bert, write_rows(tmp_path / "long.csv", rows), tmp_path / "run", training={"num_train_epochs": 1})
+    config = config_file(tmp_path / "c.yaml", cfg)
+    assert main(["train", str(config)]) == 0  # the default fits the model: 64 positions, not 128
+    err = one_line_error(capsys, ["train", str(config), "data.max_length=4096", "training.overwrite_output_dir=true"])
+    assert err == (f"tlhub: error: data.max_length: 4096 tokens is more than '{tiny_bert}' reads (64 positions); set data.max_length "
+                   "to at most 64, or leave it null\n")  # fmt: skip

@@ -4,19 +4,27 @@ reuse, labels from the Hub, and evaluation after training equal to evaluation du
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import datasets
 import pytest
 import yaml
 
-from tests.conftest import text_config
+from tests.conftest import one_line_error, text_config, with_sections
 from tests.tiny_models import toy_sentiment_rows, write_rows
 from tlhub.cli import main
 from tlhub.config import config_from_dict
 from tlhub.errors import ConfigError, DataError
 from tlhub.pipeline import load_run, predict
 from tlhub.rundir import differences
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = str(ROOT / "tests" / "launch_probe.py")
 
 
 def write(path: Path, cfg: dict) -> Path:
@@ -258,3 +266,50 @@ def test_every_run_has_a_model_card_whose_metrics_are_the_results(tiny_bert, toy
     values = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert values["eval_accuracy"] == results["eval_accuracy"] and values["test_f1"] == results["test_f1"]
     assert "| eval_accuracy |" in card.text and "tlhub train config.yaml" in card.text
+
+
+# --------------------------------------------------------------------------- a diverging loss, a folder in use (issue 27)
+
+
+def test_a_diverging_loss_stops_the_run_saves_nothing_and_keeps_the_last_checkpoint(tmp_path: Path, tiny_bert: Path, capsys) -> None:
+    data = write_rows(tmp_path / "toy.csv", toy_sentiment_rows(120))
+    cfg = text_config(tiny_bert, data, tmp_path / "run", training={"learning_rate": 1e6, "max_steps": 8, "save_strategy": "steps",
+                                                                    "save_steps": 1, "logging_steps": 1, "adam_epsilon": 1e-30})  # fmt: skip
+    err = one_line_error(capsys, ["train", str(write(tmp_path / "c.yaml", cfg))])
+    assert err.startswith("tlhub: error: training.learning_rate: the training loss became nan at step 2 (learning rate ")
+    assert "the last checkpoint, checkpoint-1, is kept" in err and "Try a lower training.learning_rate" in err
+    out = tmp_path / "run"
+    assert not (out / "all_results.json").exists() and not (out / "model.safetensors").exists()
+    assert (out / "checkpoint-1" / "trainer_state.json").is_file()
+
+
+def start(cfg: dict, workdir: Path, name: str, **env: str) -> subprocess.Popen:
+    config = write(workdir / f"{name}.yaml", cfg)
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.Popen([sys.executable, PROBE, "train", str(config)], cwd=workdir, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_a_folder_in_use_is_refused_whatever_the_overwrite_flag_and_a_killed_owners_lock_is_taken_over(
+    tmp_path: Path, tiny_bert: Path, capsys
+) -> None:
+    data = write_rows(tmp_path / "toy.csv", toy_sentiment_rows(120))
+    out, probe = tmp_path / "run", tmp_path / "probe"
+    first = text_config(tiny_bert, data, out, training={"max_steps": 4, "save_strategy": "steps", "save_steps": 2})
+    owner = start(first, tmp_path, "first", TLHUB_PROBE_DIR=str(probe), TLHUB_PROBE_STALL_AT="2")  # holds the folder, asleep
+    deadline = time.monotonic() + 180
+    while not (probe / "saved-2").exists():
+        assert owner.poll() is None and time.monotonic() < deadline, owner.communicate()[1][-2000:]
+        time.sleep(0.2)
+    # another process, another config, with the overwrite flag: refused, and nothing of the live run's touched
+    second = write(tmp_path / "second.yaml", with_sections(text_config(tiny_bert, data, out, "lora"), {"training": {"overwrite_output_dir": True}}))
+    err = one_line_error(capsys, ["train", str(second)])
+    assert err.startswith(f"tlhub: error: training.output_dir: {out} is in use by another run (pid {owner.pid} on ")
+    assert err.strip().endswith("wait for it to finish, or give this run another output_dir")
+    assert (out / "checkpoint-2" / "model.safetensors").is_file()
+
+    os.kill(owner.pid, signal.SIGKILL)  # the owner dies holding the lock: the kernel releases it
+    owner.communicate(timeout=30)
+    assert main(["train", str(second)]) == 0  # the lock file it left is taken over
+    assert json.loads((out / "tlhub_run.json").read_text())["strategy"] == "lora"
+    assert not (out.parent / ".run.tlhub-lock").exists()  # released at the end

@@ -83,19 +83,19 @@ LAYERS = [
     ("tlhub.errors", "tlhub.registry", "tlhub.io", "tlhub.progress", "tlhub.version", "tlhub.compat", "tlhub.settings", "tlhub.wheels"),
     ("tlhub.data", "tlhub.models", "tlhub.metrics", "tlhub.loading"),
     ("tlhub.modalities", "tlhub.tasks"),
-    ("tlhub.trainer", "tlhub.cache", "tlhub.domain.settings", "tlhub.domain.losses", "tlhub.domain.model",
+    ("tlhub.trainer", "tlhub.rundir", "tlhub.cache", "tlhub.domain.settings", "tlhub.domain.losses", "tlhub.domain.model",
      "tlhub.domain.adaptation", "tlhub.domain.target", "tlhub.domain.results"),
     ("tlhub.strategies",),
     ("tlhub.config",),
-    ("tlhub.rundir", "tlhub.card", "tlhub.inference", "tlhub.domain.runs"),
+    ("tlhub.card", "tlhub.inference", "tlhub.domain.runs"),
 ]  # fmt: skip
 UPPER = {"tlhub.pipeline", "tlhub.cli", "tlhub.compare", "tlhub.demo", "tlhub.schema"}
 
 
 def test_lower_layers_never_import_upper_ones() -> None:
-    """cli -> pipeline -> the runs a family is (domain.runs) and the run folder -> config ->
-    strategies -> the Trainer, domain pieces and cache -> modalities, tasks -> data, models,
-    loading -> errors, settings. A strategy or a task reads the config's types only."""
+    """cli -> pipeline -> the runs a family is (domain.runs) -> config -> strategies -> the
+    Trainer, the run folder (its checkpoints restored and saved), domain pieces and cache ->
+    modalities, tasks -> data, models, loading -> errors, settings. A strategy or a task reads the config's types only."""
     graph = import_graph()
     for depth, layer in enumerate(LAYERS):
         above = set(UPPER).union(*[set(lay) for lay in LAYERS[depth + 1 :]])
@@ -179,3 +179,32 @@ def test_no_private_name_of_another_library_outside_the_compatibility_module() -
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("transformers", "peft", "accelerate", "datasets"):
                 offenders += [f"{name}:{node.lineno} {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
     assert not offenders, offenders
+
+
+HEAVY_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "torchvision", "torchaudio")
+SETTINGS_MACHINERY = ("tlhub.settings", "tlhub.errors")
+
+
+@pytest.mark.parametrize("unit", sorted(p.name for p in (PACKAGE / "strategies").iterdir() if (p / "__init__.py").exists()))
+def test_each_strategy_declares_its_settings_in_its_own_config_module(unit: str) -> None:
+    """Issue 34: a strategy's keys live in ``strategies/<name>/config.py`` (as peft's LoraConfig
+    lives beside its method), which imports the settings machinery and nothing heavy, and the
+    unit lists them from there."""
+    from tlhub.strategies import STRATEGIES
+
+    config = PACKAGE / "strategies" / unit / "config.py"
+    assert config.exists(), f"strategies/{unit} has no config.py"
+    imported = []
+    for node in ast.walk(ast.parse(config.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.append(node.module)
+        elif isinstance(node, ast.Import):
+            imported += [a.name for a in node.names]
+    heavy = [m for m in imported if m.split(".")[0] in HEAVY_LIBRARIES]
+    assert not heavy, f"strategies/{unit}/config.py imports {heavy}"
+    own = [m for m in imported if m.split(".")[0] == "tlhub" and m not in SETTINGS_MACHINERY]
+    assert not own, f"strategies/{unit}/config.py imports {own}; it may import {', '.join(SETTINGS_MACHINERY)} only"
+    # the unit's settings classes are declared in some strategy's config module
+    declared = {cls.__module__ for name in STRATEGIES.names() if STRATEGIES.get(name).__module__ == f"tlhub.strategies.{unit}"
+                for cls in STRATEGIES.get(name).settings}  # fmt: skip
+    assert all(m.startswith("tlhub.strategies.") and m.endswith(".config") for m in declared), declared

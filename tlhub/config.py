@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tlhub.domain.settings import AUTO_DOMAIN_METHODS, LOSS_METHODS, DomainAdaptationConfig
 from tlhub.errors import ConfigError, closest
 from tlhub.labels import check_label_settings
@@ -33,12 +31,15 @@ from tlhub.settings import (
     build,
     check,
     check_choice,
-    describe as describe_section,
     merge,
     parse_overrides,
     read_yaml,
     resolve_package,
     setting,
+    write_yaml,
+)
+from tlhub.settings import (
+    describe as describe_section,
 )
 from tlhub.strategies import DEFAULT_STRATEGY, STRATEGIES, get_strategy
 from tlhub.tasks import TASKS
@@ -663,9 +664,7 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    from tlhub.io import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_yaml(config.to_dict(), path)
 
 
 def describe(cls: type | None = None, prefix: str = "") -> list[str]:

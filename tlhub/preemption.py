@@ -116,7 +116,7 @@ class SaveOnSignal(TrainerCallback):
         self.saved_step = state.global_step
         if self.stop_signal:
             # Set after the checkpoint is written: its trainer state must not read as a run that
-            # stopped early (tlhub.trainer.training_finished), so that the resume trains on.
+            # stopped early (tlhub.rundir.training_finished), so that the resume trains on.
             control.should_training_stop = True
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:

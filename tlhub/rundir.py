@@ -1,4 +1,5 @@
-"""One run per folder: claiming ``training.output_dir``, checking a resume, clearing a used folder.
+"""One run per folder: claiming ``training.output_dir``, checking a resume, clearing a used
+folder, finding, restoring and saving checkpoints and the run's model.
 
 A run folder holds the files of one config. ``config.yaml`` is written when a run starts
 (so every checkpoint in the folder is known to come from it) and again at the end;
@@ -41,15 +42,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlhub.config import save_config
 from tlhub.errors import ConfigError, Stopped, TlhubError, WriteError
 from tlhub.io import guarded_write, previous_run_dir, write_failure
-from tlhub.settings import read_yaml
+from tlhub.settings import read_yaml, write_yaml
 
 if TYPE_CHECKING:
-    from transformers import TrainingArguments
+    from torch import nn
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
     from tlhub.config import RunConfig
+    from tlhub.trainer import TlhubTrainer
 
 RUN_CONFIG = "config.yaml"
 RUN_INFO = "tlhub_run.json"
@@ -301,7 +303,7 @@ def prepare_output_dir(cfg: RunConfig, args: TrainingArguments) -> str | None:
             elif diffs:  # a resume that trains longer: the finished run's results no longer hold
                 for name in (RESULTS, RUN_INFO, TARGET_PREDICTIONS):
                     (out / name).unlink(missing_ok=True)
-        save_config(cfg, out / RUN_CONFIG)  # every checkpoint from now on is this config's
+        write_yaml(cfg.to_dict(), out / RUN_CONFIG)  # every checkpoint from now on is this config's
         return checkpoint
 
 
@@ -444,3 +446,85 @@ def resume_checkpoint(cfg: RunConfig) -> str | None:
             "(no trainer_state.json and weights); pass a checkpoint-N folder or auto"
         )
     return str(path)
+
+
+# --------------------------------------------------------------------------- restoring and saving
+
+
+def checkpoint_state(checkpoint: str | Path) -> dict[str, Any]:
+    """The trainer state a checkpoint recorded (its ``trainer_state.json``)."""
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+
+
+def training_finished(state: dict[str, Any], args: Seq2SeqTrainingArguments) -> bool:
+    """Whether a checkpoint's trainer state already reached the end the *current* settings ask for.
+
+    The end is ``max_steps`` when set, else ``num_train_epochs``, read from the current
+    arguments, so a resume with more epochs or steps continues training. A run that early
+    stopping ended stays ended.
+    """
+    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
+    step, epoch, planned = state.get("global_step", 0), state.get("epoch") or 0.0, state.get("max_steps", 0)
+    if control.get("should_training_stop") and step < planned:  # stopped before its planned end: early stopping
+        return True
+    if args.max_steps > 0:
+        return step >= args.max_steps
+    return step >= planned > 0 and epoch >= args.num_train_epochs - 1e-6
+
+
+def restore_finished(model: nn.Module, state: dict[str, Any], checkpoint: str, load_best: bool) -> dict[str, Any]:
+    """Restore into `model` the weights of a checkpoint that finished training (of the best
+    checkpoint, when the run loads the best model at the end and that folder is still there),
+    and give the train_* metrics from its log: train_loss the mean of the logged losses,
+    step-weighted; timings 0, so that all_results.json has an uninterrupted run's keys."""
+    best = state.get("best_model_checkpoint")
+    restore_weights(model, best if load_best and best and Path(best).is_dir() else checkpoint)
+    total, steps, last = 0.0, 0, 0
+    for entry in state.get("log_history", []):
+        if "loss" in entry and "step" in entry:
+            total += entry["loss"] * (entry["step"] - last)
+            steps, last = steps + entry["step"] - last, entry["step"]
+    return {
+        "epoch": state.get("epoch"),
+        "train_loss": total / steps if steps else float("nan"),
+        "train_runtime": 0.0,
+        "train_samples_per_second": 0.0,
+        "train_steps_per_second": 0.0,
+    }
+
+
+def restore_weights(model: nn.Module, checkpoint: str | Path) -> None:
+    """Load the weights a Trainer checkpoint holds into `model` (what the Trainer trains: a
+    transformers model, a PEFT model, or a module of tlhub's), from its safetensors files."""
+    import torch  # (imported here: the rest of the run folder's code needs no torch)
+    from peft import PeftModel, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = Path(checkpoint)
+    if isinstance(model, PeftModel) and (folder / "adapter_model.safetensors").is_file():
+        set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+        return
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(folder.glob("model*.safetensors")):
+        state.update(load_file(str(file)))
+    if not state:
+        raise TlhubError(f"training.resume_from_checkpoint: {folder} holds no safetensors weights to restore")
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    if unexpected:
+        raise TlhubError(f"training.resume_from_checkpoint: {folder} holds weights this model lacks ({', '.join(unexpected[:3])}); "
+                         "resume with the config that wrote it")  # fmt: skip
+    model.load_state_dict(state, strict=False)  # tied weights (an output projection) are saved once
+
+
+def save_task_model(trainer: TlhubTrainer, model: nn.Module, directory: Path) -> None:
+    """Save the run's model (`model`, what the strategy built) into `directory`, every process
+    taking part (sharded weights are gathered first). Where the Trainer trained it inside a
+    DomainAdaptedModel, the task model alone is saved: the domain classifier is a means."""
+    if trainer.model is model:
+        trainer.save_model(str(directory))
+        return
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathers under FSDP/DeepSpeed
+    if trainer.is_world_process_zero():
+        own = {name.removeprefix("model."): tensor for name, tensor in state.items() if name.startswith("model.")}
+        model.save_pretrained(str(directory), state_dict=own)

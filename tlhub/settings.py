@@ -215,6 +215,13 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def write_yaml(data: dict[str, Any], path: str | Path) -> None:
+    """Write a mapping as YAML, atomically, keys in their order (a run's resolved config)."""
+    from tlhub.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning file and syntax problems (a key written twice included)
     into ConfigErrors."""

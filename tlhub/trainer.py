@@ -1,6 +1,7 @@
 """The Trainer side of tlhub: the arguments of every Trainer a run builds, the one Trainer
 subclass (:class:`TlhubTrainer`) with every override tlhub makes, and how a run trains or
-restores a finished checkpoint and saves its model.
+restores a finished checkpoint (the checkpoint's restore and the model's save are
+:mod:`tlhub.rundir`'s).
 
 A run may train more than once in one process: contrastive pair tuning or DAPT's continued
 pretraining come before the run's own training. accelerate holds one precision per process,
@@ -10,7 +11,6 @@ so every such stage derives its arguments from the run's resolved ones (:func:`s
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
 
@@ -26,6 +25,7 @@ from tlhub.errors import ConfigError, TlhubError
 from tlhub.io import guarded_write, previous_run_dir
 from tlhub.preemption import SaveOnSignal
 from tlhub.progress import quiet
+from tlhub.rundir import checkpoint_state, restore_finished, training_finished
 from tlhub.tasks import Task, get_task
 from tlhub.tasks.base import RowScorer
 from tlhub.tasks.classification import check_class_weights
@@ -218,8 +218,9 @@ class TlhubTrainer(Seq2SeqTrainer):
       optimizer applies it, naming the step and the learning rate; the Trainer itself would
       only leave it out of the logged loss (``logging_nan_inf_filter``) and train on.
     - :meth:`compute_loss`: with an adaptation, each training batch gets a target batch and the
-      method's loss is added to the task loss.
-    - :meth:`create_optimizer`: with dann or cdan, the domain classifier's own group and rate.
+      method's loss is added to the task loss (:meth:`Adaptation.loss`).
+    - :meth:`create_optimizer`: with dann or cdan, the domain classifier's own group and rate
+      (:meth:`Adaptation.add_classifier_group`).
     - :meth:`evaluate` and :meth:`predict`: Seq2SeqTrainer's only where the model generates
       (its eval_loss averages batches, not rows), the Trainer's otherwise; without the
       model-placement timing the Trainer adds when evaluation is the first to place the model
@@ -288,31 +289,14 @@ class TlhubTrainer(Seq2SeqTrainer):
     ) -> Any:
         if self.adaptation is None or not model.training:  # evaluation: the plain task loss
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        target = self.adaptation.next_batch(self.args.train_batch_size, self.data_collator, self.args.seed, self.args.device)
-        progress = self.state.global_step / max(self.state.max_steps or 1, 1)
-        inputs = self.adaptation.training_inputs(inputs, progress, target)
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        domain = outputs["domain_loss"]
-        scaled = (
-            self.loss_is_scaled_for_ga
-            if self.loss_is_scaled_for_ga is not None
-            else (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
-        )
-        if scaled:  # the task loss is already divided for gradient accumulation: divide ours alike
-            domain = domain / self.current_gradient_accumulation_steps
-        self.adaptation.losses.append(float(outputs["method_loss"]))
-        loss = loss + domain
-        return (loss, outputs) if return_outputs else loss
+        # Training beside a target domain: the method's loss added to the task's (tlhub.domain.adaptation)
+        task_loss = partial(super().compute_loss, model, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        return self.adaptation.loss(self, task_loss, inputs, num_items_in_batch, return_outputs)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
-        group = self.adaptation.classifier_group(self.model, self.args.learning_rate) if self.adaptation is not None else None
-        if group is not None:
-            # taken out of the Trainer's groups first, where it built them from every parameter
-            mine = {id(p) for p in group["params"]}
-            for existing in optimizer.param_groups:
-                existing["params"] = [p for p in existing["params"] if id(p) not in mine]
-            optimizer.add_param_group(group)
+        if self.adaptation is not None:  # dann/cdan: the domain classifier's own group and rate (tlhub.domain.adaptation)
+            self.adaptation.add_classifier_group(optimizer, self.model, self.args.learning_rate)
         return optimizer
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval", **kwargs: Any) -> dict[str, float]:
@@ -400,7 +384,7 @@ def build_trainer(
     )
 
 
-# --------------------------------------------------------------------------- training, restoring, saving
+# --------------------------------------------------------------------------- training, or restoring a finished checkpoint
 
 
 @dataclass
@@ -420,22 +404,6 @@ class Trained:
         return {**self.restored, "log_history": self.restored.get("log_history", []) + state["log_history"]}
 
 
-def training_finished(state: dict[str, Any], args: Seq2SeqTrainingArguments) -> bool:
-    """Whether a checkpoint's trainer state already reached the end the *current* settings ask for.
-
-    The end is ``max_steps`` when set, else ``num_train_epochs``, read from the current
-    arguments, so a resume with more epochs or steps continues training. A run that early
-    stopping ended stays ended.
-    """
-    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
-    step, epoch, planned = state.get("global_step", 0), state.get("epoch") or 0.0, state.get("max_steps", 0)
-    if control.get("should_training_stop") and step < planned:  # stopped before its planned end: early stopping
-        return True
-    if args.max_steps > 0:
-        return step >= args.max_steps
-    return step >= planned > 0 and epoch >= args.num_train_epochs - 1e-6
-
-
 def train_or_restore(trainer: TlhubTrainer, checkpoint: str | None) -> Trained:
     """``trainer.train()`` (resuming from `checkpoint`), or, when that checkpoint already
     reached the end of training (a run killed after training, before its results were
@@ -445,56 +413,8 @@ def train_or_restore(trainer: TlhubTrainer, checkpoint: str | None) -> Trained:
     logged losses, step-weighted; timings 0), so all_results.json has the same keys as an
     uninterrupted run's. A checkpoint short of the current end resumes training.
     """
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
+    state = checkpoint_state(checkpoint) if checkpoint else {}
     if not checkpoint or not training_finished(state, trainer.args):
         return Trained(dict(trainer.train(resume_from_checkpoint=checkpoint).metrics))
-    best = state.get("best_model_checkpoint")
-    restore_weights(trainer.model, best if trainer.args.load_best_model_at_end and best and Path(best).is_dir() else checkpoint)
-    total, steps, last = 0.0, 0, 0
-    for entry in state.get("log_history", []):
-        if "loss" in entry and "step" in entry:
-            total += entry["loss"] * (entry["step"] - last)
-            steps, last = steps + entry["step"] - last, entry["step"]
-    metrics = {
-        "epoch": state.get("epoch"),
-        "train_loss": total / steps if steps else float("nan"),
-        "train_runtime": 0.0,
-        "train_samples_per_second": 0.0,
-        "train_steps_per_second": 0.0,
-    }
-    return Trained(metrics, restored=state)
-
-
-def restore_weights(model: nn.Module, checkpoint: str | Path) -> None:
-    """Load the weights a Trainer checkpoint holds into `model` (what the Trainer trains: a
-    transformers model, a PEFT model, or a module of tlhub's), from its safetensors files."""
-    from peft import PeftModel, set_peft_model_state_dict
-
-    folder = Path(checkpoint)
-    if isinstance(model, PeftModel) and (folder / "adapter_model.safetensors").is_file():
-        set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
-        return
-    state: dict[str, torch.Tensor] = {}
-    for file in sorted(folder.glob("model*.safetensors")):
-        state.update(load_file(str(file)))
-    if not state:
-        raise TlhubError(f"training.resume_from_checkpoint: {folder} holds no safetensors weights to restore")
-    own = model.state_dict()
-    unexpected = sorted(set(state) - set(own))
-    if unexpected:
-        raise TlhubError(f"training.resume_from_checkpoint: {folder} holds weights this model lacks ({', '.join(unexpected[:3])}); "
-                         "resume with the config that wrote it")  # fmt: skip
-    model.load_state_dict(state, strict=False)  # tied weights (an output projection) are saved once
-
-
-def save_task_model(trainer: TlhubTrainer, model: nn.Module, directory: Path) -> None:
-    """Save the run's model (`model`, what the strategy built) into `directory`, every process
-    taking part (sharded weights are gathered first). Where the Trainer trained it inside a
-    DomainAdaptedModel, the task model alone is saved: the domain classifier is a means."""
-    if trainer.model is model:
-        trainer.save_model(str(directory))
-        return
-    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathers under FSDP/DeepSpeed
-    if trainer.is_world_process_zero():
-        own = {name.removeprefix("model."): tensor for name, tensor in state.items() if name.startswith("model.")}
-        model.save_pretrained(str(directory), state_dict=own)
+    # Already finished: its weights and the train_* metrics of its log (tlhub.rundir)
+    return Trained(restore_finished(trainer.model, state, checkpoint, trainer.args.load_best_model_at_end), restored=state)

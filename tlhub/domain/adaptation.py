@@ -1,7 +1,9 @@
 """What a run that adapts to a target domain does inside its Trainer: a batch of the target's
-(unlabelled) rows for every source batch, the schedule's coefficient, the domain classifier's
-own learning rate, and the method's losses for the log. :class:`tlhub.trainer.TlhubTrainer`
-holds one :class:`Adaptation` and calls it from the overrides it documents."""
+(unlabelled) rows for every source batch, the method's loss added to the task's, the
+schedule's coefficient, the domain classifier's own optimizer group and learning rate, and
+the method's losses for the log. :class:`tlhub.trainer.TlhubTrainer` holds one
+:class:`Adaptation` and delegates to it from the overrides it documents (``__init__``,
+``compute_loss``, ``create_optimizer``, ``log``), one call each."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from tlhub.domain.model import DomainAdaptedModel
 
 if TYPE_CHECKING:
     from tlhub.domain.settings import DomainAdaptationConfig
+    from tlhub.trainer import TlhubTrainer
 
 
 class Adaptation:
@@ -44,6 +47,41 @@ class Adaptation:
         if classifier is None:
             return None
         return {"params": list(classifier.parameters()), "weight_decay": 0.0, "lr": learning_rate * self.settings.discriminator_lr_multiplier}
+
+    def add_classifier_group(self, optimizer: torch.optim.Optimizer, model: DomainAdaptedModel, learning_rate: float) -> None:
+        """Give the domain classifier (dann/cdan) its own group in the Trainer's `optimizer`
+        (:meth:`classifier_group`); the other methods leave it as it is."""
+        group = self.classifier_group(model, learning_rate)
+        if group is None:
+            return
+        # taken out of the Trainer's groups first, where it built them from every parameter
+        mine = {id(p) for p in group["params"]}
+        for existing in optimizer.param_groups:
+            existing["params"] = [p for p in existing["params"] if id(p) not in mine]
+        optimizer.add_param_group(group)
+
+    def loss(
+        self, trainer: TlhubTrainer, task_loss: Callable[[dict[str, Any]], tuple[torch.Tensor, Any]], inputs: dict[str, Any],
+        num_items_in_batch: torch.Tensor | int | None, return_outputs: bool,
+    ) -> Any:  # fmt: skip
+        """A training batch's loss: the task loss (`task_loss`: the Trainer's compute_loss, which
+        returns the loss and the outputs) of the source batch with the next target batch beside
+        it, plus the method's loss, which is recorded for the log."""
+        args, state = trainer.args, trainer.state
+        target = self.next_batch(args.train_batch_size, trainer.data_collator, args.seed, args.device)
+        progress = state.global_step / max(state.max_steps or 1, 1)
+        loss, outputs = task_loss(self.training_inputs(inputs, progress, target))
+        domain = outputs["domain_loss"]
+        scaled = (
+            trainer.loss_is_scaled_for_ga
+            if trainer.loss_is_scaled_for_ga is not None
+            else (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None) or trainer.compute_loss_func is not None
+        )
+        if scaled:  # the task loss is already divided for gradient accumulation: divide ours alike
+            domain = domain / trainer.current_gradient_accumulation_steps
+        self.losses.append(float(outputs["method_loss"]))
+        loss = loss + domain
+        return (loss, outputs) if return_outputs else loss
 
     def next_batch(self, batch_size: int, collate: Callable[[list[dict]], dict], seed: int, device: torch.device) -> dict[str, Any]:
         """The next batch of target rows (a seeded shuffle, each round of the target its own),

@@ -14,14 +14,11 @@ clip is resampled once per epoch at most and nothing large is held in memory.
 ``prepare`` checks every file's header up front: unreadable or empty clips are skipped
 and counted, and the run fails only when more than ``data.max_bad_fraction`` is bad.
 
-For speech recognition the character vocabulary comes from the training transcripts:
-``prepare`` of ``data.train`` records the characters it saw (after
-``data.chars_to_ignore`` and lowercasing), ``load_processor`` builds a
-``Wav2Vec2CTCTokenizer`` + ``Wav2Vec2Processor`` from them, and ``load_model`` sizes
-the CTC head to that tokenizer. An encoder-decoder keeps its own tokenizer
-(``WhisperProcessor``): the transcripts become its label ids, the decoder learns them and
-evaluation generates (``Seq2SeqTrainer``, ``predict_with_generate``). The pipeline saves
-the processor with the model, so a finished run loads back with
+Speech recognition brings its own side of the modality (``Task.audio``:
+:class:`tlhub.tasks.speech_recognition.SpeechAudio`), to which the modality delegates its
+transcripts, its CTC vocabulary (built from the training transcripts) or an encoder-decoder's
+tokenizer, its model class and its labels, as the text modality delegates to a task's
+TextSide. The pipeline saves the processor with the model, so a finished run loads back with
 ``AutoProcessor.from_pretrained(run_dir)`` and in ``transformers.pipeline``.
 
 Whisper reads a fixed window (30 s) of which a spoken word fills a few percent; its
@@ -31,10 +28,7 @@ that is unset, to the longest training clip rounded up to whole seconds.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,24 +39,17 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from torch import nn
-from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING, MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING
-from transformers import (
-    AutoFeatureExtractor,
-    AutoModelForAudioClassification,
-    AutoModelForCTC,
-    AutoModelForSpeechSeq2Seq,
-    AutoProcessor,
-    Wav2Vec2CTCTokenizer,
-    Wav2Vec2Processor,
-)
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from tlhub.errors import ConfigError, DataError, ModelError
+from tlhub.errors import DataError
 from tlhub.labels import label_tensor
-from tlhub.loading import is_encoder_decoder, label_head, load_auto_model, load_config, model_error
+from tlhub.loading import label_head, load_auto_model, model_error
 from tlhub.modalities.base import MODALITIES, Modality
 from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable
 from tlhub.modalities.whisper_window import check_window, fit_encoder, fit_extractor, is_whisper_extractor, window_seconds
-from tlhub.models import backbone_of, frame_lengths, has_conv_frames
+from tlhub.models import backbone_of
+from tlhub.tasks import get_task
+from tlhub.tasks.base import AudioSide
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
@@ -70,7 +57,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga")
-PAD, UNK, WORD = "[PAD]", "[UNK]", "|"
 
 
 # --------------------------------------------------------------------------- decoding
@@ -188,60 +174,11 @@ def augment(array: np.ndarray, sampling_rate: int, shift: bool = True, p: float 
     return wave.numpy().astype(np.float32)
 
 
-# --------------------------------------------------------------------------- transcripts
-
-
-def normalise_transcript(text: str, chars_to_ignore: str, lowercase: bool) -> str:
-    """The transcript as the CTC model learns it: ignored characters removed, lowercased
-    (when asked) and whitespace collapsed to single spaces."""
-    if chars_to_ignore:
-        text = re.sub(f"[{re.escape(chars_to_ignore)}]", "", text)
-    if lowercase:
-        text = text.lower()
-    return " ".join(text.split())
-
-
-def build_ctc_tokenizer(characters: set[str], directory: Path) -> Wav2Vec2CTCTokenizer:
-    """A character-level CTC tokenizer: [PAD] (the CTC blank, id 0), [UNK], the word
-    delimiter | (for spaces) and the sorted characters of the training transcripts.
-
-    The blank is id 0 on purpose: the Trainer pads logits of different lengths with
-    -100, whose argmax is 0, so padded frames decode as blanks.
-    """
-    chars = sorted(c for c in characters if not c.isspace())
-    vocab = {PAD: 0, UNK: 1, WORD: 2, **{c: i + 3 for i, c in enumerate(chars)}}
-    path = directory / "vocab.json"
-    path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    return Wav2Vec2CTCTokenizer(
-        str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD, bos_token=None, eos_token=None
-    )
+# --------------------------------------------------------------------------- the model
 
 
 def feature_extractor_of(processor: Any) -> Any:
     return getattr(processor, "feature_extractor", processor)
-
-
-def blank_padded_frames(model: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-    """Forward hook of CTC models: frames that only cover batch padding decode as blank.
-
-    The CTC loss already ignores them (it reads the lengths from the attention mask),
-    but their logits are untrained, and greedy decoding of a padded batch (the
-    Trainer's evaluation, `tlhub predict` of several files) would read letters there.
-    Needs the attention mask; feature extractors without one (wav2vec2-base's) pad
-    with silence, which the model learns to read as blank.
-    """
-    mask = kwargs.get("attention_mask")
-    logits = getattr(output, "logits", None)
-    if mask is None or logits is None or not has_conv_frames(model.config):
-        return output
-    lengths = frame_lengths(model.config, mask.sum(-1)).to(logits.device)
-    padded = torch.arange(logits.shape[1], device=logits.device)[None, :] >= lengths[:, None]
-    if not padded.any():
-        return output
-    blank = torch.full_like(logits, -1e4)
-    blank[..., model.config.pad_token_id] = 0.0
-    output.logits = torch.where(padded[..., None], blank, logits)
-    return output
 
 
 def warn_heavy_spec_augment(model: nn.Module, seconds: float | None) -> None:
@@ -272,36 +209,18 @@ def warn_heavy_spec_augment(model: nn.Module, seconds: float | None) -> None:
         )
 
 
-def check_task_head(mapping: Any, cfg: RunConfig, what: str, source: str | None = None) -> None:
-    """A config error naming the model when its architecture has no head for `what`
-    (T5 for speech, or BERT for CTC): `mapping` is the auto class's config -> model table."""
-    try:
-        config = load_config(cfg.model, source)
-    except (OSError, ValueError, KeyError):
-        return  # loading the model says why
-    if type(config) not in mapping:
-        raise ConfigError(
-            f"model.name_or_path: {type(config).__name__.removesuffix('Config')} ({cfg.model.name_or_path}) has no head for "
-            f"{what}; task: speech_recognition takes a CTC model (wav2vec2, HuBERT, WavLM) or a speech encoder-decoder "
-            "(Whisper), and the model's config decides which"
-        )
-
-
 # --------------------------------------------------------------------------- collator
 
 
 class AudioCollator:
     """Pads waveforms with the feature extractor (to the longest clip, or to
-    ``data.max_duration_s``) and labels: class ids as a tensor, CTC or decoder token ids
-    padded with -100 so the loss ignores them. A decoder's labels lose their leading
-    start token: the model puts it back when it shifts the labels right."""
+    ``data.max_duration_s``) and labels: class ids as a tensor, or as the task's side batches
+    them (`pad_labels`: a transcript's token ids, tlhub.tasks.speech_recognition)."""
 
-    def __init__(self, processor: Any, max_samples: int | None, ctc: bool, decoder_start: int | None = None) -> None:
-        self.processor = processor
+    def __init__(self, processor: Any, max_samples: int | None, pad_labels: Callable[[list], torch.Tensor] | None = None) -> None:
         self.feature_extractor = feature_extractor_of(processor)
         self.max_samples = max_samples
-        self.ctc = ctc
-        self.decoder_start = decoder_start
+        self.pad_labels = pad_labels
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         inputs = [{k: v for k, v in f.items() if k != "labels"} for f in features]
@@ -309,14 +228,7 @@ class AudioCollator:
         batch = dict(self.feature_extractor.pad(inputs, return_tensors="pt", **padding))
         if features and "labels" in features[0]:
             labels = [f["labels"] for f in features]
-            if self.ctc or self.decoder_start is not None:
-                padded = self.processor.tokenizer.pad({"input_ids": labels}, return_tensors="pt")
-                ids = padded["input_ids"].masked_fill(padded["attention_mask"].ne(1), -100)
-                if self.decoder_start is not None and ids.shape[1] > 1 and bool((ids[:, 0] == self.decoder_start).all()):
-                    ids = ids[:, 1:]
-                batch["labels"] = ids
-            else:
-                batch["labels"] = label_tensor(labels)  # class ids, numbers or multi-hot rows
+            batch["labels"] = self.pad_labels(labels) if self.pad_labels is not None else label_tensor(labels)  # class ids, numbers or multi-hot rows
         return batch
 
 
@@ -329,29 +241,29 @@ class AudioModality(Modality):
     tasks = ("classification", "speech_recognition")
 
     def __init__(self) -> None:
-        self.transcript_chars: set[str] | None = None  # set by prepare() of data.train (CTC)
-        self.tokenizer_size: int | None = None  # set by load_processor() (CTC)
-        self.pad_token_id: int | None = None
         self.median_seconds: float | None = None  # set by prepare() of data.train
         self.longest_seconds: float | None = None  # set by prepare() of data.train: Whisper's default window
-        self.seq2seq = False  # set by load_processor(): speech recognition by an encoder-decoder
+        self.task_side: AudioSide | None = None  # the task's own side (speech recognition), made on first use
+
+    def side(self, cfg: RunConfig) -> AudioSide | None:
+        """The task's own side of the audio modality, where it brings one: one per modality,
+        so that what it learns from the training rows (a CTC vocabulary) serves the model."""
+        kind = get_task(cfg.task).audio
+        if kind is None:
+            return None
+        if not isinstance(self.task_side, kind):
+            self.task_side = kind()
+        return self.task_side
 
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
-        data = cfg.data
-        columns = {"data.audio_column": data.audio_column}
-        if cfg.task == "speech_recognition":
-            columns["data.target_column"] = data.target_column
-        else:
-            columns["data.label_column"] = data.label_column
-        return columns
+        if side := self.side(cfg):
+            return side.required_columns(cfg)
+        return {"data.audio_column": cfg.data.audio_column, "data.label_column": cfg.data.label_column}
 
     def load_folder(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
         """``<label>/<clip>.wav|flac|ogg`` -> rows of (absolute path, label)."""
-        if cfg.task != "classification":
-            raise DataError(
-                f"{key}: {path} is a folder; speech recognition reads a manifest (.csv .json .jsonl) with the columns "
-                f"'{cfg.data.audio_column}' (path) and '{cfg.data.target_column}' (transcript)"
-            )
+        if side := self.side(cfg):
+            return side.load_folder(path, cfg, key)
         rows = [
             {cfg.data.audio_column: str(f), cfg.data.label_column: sub.name}
             for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -366,7 +278,8 @@ class AudioModality(Modality):
         return datasets.Dataset.from_list(rows)
 
     def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, origin: str) -> tuple[datasets.Dataset, int]:
-        """Resolve paths, skip (and count) unreadable clips, normalise transcripts.
+        """Resolve paths, skip (and count) unreadable clips; then the task's side reads the
+        rows (speech recognition normalises the transcripts).
 
         Fails when more than ``data.max_bad_fraction`` of the rows is unreadable, naming
         the first bad files.
@@ -378,99 +291,37 @@ class AudioModality(Modality):
         ds, bad, seconds = drop_unreadable(
             ds, column, lambda value: check_clip(value, base_dir), origin, base_dir, data.max_bad_fraction, "audio clips"
         )
-        if cfg.task == "speech_recognition":
-            ds = self._prepare_transcripts(ds, cfg, origin)
+        if side := self.side(cfg):
+            ds = side.prepare(ds, cfg, origin)
         if origin.startswith("data.train") and seconds:
             self.median_seconds = float(np.median(seconds))
             self.longest_seconds = float(np.max(seconds))
         return ds, bad
 
-    def _prepare_transcripts(self, ds: datasets.Dataset, cfg: RunConfig, origin: str) -> datasets.Dataset:
-        data = cfg.data
-        texts = []
-        for row, value in enumerate(ds[data.target_column], 1):
-            text = normalise_transcript(value, data.chars_to_ignore, data.lowercase_transcripts) if isinstance(value, str) else ""
-            if not text:
-                raise DataError(
-                    f"{origin}: row {row}: empty transcript in column '{data.target_column}' "
-                    "(after removing data.chars_to_ignore); fill it in or drop the row"
-                )
-            texts.append(text)
-        if origin.startswith("data.train"):
-            self.transcript_chars = set("".join(texts))
-        return ds.remove_columns(data.target_column).add_column(data.target_column, texts)
-
     def load_processor(self, cfg: RunConfig, source: str | None = None) -> Any:
-        """The feature extractor (classification) or a Wav2Vec2Processor (CTC).
-
-        For CTC training (no `source`) the tokenizer is built from the characters of the
-        training transcripts that `prepare` recorded; a finished run (`source`) loads
-        the processor saved with it.
-        """
+        """The feature extractor (classification), or the task side's processor (speech
+        recognition: a Wav2Vec2Processor for CTC, an encoder-decoder's own), with Whisper's
+        window cut to the clips; a finished run (`source`) loads the processor saved with it."""
         name = source or cfg.model.name_or_path
         common = {"revision": None if source else cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code}
         window = window_seconds(cfg.data.max_duration_s or self.longest_seconds)  # Whisper: a short window
         try:
-            if cfg.task != "speech_recognition":
-                extractor = AutoFeatureExtractor.from_pretrained(name, **common)
-                if source is None:
-                    check_window(extractor, cfg.data.max_duration_s)
-                return fit_extractor(extractor, window)
-            self.seq2seq = is_encoder_decoder(cfg.model, source)
-            if self.seq2seq:  # Whisper and kin: the model's own tokenizer and feature extractor
-                check_task_head(MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING, cfg, "sequence-to-sequence speech recognition", source)
-                processor = AutoProcessor.from_pretrained(name, **common)
-                if not hasattr(processor, "tokenizer"):
-                    raise ModelError(f"model.name_or_path: '{name}' is an encoder-decoder without a tokenizer to decode with")
-                if source is None:
-                    check_window(processor.feature_extractor, cfg.data.max_duration_s)
-                fit_extractor(processor.feature_extractor, window)
-                if processor.tokenizer.pad_token is None:  # Whisper's pads labels with its end-of-text token
-                    processor.tokenizer.pad_token = processor.tokenizer.eos_token
-            elif source is not None or self.transcript_chars is None:
-                processor = AutoProcessor.from_pretrained(name, **common)
-                if not hasattr(processor, "tokenizer"):
-                    raise ModelError(
-                        f"model.name_or_path: '{name}' has no CTC tokenizer; speech recognition builds one from "
-                        "the training transcripts (data.train)"
-                    )
-            else:
-                feature_extractor = AutoFeatureExtractor.from_pretrained(name, **common)
-                with tempfile.TemporaryDirectory(prefix="tlhub-vocab-") as tmp:  # read at once; saved with the run
-                    tokenizer = build_ctc_tokenizer(self.transcript_chars, Path(tmp))
-                processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+            side = self.side(cfg)
+            processor = side.load_processor(cfg, name, common, source) if side else AutoFeatureExtractor.from_pretrained(name, **common)
         except (OSError, ValueError, KeyError) as exc:
             raise model_error(cfg.model, exc) from None
-        self.tokenizer_size, self.pad_token_id = len(processor.tokenizer), processor.tokenizer.pad_token_id
+        if source is None:
+            check_window(feature_extractor_of(processor), cfg.data.max_duration_s)
+        fit_extractor(feature_extractor_of(processor), window)  # (no-op but for Whisper's)
         return processor
 
     def load_model(self, cfg: RunConfig, label_names: list[str] | None) -> nn.Module:
-        if cfg.task == "speech_recognition" and self.seq2seq:
-            model = load_auto_model(AutoModelForSpeechSeq2Seq, cfg.model)
-            model.generation_config.forced_decoder_ids = None  # generate() sets the prompt (language, task) itself
-            return fit_encoder(model, window_seconds(cfg.data.max_duration_s or self.longest_seconds))
-        if cfg.task == "speech_recognition":
-            check_task_head(MODEL_FOR_CTC_MAPPING, cfg, "CTC speech recognition")
-            if self.tokenizer_size is None:
-                raise ModelError("speech recognition: load the processor (load_processor) before the model, to size the CTC head")
-            model = load_auto_model(
-                AutoModelForCTC,
-                cfg.model,
-                vocab_size=self.tokenizer_size,
-                pad_token_id=self.pad_token_id,
-                ctc_loss_reduction="mean",
-                ctc_zero_infinity=True,  # a clip too short for its transcript gives no inf loss
-            )
-            model.register_forward_hook(blank_padded_frames, with_kwargs=True)
-            warn_heavy_spec_augment(model, self.clip_seconds(cfg))
-            return model
-        assert label_names is not None
-        model = load_auto_model(
-            AutoModelForAudioClassification,
-            cfg.model,
-            **label_head(label_names, cfg.data.problem_type),
-        )
-        warn_heavy_spec_augment(model, self.clip_seconds(cfg))
+        if side := self.side(cfg):
+            model = side.load_model(cfg)
+        else:
+            assert label_names is not None
+            model = load_auto_model(AutoModelForAudioClassification, cfg.model, **label_head(label_names, cfg.data.problem_type))
+        warn_heavy_spec_augment(model, self.clip_seconds(cfg))  # (no-op for Whisper, which has no SpecAugment on)
         return fit_encoder(model, window_seconds(cfg.data.max_duration_s or self.longest_seconds))  # Whisper: a short window
 
     def clip_seconds(self, cfg: RunConfig) -> float | None:
@@ -485,22 +336,24 @@ class AudioModality(Modality):
         rate = int(extractor.sampling_rate)
         max_samples = int(round(data.max_duration_s * rate)) if data.max_duration_s else None
         augmenting = train and data.augment
-        ctc = cfg.task == "speech_recognition"  # (CTC or seq2seq: transcripts, not labels; no time shift)
+        side = self.side(cfg)
+        shift = side.time_shift if side else True  # (a transcript must stay in its clip)
         # Whisper pads every clip to its window: the mask tells feature extraction which frames are audio
-        mask = {"return_attention_mask": True} if is_whisper_extractor(extractor) and cfg.task == "classification" else {}
+        mask = {"return_attention_mask": True} if is_whisper_extractor(extractor) and side is None else {}
 
         def apply(batch: dict[str, list]) -> dict[str, list]:
             arrays = []
             for value in batch[data.audio_column]:
                 array = load_clip(value, rate)
                 if max_samples is not None and len(array) > max_samples:
-                    array = fit_length(array, max_samples, random_offset=augmenting and not ctc)
+                    array = fit_length(array, max_samples, random_offset=augmenting and shift)
                 if augmenting:
-                    array = augment(array, rate, shift=not ctc)
+                    array = augment(array, rate, shift=shift)
                 arrays.append(array)
             out = dict(extractor(arrays, sampling_rate=rate, **mask))
-            if ctc and data.target_column in batch:
-                out["labels"] = processor.tokenizer(batch[data.target_column])["input_ids"]
+            labels = side.labels(batch, processor, cfg) if side else None
+            if labels is not None:
+                out["labels"] = labels
             elif "labels" in batch:
                 out["labels"] = batch["labels"]
             return out
@@ -512,9 +365,8 @@ class AudioModality(Modality):
         max_samples = int(round(cfg.data.max_duration_s * rate)) if cfg.data.max_duration_s else None
         if is_whisper_extractor(feature_extractor_of(processor)):
             max_samples = None  # fixed-size log-mel features, already padded to the window
-        asr = cfg.task == "speech_recognition"
-        start = getattr(getattr(model, "config", None), "decoder_start_token_id", None) if asr and self.seq2seq else None
-        return AudioCollator(processor, max_samples, ctc=asr and not self.seq2seq, decoder_start=start)
+        side = self.side(cfg)
+        return AudioCollator(processor, max_samples, side.label_padder(processor, model) if side else None)
 
     def blocks(self, model: nn.Module) -> list[nn.ModuleList] | None:
         """The transformer layers (``encoder.layers``, and an encoder-decoder's

@@ -1,8 +1,8 @@
-"""What every strategy shares: the :class:`Strategy` unit, its registry, the settings several
-strategies read, and helpers that find a model's backbone, head and blocks.
+"""What every strategy shares: the :class:`Strategy` unit, its registry, checks several
+strategies make, and helpers that find a model's backbone, head and blocks.
 
 A strategy is one unit in one place, as a peft method is: its settings (the keys it adds to
-the ``strategy`` section), its checks, how it changes the model (:meth:`Strategy.apply`), an
+the ``strategy`` section, declared in its folder's ``config.py``), its checks, how it changes the model (:meth:`Strategy.apply`), an
 optional stage before training (:meth:`Strategy.prepare`: contrastive pair tuning, the
 feature cache), how it trains (:meth:`Strategy.train`: the Trainer, or a closed form), and how
 it saves and loads. The pipeline asks the registry and never tests a strategy's name.
@@ -24,8 +24,9 @@ from torch import nn
 from tlhub.errors import ConfigError
 from tlhub.models import backbone_of
 from tlhub.registry import Registry
-from tlhub.settings import check, setting
-from tlhub.trainer import Trained, save_task_model, train_or_restore
+from tlhub.rundir import save_task_model
+from tlhub.settings import check
+from tlhub.trainer import Trained, train_or_restore
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments
@@ -140,61 +141,7 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES.get(name)()
 
 
-# --------------------------------------------------------------------------- settings several strategies read
-
-
-@dataclass
-class LayerDecaySettings:
-    """full and partial: slower learning for lower blocks."""
-
-    layer_lr_decay: float | None = setting("partial/full: multiply the learning rate by this factor per block going down (e.g. 0.8).", default=None)
-
-    def __post_init__(self) -> None:
-        check(
-            self.layer_lr_decay is None or 0.0 < self.layer_lr_decay <= 1.0,
-            "strategy.layer_lr_decay",
-            f"must be in (0, 1], got {self.layer_lr_decay}",
-        )
-
-
-POOLING_NAMES = ("auto", "cls", "mean", "pooler", "last")
-HEAD_KINDS = ("auto", "linear", "logistic")
-
-
-@dataclass
-class FeatureSettings:
-    """The strategies that train a head on a frozen backbone's features: how the features are
-    pooled, cached, and how the head is fitted."""
-
-    pooling: str = setting(
-        "feature_extraction: how the frozen backbone's outputs become one vector: auto | cls | mean | pooler | last. "
-        "auto = mean over tokens/frames/pixels (safe when the pooler is untrained), and the last real token for "
-        "decoder language models (GPT-2, Llama), whose last token has read the whole input.",
-        default="auto",
-    )
-    weighted_layer_sum: bool = setting(
-        "feature_extraction: pool every hidden layer and train a softmax-weighted sum of them with the head "
-        "(as SUPERB does for speech models) instead of reading the last layer alone.",
-        default=False,
-    )
-    cache: bool = setting("feature_extraction: cache the frozen backbone's features on disk.", default=True)
-    head: str = setting(
-        "feature_extraction / contrastive: how the linear head is trained. linear: by the Trainer, for "
-        "training.num_train_epochs | logistic: fitted in closed form, a logistic regression with its L2 strength "
-        "chosen by cross-validation (seconds; best with few labels) | auto: logistic for contrastive, linear otherwise.",
-        default="auto",
-    )
-
-    def __post_init__(self) -> None:
-        from tlhub.settings import check_choice
-
-        check_choice(self.pooling, POOLING_NAMES, "strategy.pooling", "pooling")
-        check_choice(self.head, HEAD_KINDS, "strategy.head", "head")
-        check(
-            not (self.weighted_layer_sum and self.pooling == "pooler"),
-            "strategy.weighted_layer_sum",
-            "pools every hidden layer with strategy.pooling mean or cls; the pooler reads the last layer only",
-        )
+# --------------------------------------------------------------------------- checks several strategies share
 
 
 def refuse_logistic_head(settings: StrategyConfig, name: str) -> None:

@@ -111,6 +111,44 @@ class ImageSide:
         return None
 
 
+class AudioSide:
+    """What an audio task other than classification brings to the audio modality (which
+    delegates to it): the columns it reads, its checks of the rows, its processor, model
+    class, labels and how they are batched. The modality keeps the clips (decoding,
+    augmentation, Whisper's window); a task names the class (:attr:`Task.audio`) and the
+    modality holds one per run, since a side may keep what the training rows taught it (a
+    CTC vocabulary)."""
+
+    # Whether augmentation and cropping may move a clip in time: not when its label is what
+    # is said in it (a transcript), which a random offset would cut.
+    time_shift: ClassVar[bool] = True
+
+    def required_columns(self, cfg: RunConfig) -> dict[str, str]:
+        raise NotImplementedError
+
+    def load_folder(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
+        raise NotImplementedError
+
+    def prepare(self, ds: datasets.Dataset, cfg: RunConfig, origin: str) -> datasets.Dataset:
+        """The rows (their clips already checked) as the task reads them."""
+        return ds
+
+    def load_processor(self, cfg: RunConfig, name: str, pretrained: dict[str, Any], source: str | None) -> Any:
+        """The processor, from `name` with `pretrained` (revision, remote code); `source`: a finished run's folder."""
+        raise NotImplementedError
+
+    def load_model(self, cfg: RunConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def labels(self, batch: dict[str, list], processor: Any, cfg: RunConfig) -> list | None:
+        """A batch of rows' labels as the model reads them, or None where the rows hold none."""
+        return None
+
+    def label_padder(self, processor: Any, model: nn.Module) -> Callable[[list], torch.Tensor] | None:
+        """What batches the labels of several rows (None: class ids, as a tensor)."""
+        return None
+
+
 class Task:
     """What the pipeline, the model card and `tlhub predict` ask of a task."""
 
@@ -120,6 +158,7 @@ class Task:
     pipeline_tags: ClassVar[dict[str, str]] = {}  # modality -> transformers pipeline task
     text: ClassVar[TextSide | None] = None  # a task of text alone: its side of the text modality
     image: ClassVar[ImageSide | None] = None  # an image task other than classification: its side of the image modality
+    audio: ClassVar[type[AudioSide] | None] = None  # an audio task other than classification: its side of the audio modality, one per run
     training_defaults: ClassVar[dict[str, Any]] = {}  # TrainingArguments this task needs unless the config sets them
     prompted: ClassVar[bool] = False  # generates from a prompt inside its input (a decoder LM), not seq2seq
     label_names: ClassVar[tuple[str, ...]] = ("labels",)  # the batch keys the Trainer reads as labels (TrainingArguments.label_names)

@@ -25,7 +25,8 @@ from tlhub.errors import ConfigError
 from tlhub.loading import is_decoder_lm
 from tlhub.models import PooledClassifier, backbone_of, feature_backbone, mask_whisper_frames
 from tlhub.settings import check
-from tlhub.strategies.base import STRATEGIES, Applied, FeatureSettings, Prepared, StageContext, Strategy, input_embeddings, transformed
+from tlhub.strategies.base import STRATEGIES, Applied, Prepared, StageContext, Strategy, input_embeddings, transformed
+from tlhub.strategies.feature_extraction.config import FeatureSettings
 from tlhub.strategies.heads import fit_logistic_head
 from tlhub.trainer import Trained, train_or_restore
 

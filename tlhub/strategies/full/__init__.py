@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from tlhub.strategies.base import STRATEGIES, Applied, LayerDecaySettings, Strategy, block_lr_scales, model_stacks, refuse_logistic_head
+from tlhub.strategies.base import STRATEGIES, Applied, Strategy, block_lr_scales, model_stacks, refuse_logistic_head
+from tlhub.strategies.full.config import LayerDecaySettings
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig, StrategyConfig

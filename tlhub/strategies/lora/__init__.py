@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +15,9 @@ from transformers.pytorch_utils import Conv1D
 
 from tlhub.errors import ConfigError
 from tlhub.io import atomic_save_dir
-from tlhub.settings import check, setting
+from tlhub.settings import check
 from tlhub.strategies.base import STRATEGIES, Applied, Strategy, backbone_of, head_names, input_embeddings, refuse_logistic_head
+from tlhub.strategies.lora.config import LoraSection, LoraSettings
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig, StrategyConfig
@@ -33,36 +33,6 @@ QV_NAMES = [
     ("c_attn",), ("query_key_value",), ("qkv_proj",), ("qkv",),
 ]  # fmt: skip
 LINEAR_LAYERS = (nn.Linear, Conv1D)  # Conv1D: GPT-2's transposed linear layer, which PEFT adapts too
-
-
-@dataclass
-class LoraSettings:
-    r: int = setting("Rank of the LoRA update matrices.", default=8)
-    alpha: int = setting("LoRA scaling numerator (lora_alpha).", default=16)
-    dropout: float = setting("Dropout on the LoRA path.", default=0.1)
-    target_modules: str | list[str] = setting(
-        "`auto` picks the attention query/value projections of the architecture, or a list of module names.",
-        default="auto",
-    )
-    bias: str = setting("Which biases train: none | all | lora_only.", default="none")
-    merge: bool = setting(
-        "Also write OUTPUT_DIR/merged: the adapter merged into a plain transformers model, which transformers.pipeline, "
-        "AutoModelFor... and every other tool load (false: the adapter alone, for PeftModel).",
-        default=True,
-    )
-
-    def __post_init__(self) -> None:
-        check(self.r > 0, "strategy.lora.r", f"must be positive, got {self.r}")
-        check(self.alpha > 0, "strategy.lora.alpha", f"must be positive, got {self.alpha}")
-        check(0.0 <= self.dropout < 1.0, "strategy.lora.dropout", f"must be in [0, 1), got {self.dropout}")
-        check(self.bias in ("none", "all", "lora_only"), "strategy.lora.bias", f"must be none, all or lora_only, got '{self.bias}'")
-        if isinstance(self.target_modules, str) and self.target_modules != "auto":
-            self.target_modules = [self.target_modules]
-
-
-@dataclass
-class LoraSection:
-    lora: LoraSettings = setting("LoRA settings (strategy.name: lora; contrastive with body: lora).", default_factory=LoraSettings)
 
 
 def auto_target_modules(model: nn.Module) -> list[str]:

@@ -11,18 +11,16 @@ like ``full``: a plain transformers folder.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import datasets
 import torch
 from torch import nn
 
-from tlhub.settings import check, setting
+from tlhub.settings import check
 from tlhub.strategies.base import (
     STRATEGIES,
     Applied,
-    LayerDecaySettings,
     Prepared,
     StageContext,
     Strategy,
@@ -32,24 +30,13 @@ from tlhub.strategies.base import (
     refuse_logistic_head,
     transformed,
 )
+from tlhub.strategies.full.config import LayerDecaySettings
 from tlhub.strategies.heads import fit_closed_form
+from tlhub.strategies.lp_ft.config import LpFtSection
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig, StrategyConfig
     from tlhub.modalities import Modality
-
-
-@dataclass
-class LpFtSettings:
-    probe_batch_size: int = setting("lp_ft: rows per forward pass of the frozen model while its head's inputs are read for the probe.", default=64)
-
-    def __post_init__(self) -> None:
-        check(self.probe_batch_size > 0, "strategy.lp_ft.probe_batch_size", f"must be positive, got {self.probe_batch_size}")
-
-
-@dataclass
-class LpFtSection:
-    lp_ft: LpFtSettings = setting("Settings of strategy.name: lp_ft.", default_factory=LpFtSettings)
 
 
 def output_layer(model: nn.Module) -> nn.Linear:

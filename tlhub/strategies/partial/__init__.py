@@ -9,41 +9,28 @@ GPT4TS's recipe, the layer norms and position embeddings, with attention and MLP
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from torch import nn
 
 from tlhub.errors import ConfigError
 from tlhub.models import backbone_of
-from tlhub.settings import check, setting
 from tlhub.strategies.base import (
     STRATEGIES,
     Applied,
-    LayerDecaySettings,
     Strategy,
     block_lr_scales,
     model_stacks,
     refuse_logistic_head,
 )
+from tlhub.strategies.full.config import LayerDecaySettings
+from tlhub.strategies.partial.config import PartialSettings
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig, StrategyConfig
     from tlhub.modalities import Modality
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PartialSettings:
-    unfreeze_last_n: int = setting(
-        "partial: train the last N blocks (and everything above them). A series model (modality: timeseries) also trains "
-        "its layer norms and position embeddings: 0 is GPT4TS's recipe.",
-        default=2,
-    )
-
-    def __post_init__(self) -> None:
-        check(self.unfreeze_last_n >= 0, "strategy.unfreeze_last_n", f"must be 0 or more, got {self.unfreeze_last_n}")
 
 
 @STRATEGIES.register("partial")

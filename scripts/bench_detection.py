@@ -41,12 +41,20 @@ def split_tiles(folder: Path, out: Path, seed: int, held_yell: int = 8) -> tuple
     return paths[0], paths[1], sorted(held)
 
 
+def feature_level(args: argparse.Namespace) -> int:
+    """--feature-level, else -2 (the stride-16 map) for DETR and Conditional DETR and -1 for RT-DETR
+    (its three maps then strides 8, 16 and 32, as in the paper)."""
+    if args.feature_level is not None:
+        return args.feature_level
+    return -1 if args.detector == "rt_detr" else -2
+
+
 def run_config(backbone: Path, train: Path, validation: Path, out: Path, args: argparse.Namespace, pretrained: bool, strategy: str, seed: int) -> dict:
     return {
         "modality": "image",
         "task": "object_detection",
         "model": {"detector": args.detector, "backbone": str(backbone), "pretrained": pretrained, "detector_layers": args.layers,
-                  "detector_width": args.width, "detector_queries": args.queries, "feature_level": -2},  # fmt: skip
+                  "detector_width": args.width, "detector_queries": args.queries, "feature_level": feature_level(args)},  # fmt: skip
         "data": {"train": str(train), "validation": str(validation), "image_size": args.image_size},
         "strategy": {"name": strategy},
         "training": {
@@ -72,6 +80,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--queries", type=int, default=64)
+    parser.add_argument("--feature-level", type=int, default=None, help="model.feature_level (default -2; -1 for rt_detr: strides 8/16/32)")
     parser.add_argument("--backbones", default="pretrained,random", help="pretrained and/or random (run them as two processes to share the work)")
     parser.add_argument("--table", type=Path, nargs="*", help="print the table of these result files (of several processes) and exit")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (2 threads on 2 busy cores ran 10x slower than 1)")

@@ -118,7 +118,7 @@ def main() -> None:
 
 def table(results: list[dict], strategies: list[str]) -> None:
     """The markdown table: mean (± standard deviation over seeds) per strategy and backbone."""
-    print("| strategy | backbone | mAP@50 | mAP | mAR@100 | wall s | runs |\n|---|---|---|---|---|---|---|")
+    print("| strategy | backbone | mAP@50 | mAP@75 | mAP | mAR@100 | wall s | runs |\n|---|---|---|---|---|---|---|---|")
     for strategy in strategies:
         for pretrained in (True, False):
             rows = [r for r in results if r["strategy"] == strategy and r["pretrained"] == pretrained]
@@ -130,7 +130,7 @@ def table(results: list[dict], strategies: list[str]) -> None:
                 mean = statistics.mean(values)
                 return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
-            print(f"| {strategy} | {'ImageNet' if pretrained else 'random'} | {cell('eval_map_50')} | {cell('eval_map')} | "
+            print(f"| {strategy} | {'ImageNet' if pretrained else 'random'} | {cell('eval_map_50')} | {cell('eval_map_75')} | {cell('eval_map')} | "
                   f"{cell('eval_mar_100')} | {cell('wall_s', 0)} | {len(rows)} |")  # fmt: skip
 
 

@@ -93,6 +93,10 @@ SPLIT_KEYS = frozenset(
         "samples_per_class",
         "max_bad_fraction",
         "seed",
+        # read after the forward pass: how windows combine, and the multi-label decision threshold
+        "chunk_aggregation",
+        "threshold",
+        "tune_threshold",
     }
 )
 

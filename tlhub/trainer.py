@@ -333,6 +333,8 @@ class TlhubTrainer(Seq2SeqTrainer):
 
     def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test", **kwargs: Any) -> Any:
         predict = super().predict if self.args.predict_with_generate else partial(Trainer.predict, self)  # as evaluate
+        if isinstance(self.compute_metrics, RowScorer):  # as evaluate: it reads the rows it scores
+            self.compute_metrics.dataset = test_dataset
         return predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **kwargs)
 
     def prediction_step(

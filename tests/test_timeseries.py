@@ -5,6 +5,7 @@ and each kind of bad series (one line, exit 2, or skipped and counted)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -464,6 +465,8 @@ def test_pretraining_on_unlabelled_series_then_a_classifier_starts_from_it(bert_
     results = train(cfg, tmp_path)
     # predicting each patch as its series' mean scores 1.0 (std scaling): the body learned from the neighbours
     assert results["eval_loss"] < 0.8 and results["eval_samples"] == 40, results
+    # patches of 8 every 8 (series_config's): none overlaps, none shows a masked patch's values
+    assert json.loads((tmp_path / "pre" / "config.json").read_text())["patch_stride"] == 8
 
     labelled = write_json(tmp_path / "labelled.jsonl", ramps(64, seed=1))
     follow = series_config(tmp_path / "pre", labelled, tmp_path / "cls", "partial")
@@ -508,3 +511,27 @@ def test_patchtsmixer_from_its_config_learns_forecasts_and_reloads(wave_files: t
                         data={"time_column": "month", "context_length": 24, "prediction_length": 6, "seasonality": 12})  # fmt: skip
     cfg["task"], cfg["training"]["num_train_epochs"] = "forecasting", 1
     assert math.isfinite(train(cfg, tmp_path)["eval_mse"])
+
+
+def test_pretraining_cuts_patches_that_do_not_overlap_and_the_follower_reads_its_own_stride(bert_body: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Overlapping patches would show a masked patch's values in its neighbours (reconstruction
+    near-trivial): pretraining cuts them every patch_length steps, says so, and a later run
+    reads them every model.patch_stride of its own config."""
+    from tlhub.config import config_from_dict
+    from tlhub.data import load_data
+    from tlhub.modalities import get_modality
+
+    unlabelled = write_json(tmp_path / "unlabelled.jsonl", [{"series": r["series"]} for r in ramps(48, seed=3)])
+    cfg = series_config(bert_body, unlabelled, tmp_path / "pre", "full", model={"patch_length": 8, "patch_stride": 4})
+    cfg["task"] = "pretraining"
+    cfg["training"].update(num_train_epochs=1)
+    with caplog.at_level(logging.WARNING, logger="tlhub"):
+        train(cfg, tmp_path)
+    assert "task: pretraining masks patches of 8 steps cut every 8 steps" in caplog.text
+    assert json.loads((tmp_path / "pre" / "config.json").read_text())["patch_stride"] == 8
+    follow = config_from_dict(series_config(tmp_path / "pre", write_json(tmp_path / "l.jsonl", ramps(16)), tmp_path / "cls", "partial",
+                                            model={"patch_length": 8, "patch_stride": 4}))  # fmt: skip
+    modality = get_modality("timeseries")
+    loaded = load_data(follow, modality)
+    modality.load_processor(follow)
+    assert modality.load_model(follow, loaded.label_names).config.patch_stride == 4

@@ -253,8 +253,8 @@ class TimeseriesModality(Modality):
             raise ConfigError("timeseries: load the processor (load_processor) before the model, to size its inputs")
         m = cfg.model
         config = PatchTransformerConfig(
-            body=body, num_input_channels=self.channels, context_length=self.length, patch_length=m.patch_length,
-            patch_stride=m.patch_stride, scaling=cfg.data.scaling, **head,
+            body=body, **{"num_input_channels": self.channels, "context_length": self.length, "patch_length": m.patch_length,
+                          "patch_stride": m.patch_stride, "scaling": cfg.data.scaling, **head},
         )  # fmt: skip
         limit = max_positions(body_config_object(body))
         if limit is not None and config.num_patches > limit:
@@ -270,6 +270,11 @@ class TimeseriesModality(Modality):
             head: dict[str, Any] = {"prediction_length": cfg.data.prediction_length, "channel_independent": True}
         elif cfg.task == "pretraining":
             head = {"mask_ratio": m.mask_ratio}
+            if m.patch_stride < m.patch_length:  # overlapping patches would show a masked patch's values in its neighbours
+                logger.warning("task: pretraining masks patches of %d steps cut every %d steps, as PatchTST pretrains: cut every "
+                               "model.patch_stride=%d, a masked patch's values would show in its neighbours. A later run reads "
+                               "patches every model.patch_stride again", m.patch_length, m.patch_length, m.patch_stride)  # fmt: skip
+                head["patch_stride"] = m.patch_length
         else:
             assert label_names is not None
             head = {**label_head(label_names, cfg.data.problem_type), "channel_independent": False}  # every channel of a patch together
@@ -305,7 +310,8 @@ class TimeseriesModality(Modality):
         log says which."""
         import transformers
 
-        fit = {"context_length": self.length, "num_input_channels": self.channels, "scaling": cfg.data.scaling} if self.length else {}
+        fit = {"context_length": self.length, "num_input_channels": self.channels, "scaling": cfg.data.scaling, "patch_stride": cfg.model.patch_stride,
+               **({"patch_stride": cfg.model.patch_length} if cfg.task == "pretraining" else {})} if self.length else {}  # fmt: skip
         level = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # the new head's weights are new: transformers' notice would say so at length
         try:

@@ -59,35 +59,10 @@ def arxiv_split(seed: int) -> tuple[Path, Path]:
     return out / "train.jsonl", out / "test.jsonl"
 
 
-def patch_window_predict() -> None:
-    """Work around a tlhub bug (reported, not fixed here): with data.long_inputs: chunk and
-    data.tune_threshold, Task.tune calls TlhubTrainer.predict on validation, which (unlike
-    TlhubTrainer.evaluate) does not tell the WindowScorer which split it scores, so with
-    eval_strategy: no it fails with "AssertionError: the Trainer sets the evaluated split".
-    This sets it, as evaluate does."""
-    from tlhub.tasks.classification import RowScorer
-    from tlhub.trainer import TlhubTrainer
-
-    original = TlhubTrainer.predict
-    if getattr(original, "bench_patched", False):
-        return
-
-    def predict(self: Any, test_dataset: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(self.compute_metrics, RowScorer):
-            self.compute_metrics.dataset = test_dataset
-        return original(self, test_dataset, *args, **kwargs)
-
-    predict.bench_patched = True  # type: ignore[attr-defined]
-    TlhubTrainer.predict = predict
-
-
 def run(name: str, data: dict[str, Any], strategy: dict[str, Any], training: dict[str, Any], pretrained: bool = True) -> dict[str, Any]:
     """One tlhub run (in this process), its all_results.json."""
     from tlhub import finetune
     from tlhub.config import config_from_dict
-
-    if data.get("long_inputs") == "chunk":
-        patch_window_predict()
 
     cfg = {
         "modality": "text",

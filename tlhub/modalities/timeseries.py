@@ -305,18 +305,18 @@ class TimeseriesModality(Modality):
     def from_series_folder(self, cls: type, cfg: RunConfig, head: dict[str, Any], dtype: torch.dtype | None) -> nn.Module:
         """A model of this modality's type from a folder: a finished run as it is, or another
         run's patch embedding and body (a pretraining run) under a new head for this run's task,
-        reading this run's series (length, channels, scaling). A weight whose shape no longer
+        reading this run's series (length, channels, scaling, patch stride; `head` over them). A weight whose shape no longer
         fits (several channels read together where the source read one) starts anew, and the
         log says which."""
         import transformers
 
-        fit = {"context_length": self.length, "num_input_channels": self.channels, "scaling": cfg.data.scaling, "patch_stride": cfg.model.patch_stride,
-               **({"patch_stride": cfg.model.patch_length} if cfg.task == "pretraining" else {})} if self.length else {}  # fmt: skip
+        fit = {"context_length": self.length, "num_input_channels": self.channels, "scaling": cfg.data.scaling,
+               "patch_stride": cfg.model.patch_stride} if self.length else {}  # fmt: skip
         level = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # the new head's weights are new: transformers' notice would say so at length
         try:
             model, info = cls.from_pretrained(cfg.model.name_or_path, dtype=dtype or "auto", ignore_mismatched_sizes=True,
-                                              output_loading_info=True, **fit, **head)  # fmt: skip
+                                              output_loading_info=True, **{**fit, **head})  # fmt: skip
         finally:
             transformers.logging.set_verbosity(level)
         resized = [name for name, *_ in info.get("mismatched_keys", [])]

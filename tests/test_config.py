@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import config_file, one_line_error, text_config
 from tests.tiny_models import toy_sentiment_rows, write_rows
@@ -34,6 +35,49 @@ def test_defaults_overrides_and_yaml_number_strings(tmp_path: Path) -> None:
     assert cfg.training["learning_rate"] == 3e-5 and isinstance(cfg.training["learning_rate"], float)
     assert cfg.data.max_train_samples == 100 and cfg.data.validation_split == 0.1
     assert cfg.strategy.lora.target_modules == "auto"
+
+
+def test_the_training_section_is_one_trainingarguments_subclass(tmp_path: Path) -> None:
+    """`training` is read into tlhub's TrainingConfig, a Seq2SeqTrainingArguments subclass, once,
+    when the config is built: tlhub's defaults are its fields' defaults, checkpoints follow the
+    evaluations unless set, config.yaml records the keys given as plain YAML, and the run adds
+    only what the task and machine know, under the config's own keys."""
+    from transformers import Seq2SeqTrainingArguments
+
+    from tlhub.trainer import training_arguments
+    from tlhub.training_args import TrainingConfig
+
+    cfg = load_config(write(tmp_path, BASE), ["training.eval_strategy=steps", "training.eval_steps=7", "training.label_names=[y]"])
+    args = cfg.training_args
+    assert isinstance(args, TrainingConfig) and isinstance(args, Seq2SeqTrainingArguments)
+    assert (args.report_to, args.save_total_limit, args.logging_steps, args.remove_unused_columns) == ([], 2, 25, False)
+    assert (args.save_strategy.value, args.save_steps, args.learning_rate) == ("steps", 7, 2e-5)
+    assert cfg.to_dict()["training"] == {"output_dir": "runs/x", "learning_rate": 2e-5, "num_train_epochs": 2,
+                                         "eval_strategy": "steps", "eval_steps": 7, "label_names": ["y"]}  # fmt: skip
+    run = training_arguments(cfg)
+    assert isinstance(run, TrainingConfig) and run.label_names == ["y"] and run.save_steps == 7 and run.push_to_hub is False
+    assert load_config(write(tmp_path, BASE), ["training.save_strategy=no"]).training_args.save_strategy.value == "no"
+    assert load_config(write(tmp_path, BASE)).training_args.save_strategy.value == "epoch"
+
+
+def test_transformers_own_checks_run_when_the_config_is_built(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^training: --load_best_model_at_end requires the save and eval strategy to match"):
+        load_config(write(tmp_path, BASE), ["training.load_best_model_at_end=true", "training.save_strategy=steps"])
+    with pytest.raises(ConfigError, match=r"^training.generation_num_beams: unknown key"):  # a task that does not generate
+        load_config(write(tmp_path, BASE), ["training.generation_num_beams=2"])
+
+
+def test_a_gpu_runs_precision_does_not_bind_the_machine_that_loads_it() -> None:
+    """A run trained with fp16 on a GPU loads for prediction on a CPU machine: the precision
+    keys this machine cannot run are left out of the config it reads back."""
+    from tlhub.training_args import runnable_here
+
+    section = {"output_dir": "o", "fp16": True, "bf16": False, "learning_rate": 1e-3}
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert runnable_here(section) == {"output_dir": "o", "bf16": False, "learning_rate": 1e-3}
+    assert runnable_here({"bf16": True, "use_cpu": True}) == {"bf16": True, "use_cpu": True}  # bf16 runs on the CPU
+    assert runnable_here({"bf16": True}) == {}
 
 
 def test_overrides_parse_yaml_values() -> None:
@@ -90,7 +134,8 @@ def test_recipe_configs_are_valid() -> None:
     for path in configs:
         first = path.read_text().splitlines()[0]
         assert first.startswith("# ") and ("tlhub " in first or "recipes/finetune.py" in first), f"{path}: first line must be the command"
-        load_config(path)  # validates every key and type
+        # every key and type; a GPU recipe's bf16 is checked as this machine can run it (on its CPU)
+        load_config(path, [] if torch.cuda.is_available() else ["training.use_cpu=true"])
 
 
 # --------------------------------------------------------------------------- types and YAML through the command line (issue 27)

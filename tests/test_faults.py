@@ -272,11 +272,10 @@ def test_sigint_saves_and_stops_with_130_and_a_replaced_run_waits(tmp_path: Path
 def test_save_on_signal_is_a_checked_tlhub_key(tmp_path: Path, tiny_bert: Path, toy_csv: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = signal_config(tiny_bert, toy_csv, tmp_path / "run")
     cfg["training"]["save_on_signal"] = False
-    assert config_from_dict(cfg).training["save_on_signal"] is False
-    from tlhub.trainer import TLHUB_TRAINING_KEYS, training_arguments
+    assert config_from_dict(cfg).training_args.save_on_signal is False
+    from tlhub.trainer import training_arguments
 
-    assert "save_on_signal" in TLHUB_TRAINING_KEYS
-    assert not hasattr(training_arguments(config_from_dict(cfg)), "save_on_signal")  # tlhub's key, not the Trainer's
+    assert training_arguments(config_from_dict(cfg)).save_on_signal is False  # a field of tlhub's TrainingConfig
     cfg["training"]["save_on_signal"] = "maybe"
     assert main(["train", str(write_config(tmp_path / "bad.yaml", cfg))]) == 2
     assert capsys.readouterr().err == "tlhub: error: training.save_on_signal: expected true or false, got 'maybe'\n"

@@ -23,6 +23,7 @@ from tests.conftest import NUMBERS_REL, text_config
 from tests.tiny_models import toy_sentiment_rows, write_rows
 from tlhub.cli import main
 from tlhub.config import config_from_dict
+from tlhub.errors import ConfigError
 from tlhub.trainer import training_arguments
 from tlhub.rundir import last_complete_checkpoint, resume_checkpoint
 
@@ -241,12 +242,11 @@ def test_early_stopping_settings() -> None:
     args = training_arguments(cfg)
     assert (args.save_strategy, args.save_steps, args.load_best_model_at_end) == ("steps", 5, True)
     assert args.metric_for_best_model == "accuracy" and args.greater_is_better is True
-    cfg = config_from_dict({**base, "training": {"output_dir": "o", "early_stopping_patience": 2, "save_strategy": "no"}})
-    with pytest.raises(Exception, match=r"^training.early_stopping_patience: restoring the best model needs checkpoints"):
-        training_arguments(cfg)
-    cfg = config_from_dict({**base, "training": {"output_dir": "o", "early_stopping_patience": 2, "eval_strategy": "no"}})
-    with pytest.raises(Exception, match=r"^training.early_stopping_patience: early stopping needs evaluations"):
-        training_arguments(cfg)
+    # refused when the config is read, before anything loads
+    with pytest.raises(ConfigError, match=r"^training.early_stopping_patience: restoring the best model needs checkpoints"):
+        config_from_dict({**base, "training": {"output_dir": "o", "early_stopping_patience": 2, "save_strategy": "no"}})
+    with pytest.raises(ConfigError, match=r"^training.early_stopping_patience: early stopping needs evaluations"):
+        config_from_dict({**base, "training": {"output_dir": "o", "early_stopping_patience": 2, "eval_strategy": "no"}})
 
 
 # --------------------------------------------------------------------------- atomic outputs

@@ -152,7 +152,7 @@ def model_identity(cfg: RunConfig) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - an unusual id: name and revision identify it
             pass
     if not model.pretrained or cfg.modality == "timeseries":  # series: a new, seeded patch embedding before the body
-        identity["seed"] = int(cfg.training.get("seed", 42))
+        identity["seed"] = cfg.seed
         identity["torch"] = torch.__version__
     return identity
 

@@ -7,21 +7,19 @@ is a typed field with help text; unknown keys, wrong types and bad values raise
 
 The ``strategy`` section is the strategies' own: ``name`` and the keys each registered
 strategy declares beside its code (``tlhub.strategies``), so a config may hold every
-strategy's keys (``tlhub compare`` swaps the name). ``training`` is passed to
-:class:`transformers.TrainingArguments` as is: its keys are checked against that class's
-fields, given their types, and the arguments are built once here, so transformers' own
-checks run when the config is read.
+strategy's keys (``tlhub compare`` swaps the name). ``training`` is read into
+:class:`tlhub.training_args.TrainingConfig`, transformers' Seq2SeqTrainingArguments with
+tlhub's keys and defaults, which checks it (and runs transformers' own checks) when the
+config is built: ``cfg.training_args``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlhub.domain.settings import AUTO_DOMAIN_METHODS, LOSS_METHODS, DomainAdaptationConfig
 from tlhub.errors import ConfigError, closest
@@ -43,45 +41,11 @@ from tlhub.settings import (
 )
 from tlhub.strategies import DEFAULT_STRATEGY, STRATEGIES, get_strategy
 from tlhub.tasks import TASKS
-from tlhub.trainer import TLHUB_TRAINING_TYPES, check_arguments
+
+if TYPE_CHECKING:
+    from tlhub.training_args import TrainingConfig
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
-
-# Allowed ranges of the numeric `training` keys that transformers does not check itself,
-# checked before anything trains (a bad value would otherwise train nothing and exit 0, or
-# fail deep inside transformers). (low, high, low inclusive, high inclusive); None: unbounded.
-NUMERIC_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
-    "per_device_train_batch_size": (1, None, True, True),
-    "per_device_eval_batch_size": (1, None, True, True),
-    "gradient_accumulation_steps": (1, None, True, True),
-    "eval_accumulation_steps": (1, None, True, True),
-    "num_train_epochs": (0, None, False, True),
-    "learning_rate": (0, None, False, True),
-    "warmup_steps": (0, None, True, True),
-    "weight_decay": (0, None, True, True),
-    "adam_beta1": (0, 1, True, False),
-    "adam_beta2": (0, 1, True, False),
-    "adam_epsilon": (0, None, False, True),
-    "max_grad_norm": (0, None, True, True),
-    "label_smoothing_factor": (0, 1, True, False),
-    "neftune_noise_alpha": (0, None, True, True),
-    "torch_empty_cache_steps": (1, None, True, True),
-    "logging_steps": (0, None, False, True),
-    "eval_steps": (0, None, False, True),
-    "eval_delay": (0, None, True, True),
-    "save_steps": (0, None, False, True),
-    "save_total_limit": (0, None, True, True),
-    "seed": (0, 2**32 - 1, True, True),
-    "data_seed": (0, 2**32 - 1, True, True),
-    "dataloader_num_workers": (0, None, True, True),
-    "dataloader_prefetch_factor": (1, None, True, True),
-    "ddp_bucket_cap_mb": (1, None, True, True),
-    "ddp_timeout": (1, None, True, True),
-    "generation_max_length": (1, None, True, True),
-    "generation_num_beams": (1, None, True, True),
-    "early_stopping_patience": (1, None, True, True),
-}
-
 
 DETECTORS = ("detr", "conditional_detr", "rt_detr")
 
@@ -494,7 +458,10 @@ class RunConfig:
     modality: str = setting(" | ".join(MODALITIES.in_order()))
     model: ModelConfig = setting("The pretrained model.")
     data: DataConfig = setting("Where the data is and which columns to read.")
-    training: dict[str, Any] = setting("transformers.TrainingArguments, passed as is (output_dir is required).")
+    training: dict[str, Any] = setting(
+        "transformers' Seq2SeqTrainingArguments with tlhub's keys and defaults (tlhub.training_args.TrainingConfig; "
+        "output_dir is required); read as cfg.training_args."
+    )
     task: str = setting(" | ".join(TASKS.names()), default="classification")
     strategy: StrategyConfig = setting("Which weights train.", default_factory=StrategyConfig)  # type: ignore[valid-type]
     domain_adaptation: DomainAdaptationConfig | None = setting(
@@ -512,12 +479,14 @@ class RunConfig:
         if self.domain_adaptation is not None and self.domain_adaptation.method == "auto":
             # resolved here, so config.yaml records the method that ran
             self.domain_adaptation.method = AUTO_DOMAIN_METHODS[self.modality]
-        self.training = _check_training(self.training, seq2seq=TASKS.get(self.task).generation_settings)
+        from tlhub.training_args import TrainingConfig  # imports transformers: only once a config is built
+
+        self.training = TrainingConfig.typed(self.training, generates=TASKS.get(self.task).generation_settings)
+        self._training_args = TrainingConfig(**self.training)  # checked here, once: types, ranges, transformers' own checks
         get_strategy(self.strategy.name).check(self)
         self.strategy.check_keys()  # after the strategy's own checks, whose messages are more precise
         if self.domain_adaptation is not None:
             self.check_domain()
-        check_arguments(self)  # transformers' own checks of the training section, now
 
     def check_domain(self) -> None:
         """Fail early, naming the key, for combinations that cannot adapt."""
@@ -542,107 +511,30 @@ class RunConfig:
         )
 
     @property
+    def training_args(self) -> TrainingConfig:
+        """The `training` section as the run's training arguments, checked when the config was
+        built (the run adds its task's and machine's values: tlhub.trainer.training_arguments)."""
+        return self._training_args
+
+    @property
     def output_dir(self) -> Path:
-        return Path(self.training["output_dir"])
+        return Path(self.training_args.output_dir)
 
     @property
     def seed(self) -> int:
         """The training seed (TrainingArguments' default, 42, unless set)."""
-        return int(self.training.get("seed", 42))
+        return self.training_args.seed
 
     @property
     def overwrite_output_dir(self) -> bool:
-        return bool(self.training.get("overwrite_output_dir", False))
+        return self.training_args.overwrite_output_dir
 
     @property
     def early_stopping_patience(self) -> int | None:
-        return self.training.get("early_stopping_patience")
+        return self.training_args.early_stopping_patience
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# --------------------------------------------------------------------------- the training section
-
-
-def _training_types(seq2seq: bool) -> dict[str, Any]:
-    """Each TrainingArguments field (Seq2SeqTrainingArguments' for generating tasks) with its
-    resolved type (``int``, ``float | None``, ...), and tlhub's own keys of the section."""
-    from transformers import Seq2SeqTrainingArguments, TrainingArguments
-
-    cls = Seq2SeqTrainingArguments if seq2seq else TrainingArguments
-    hints = typing.get_type_hints(cls)
-    types_ = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
-    return {**types_, **TLHUB_TRAINING_TYPES}
-
-
-def _training_value(key: str, value: Any, tp: Any) -> Any:
-    """`value` as the type of TrainingArguments' field `key`: a quoted number becomes the number
-    (YAML reads ``"16"`` and ``2e-5`` as strings, which TrainingArguments stores as they are and
-    the DataLoader or optimizer rejects later), a quoted ``"true"``/``"false"`` the bool (any
-    non-empty string is true), a whole float an int for integer fields; anything else that
-    does not fit is a ConfigError naming the key."""
-    args = set(typing.get_args(tp)) if typing.get_origin(tp) in (typing.Union, types.UnionType) else {tp}
-    if value is None or tp is Any:
-        return value
-    if bool in args and isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if args == {bool} or args == {bool, type(None)}:
-        check(isinstance(value, bool), f"training.{key}", f"expected true or false, got {value!r}")
-        return value
-    numeric = [t for t in (int, float) if t in args]
-    if not numeric or isinstance(value, bool):
-        if value is False and any("Strategy" in str(a) for a in args):  # YAML 1.1 reads a bare `no` as false
-            return "no"
-        return value
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            if str in args:  # a number or a word (eval_steps: 0.1, or report_to...)
-                return value
-            raise ConfigError(f"training.{key}: expected a number, got {value!r}") from None
-        value = number
-    if isinstance(value, float) and numeric == [int] and value.is_integer():
-        return int(value)
-    return value
-
-
-def _check_training(training: dict[str, Any], seq2seq: bool) -> dict[str, Any]:
-    """Check `training` keys against TrainingArguments and give each value its field's type
-    (:func:`_training_value`), then range-check the numbers (:func:`_check_number`)."""
-    known = _training_types(seq2seq)
-    out: dict[str, Any] = {}
-    for key, value in training.items():
-        if key not in known:
-            raise ConfigError(f"training.{key}: unknown key{closest(key, list(known))}")
-        out[key] = _training_value(key, value, known[key])
-    for key, value in out.items():
-        _check_number(key, value, known[key])
-    check(bool(out.get("output_dir")), "training.output_dir", "missing required key: where the run writes its results")
-    if "max_steps" in out:
-        steps = out["max_steps"]
-        check(steps == -1 or steps > 0, "training.max_steps", f"must be -1 (train for num_train_epochs) or positive, got {steps}")
-    return out
-
-
-def _check_number(key: str, value: Any, tp: Any) -> None:
-    """A numeric `training` value: finite, an integer where the field is one, within its range."""
-
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    check(math.isfinite(value), f"training.{key}", f"must be a finite number, got {value}")
-    args = set(typing.get_args(tp)) if typing.get_origin(tp) in (typing.Union, types.UnionType) else {tp}
-    integer = int in args and float not in args
-    check(not integer or float(value).is_integer(), f"training.{key}", f"must be a whole number, got {value}")
-    if key not in NUMERIC_RANGES:
-        return
-    low, high, low_in, high_in = NUMERIC_RANGES[key]
-    ok = (low is None or value > low or (low_in and value == low)) and (high is None or value < high or (high_in and value == high))
-    if not ok:
-        left, right = ("[" if low_in else "("), ("]" if high_in else ")")
-        span = f"{left}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{right}"
-        raise ConfigError(f"training.{key}: must be in {span}, got {value}")
+        return dataclasses.asdict(self)  # the fields: `training` is the section as given, typed
 
 
 # --------------------------------------------------------------------------- loading

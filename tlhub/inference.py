@@ -23,6 +23,7 @@ from tlhub.settings import read_yaml
 from tlhub.strategies import get_strategy
 from tlhub.tasks import get_task
 from tlhub.trainer import build_trainer, training_arguments
+from tlhub.training_args import runnable_here
 
 
 @dataclass
@@ -51,7 +52,9 @@ def load_run(run_dir: str | Path) -> Run:
         raise DataError(
             f"{run_dir}: not a finished tlhub run (no {RUN_CONFIG}, {RUN_INFO} and {RESULTS}){aside}; pass training.output_dir of a run"
         )
-    cfg = build(RunConfig, read_yaml(run_dir / RUN_CONFIG))
+    recorded = read_yaml(run_dir / RUN_CONFIG)
+    recorded["training"] = runnable_here(recorded.get("training") or {})  # trained on a GPU, used on a laptop
+    cfg = build(RunConfig, recorded)
     info = json.loads((run_dir / RUN_INFO).read_text())
     modality = get_modality(cfg.modality)
     label_names = info.get("label_names")

@@ -102,7 +102,7 @@ def run(
             if target is not None:
                 target.write(cfg.output_dir, loaded.label_names)
             atomic_write_json(cfg.output_dir / RESULTS, results)
-            if cfg.training.get("push_to_hub"):
+            if cfg.training_args.push_to_hub:
                 logger.info("pushed %s to %s", cfg.output_dir, push_run(cfg, cfg.output_dir))
     return results
 
@@ -212,11 +212,11 @@ def push_run(cfg: RunConfig, output_dir: Path) -> str:
     """
     from huggingface_hub import create_repo, upload_folder
 
-    training = cfg.training
-    repo_id = training.get("hub_model_id") or output_dir.name
-    token = training.get("hub_token")
+    args = cfg.training_args
+    repo_id = args.hub_model_id or output_dir.name
+    token = args.hub_token
     try:
-        repo = create_repo(repo_id, token=token, private=training.get("hub_private_repo"), exist_ok=True)
+        repo = create_repo(repo_id, token=token, private=args.hub_private_repo, exist_ok=True)
         commit = upload_folder(
             repo_id=repo.repo_id, folder_path=str(output_dir), token=token, ignore_patterns=NOT_PUSHED,
             commit_message=f"tlhub: {cfg.strategy.name} run of {cfg.model.name_or_path}",

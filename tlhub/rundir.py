@@ -428,7 +428,7 @@ def resume_checkpoint(cfg: RunConfig) -> str | None:
     none. ``true``: the same, but having none is an error. A path: that checkpoint.
     Incomplete checkpoints (a run killed while saving) are skipped, not loaded.
     """
-    value = cfg.training.get("resume_from_checkpoint")
+    value = cfg.training_args.resume_from_checkpoint
     if value in (None, False, "false", "False", ""):
         return None
     if value in ("auto", True, "true", "True"):

@@ -88,25 +88,21 @@ def section_schema(cls: type) -> dict[str, Any]:
 
 def build_schema() -> dict[str, Any]:
     """The schema of a run config, generated from the settings classes (imports torch)."""
-    from transformers import Seq2SeqTrainingArguments
-
     from tlhub.config import RunConfig
     from tlhub.modalities import MODALITIES
     from tlhub.tasks import TASKS
-    from tlhub.trainer import TLHUB_TRAINING_KEYS, TLHUB_TRAINING_TYPES
+    from tlhub.training_args import TrainingConfig
 
     schema = section_schema(RunConfig)
     props = schema["properties"]
     props["modality"] = {**props["modality"], "enum": MODALITIES.in_order()}
     props["task"] = {**props["task"], "enum": TASKS.names()}
-    hints = typing.get_type_hints(Seq2SeqTrainingArguments)
+    hints = typing.get_type_hints(TrainingConfig)
     training: dict[str, Any] = {}
-    for f in dataclasses.fields(Seq2SeqTrainingArguments):
+    for f in dataclasses.fields(TrainingConfig):
         if f.init:
             help_ = " ".join(str(f.metadata.get("help", "")).split())
-            training[f.name] = {**_json_type(hints.get(f.name, Any)), "description": help_}
-    for key, tp in TLHUB_TRAINING_TYPES.items():
-        training[key] = {**_json_type(tp), "description": f"tlhub: {TLHUB_TRAINING_KEYS[key]}"}
+            training[f.name] = {**_json_type(hints.get(f.name, Any)), "default": _default(f), "description": help_}
     props["training"] = {
         "type": "object", "additionalProperties": False, "required": ["output_dir"], "properties": dict(sorted(training.items())),
         "description": props["training"]["description"],

@@ -21,33 +21,18 @@ import torch
 from torch import nn
 from transformers import EarlyStoppingCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
 
-from tlhub.errors import ConfigError, TlhubError
+from tlhub.errors import TlhubError
 from tlhub.io import guarded_write, previous_run_dir
 from tlhub.preemption import SaveOnSignal
 from tlhub.progress import quiet
 from tlhub.rundir import checkpoint_state, restore_finished, training_finished
 from tlhub.tasks import Task, get_task
 from tlhub.tasks.base import RowScorer
-from tlhub.tasks.classification import check_class_weights
 
 if TYPE_CHECKING:
     from tlhub.config import RunConfig
     from tlhub.domain.adaptation import Adaptation
-
-# Keys of the `training` section that tlhub reads itself instead of passing them to
-# TrainingArguments, with their help and types (config.py checks them like the others).
-TLHUB_TRAINING_KEYS = {
-    "early_stopping_patience": "stop when the main eval metric has not improved for this many evaluations",
-    "overwrite_output_dir": "true: a run into a folder that holds another config's run clears that folder first "
-    "(default false: such a run is refused)",
-    "save_on_signal": "true (default): on SIGTERM or SIGINT, save a checkpoint at the next step and stop with exit code "
-    "143 or 130, to resume with training.resume_from_checkpoint=true; false: the signal ends the run at once",
-    "class_weights": "classification: none | balanced | {label: weight}: weight the loss per class (single-label) or "
-    "each label's positives (multi-label); balanced weighs rare classes up by their counts in the training split",
-}
-TLHUB_TRAINING_TYPES: dict[str, Any] = {
-    "early_stopping_patience": int | None, "overwrite_output_dir": bool, "save_on_signal": bool, "class_weights": Any,
-}  # fmt: skip
+    from tlhub.training_args import TrainingConfig
 
 
 class TrainingDiverged(TlhubError):
@@ -75,97 +60,31 @@ def gpu_defaults(modality: str, user: dict[str, Any], gpu: bool, bf16_supported:
     return out
 
 
-def training_arguments(cfg: RunConfig) -> Seq2SeqTrainingArguments:
-    """TrainingArguments from the `training` section, with defaults that suit tlhub's data.
-
-    Set by tlhub unless the config says otherwise: no experiment trackers, evaluate and save
-    once per epoch, keep two checkpoints, log every 25 steps, and on a GPU :func:`gpu_defaults`.
-    Always: keep the raw columns (preprocessing runs lazily and needs them), and the seq2seq
-    form of the arguments, whose generation settings serve the tasks that generate.
-    Transformers' own checks run here, so a bad `training` value fails before anything loads.
+def training_arguments(cfg: RunConfig) -> TrainingConfig:
+    """The run's training arguments: the config's `training` section (checked when the config
+    was built, :class:`~tlhub.training_args.TrainingConfig`) with what only the run knows,
+    wherever the section leaves it out: the task's label names, best-model metric and
+    generation settings, and on a GPU :func:`gpu_defaults`. Always: the seq2seq form of the
+    arguments, whose generation settings serve the tasks that generate, and no push by the
+    Trainer (training.push_to_hub pushes the finished run folder: ``push_run``).
     """
     task = get_task(cfg.task)
     main, greater = task.best_metric(cfg)
-    user = cfg.training
-    values: dict[str, Any] = {
-        "report_to": "none",
-        "eval_strategy": "epoch",
-        "save_strategy": "epoch",
-        "save_total_limit": 2,
-        "logging_steps": 25,
-        "label_names": list(task.label_names),
-    }
-    values.update(task.training_defaults)  # e.g. object detection: evaluation batches kept apart (boxes per image)
+    given = cfg.training
+    values: dict[str, Any] = {"label_names": list(task.label_names), **task.training_defaults}  # e.g. detection: eval batches kept apart
     if task.metrics_read_inputs:  # EvalPrediction.inputs: a forecast's history (seasonal-naive floor, MASE's scale)
         values["include_for_metrics"] = ["inputs"]
     if task.generates(cfg):  # a decoder LM generates in TlhubTrainer.prediction_step, a seq2seq model in Seq2SeqTrainer's
         values.update(predict_with_generate=not task.prompted, generation_max_length=cfg.data.max_target_length)
-    if "eval_strategy" in user and "save_strategy" not in user:
-        # Checkpoints where evaluations happen: what best-model selection needs.
-        values["save_strategy"] = user["eval_strategy"]
-        if "eval_steps" in user and "save_steps" not in user:
-            values["save_steps"] = user["eval_steps"]
-    values.update({k: v for k, v in user.items() if k not in TLHUB_TRAINING_KEYS})
+    if cfg.early_stopping_patience is not None:
+        values.update(load_best_model_at_end=True, metric_for_best_model=main, greater_is_better=greater)
+    gpu = torch.cuda.is_available() and not cfg.training_args.use_cpu
+    values.update(gpu_defaults(cfg.modality, given, gpu, gpu and torch.cuda.is_bf16_supported()))
+    values = {key: value for key, value in values.items() if key not in given}  # the config's own keys win
     if quiet():  # tlhub --quiet: the Trainer's bars go too
         values["disable_tqdm"] = True
-    # training.push_to_hub: tlhub pushes the finished run folder (push_run), not the Trainer its checkpoints
-    values["push_to_hub"] = False
-    if user.get("early_stopping_patience") is not None:
-        if values["eval_strategy"] in ("no", None):
-            raise ConfigError(
-                "training.early_stopping_patience: early stopping needs evaluations during training; "
-                "set training.eval_strategy to epoch or steps"
-            )
-        if values["save_strategy"] in ("no", None):
-            raise ConfigError(
-                "training.early_stopping_patience: restoring the best model needs checkpoints; "
-                f"set training.save_strategy to best or to the eval_strategy ({values['eval_strategy']})"
-            )
-        values.setdefault("load_best_model_at_end", True)
-        values.setdefault("metric_for_best_model", main)
-        values.setdefault("greater_is_better", greater)
-    # DDP: frozen blocks, LoRA and heads that skip a module leave trainable parameters
-    # without gradients in some steps; find_unused_parameters makes DDP tolerate that.
-    # With activation checkpointing it would break the reducer, so use a static graph.
-    if user.get("gradient_checkpointing"):
-        values.setdefault("ddp_find_unused_parameters", False)
-        values.setdefault("ddp_static_graph", True)
-    else:
-        values.setdefault("ddp_find_unused_parameters", True)
-    gpu = torch.cuda.is_available() and not values.get("use_cpu")
-    for key, value in gpu_defaults(cfg.modality, user, gpu, gpu and torch.cuda.is_bf16_supported()).items():
-        values.setdefault(key, value)
-    # Per-device mean losses averaged by DDP, not token counts gathered across devices
-    # (tlhub's heads ignore those counts; see TlhubTrainer).
-    values.setdefault("average_tokens_across_devices", False)
-    # Mixed precision only where the hardware has it: a clear message instead of a failure deep in accelerate.
-    if values.get("fp16") and not torch.cuda.is_available():
-        raise ConfigError("training.fp16: float16 mixed precision needs a CUDA GPU and none is available; remove fp16 (bf16 works on CPU)")
-    if values.get("bf16") and torch.cuda.is_available() and not values.get("use_cpu") and not torch.cuda.is_bf16_supported():
-        raise ConfigError("training.bf16: this GPU does not support bfloat16; use training.fp16 instead")
-    values["remove_unused_columns"] = False
-    return build_arguments(values)
-
-
-# TrainingArguments whose check depends on the machine (mixed precision needs a GPU that has it)
-HARDWARE_KEYS = ("bf16", "fp16", "tf32", "bf16_full_eval", "fp16_full_eval")
-
-
-def build_arguments(values: dict[str, Any]) -> Seq2SeqTrainingArguments:
-    """Seq2SeqTrainingArguments from `values`, transformers' own errors as ConfigErrors."""
-    try:
-        return Seq2SeqTrainingArguments(**values)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"training: {str(exc).strip().splitlines()[0]}") from None
-
-
-def check_arguments(cfg: RunConfig) -> None:
-    """transformers' checks of the `training` section, run when the config is read: every key
-    but the mixed-precision ones, which depend on the machine that runs it (a recipe for a GPU
-    is read on a laptop too); the run checks those when it builds its arguments."""
-    check_class_weights(cfg.training.get("class_weights"))
-    user = {k: v for k, v in cfg.training.items() if k not in TLHUB_TRAINING_KEYS and k not in HARDWARE_KEYS}
-    build_arguments({"report_to": "none", "remove_unused_columns": False, **user, "use_cpu": True, "push_to_hub": False})
+    values.update(push_to_hub=False, remove_unused_columns=False)
+    return dataclasses.replace(cfg.training_args, **values)
 
 
 # TrainingArguments fields that belong to the process rather than to one training: a stage's
@@ -382,7 +301,7 @@ def build_trainer(
         patience=cfg.early_stopping_patience,
         task=task,
         compute_loss_func=task.loss_function(cfg, label_names, splits.get("train")),
-        save_on_signal=bool(cfg.training.get("save_on_signal", True)),
+        save_on_signal=cfg.training_args.save_on_signal,
     )
 
 

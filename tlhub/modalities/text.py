@@ -254,7 +254,7 @@ class TextModality(Modality):
             return side.collator(processor, cfg, model)
         if cfg.task == "text2text":
             return DataCollatorForSeq2Seq(processor, model=model, label_pad_token_id=-100)
-        if cfg.training.get("torch_compile"):  # a few padded lengths: compiled once each, not once per batch length
+        if cfg.training_args.torch_compile:  # a few padded lengths: compiled once each, not once per batch length
             padding: Callable[[list[dict]], dict] = BucketedPadding(processor, input_length(cfg.data.max_length, processor))
         else:
             padding = DataCollatorWithPadding(processor)

@@ -191,18 +191,6 @@ def weighted_loss(weights: list[float], problem: str | None) -> Callable[..., to
     return compute
 
 
-def check_class_weights(spec: Any) -> None:
-    """The shape of ``training.class_weights``, checked when the config is read."""
-    if spec is None or spec in ("none", "balanced"):
-        return
-    if isinstance(spec, dict):
-        for label, value in spec.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):
-                raise ConfigError(f"training.class_weights: the weight of '{label}' must be a positive number, got {value!r}")
-        return
-    raise ConfigError(f"training.class_weights: expected none, balanced or a mapping of label to weight, got {spec!r}")
-
-
 # --------------------------------------------------------------------------- the task
 
 
@@ -258,7 +246,7 @@ class Classification(Task):
         """A weighted loss where ``training.class_weights`` asks for one (counts from `train`)."""
         from tlhub.labels import label_counts
 
-        spec = cfg.training.get("class_weights")
+        spec = cfg.training_args.class_weights
         if spec in (None, "none") or not label_names or train is None:
             return None
         problem = cfg.data.problem_type

@@ -121,7 +121,7 @@ class FeatureExtraction(Strategy):
             return train_or_restore(trainer, checkpoint)
         train = prepared.splits["train"].with_format("torch")
         start = time.perf_counter()
-        weights = ctx.cfg.training.get("class_weights")
+        weights = ctx.cfg.training_args.class_weights
         if isinstance(weights, dict):
             raise ConfigError("training.class_weights: the closed-form head (strategy.head: logistic) takes none or balanced; "
                               "for a mapping of weights use head: linear")  # fmt: skip

@@ -114,6 +114,28 @@ def test_corrupt_clip_is_skipped_and_counted(tiny_w2v: Path, tmp_path: Path) -> 
         load_data(config_from_dict(cfg), get_modality("audio"))
 
 
+def test_a_folder_named_relatively_gives_absolute_sorted_rows_without_torchcodec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """datasets' audiofolder lists the clips undecoded (its Audio feature would need torchcodec);
+    a relative folder still gives absolute paths, which prepare() reads from anywhere."""
+    write_tones(tmp_path / "clips", per_class=2)
+    (tmp_path / "clips" / "low" / "1.wav").rename(tmp_path / "clips" / "low" / "1.WAV")
+    (tmp_path / "clips" / "metadata.csv").write_text("file_name,label\nlow/0.wav,high\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = config_from_dict(audio_config(tmp_path / "model", Path("clips"), tmp_path / "run", data={"audio_column": "audio"}))
+    rows = get_modality("audio").load_folder(Path("clips"), cfg, "data.train")
+    clips = tmp_path / "clips"
+    assert rows.to_list() == [
+        {"audio": str(clips / "high" / "0.wav"), "label": "high"},
+        {"audio": str(clips / "high" / "1.wav"), "label": "high"},
+        {"audio": str(clips / "low" / "0.wav"), "label": "low"},
+        {"audio": str(clips / "low" / "1.WAV"), "label": "low"},
+    ]
+    ds, bad = get_modality("audio").prepare(rows, cfg, Path("clips"), "data.train")  # base_dir as tlhub.data passes it
+    assert (len(ds), bad) == (4, 0)
+
+
 def test_cli_errors_name_the_file(tiny_w2v: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rows = [{"path": "missing.wav", "label": "a"}, {"path": "gone.flac", "label": "b"}]
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)

@@ -131,6 +131,27 @@ def test_folder_errors_are_clear(image_folder: Path, tiny_vit: Path, tmp_path: P
         load_data(config_from_dict(image_config(tiny_vit, flat, tmp_path)), get_modality("image"))
 
 
+def test_folder_rows_are_label_folders_images_sorted_whatever_else_lies_there(image_folder: Path, tmp_path: Path) -> None:
+    """datasets' imagefolder lists the files; the rows stay tlhub's: (absolute path, folder name)
+    sorted by label then path, any-case extensions, nothing deeper or loose, no metadata read."""
+    root = tmp_path / "odd [folder]"
+    jpeg = next(image_folder.glob("dark/*.jpg")).read_bytes()
+    for rel in ("a/2.jpg", "a/1.JPG", "a-b/0.Png", "a/deeper/3.jpg", "a/.hidden.jpg", "loose.jpg"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(jpeg)
+    (root / "a" / "notes.txt").write_text("not an image")
+    # A metadata file with a column of its own, in a label folder: datasets would then drop every label
+    (root / "a" / "metadata.jsonl").write_text(json.dumps({"file_name": "2.jpg", "label": "other", "extra": 1}) + "\n")
+    cfg = config_from_dict(image_config(tmp_path / "model", root, tmp_path / "out"))
+    rows = get_modality("image").load_folder(root, cfg, "data.train")
+    assert rows.column_names == ["image", "label"]
+    assert rows.to_list() == [
+        {"image": str(root / "a" / "1.JPG"), "label": "a"},
+        {"image": str(root / "a" / "2.jpg"), "label": "a"},
+        {"image": str(root / "a-b" / "0.Png"), "label": "a-b"},
+    ]
+
+
 def test_unreadable_images_fail_above_max_bad_fraction(image_folder: Path, tiny_vit: Path, tmp_path: Path, capsys) -> None:
     data = tmp_path / "bad"
     shutil.copytree(image_folder, data)

@@ -45,7 +45,7 @@ from tlhub.errors import DataError
 from tlhub.labels import label_tensor
 from tlhub.loading import label_head, load_auto_model, model_error
 from tlhub.modalities.base import MODALITIES, Modality
-from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable
+from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable, label_folder_rows
 from tlhub.modalities.whisper_window import check_window, fit_encoder, fit_extractor, is_whisper_extractor, window_seconds
 from tlhub.models import backbone_of
 from tlhub.tasks import get_task
@@ -56,7 +56,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga")
+# The clips a label folder may hold: those soundfile reads that datasets' audiofolder lists too
+# (it does not list .oga, Ogg audio's other name: rename such clips .ogg, or use a manifest)
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
 # --------------------------------------------------------------------------- decoding
@@ -261,21 +263,18 @@ class AudioModality(Modality):
         return {"data.audio_column": cfg.data.audio_column, "data.label_column": cfg.data.label_column}
 
     def load_folder(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
-        """``<label>/<clip>.wav|flac|ogg`` -> rows of (absolute path, label)."""
+        """``<label>/<clip>.wav|flac|ogg`` -> rows of (absolute path, label), sorted, listed by
+        `datasets`' audiofolder (:func:`tlhub.modalities.media.label_folder_rows`) without
+        decoding anything."""
         if side := self.side(cfg):
             return side.load_folder(path, cfg, key)
-        rows = [
-            {cfg.data.audio_column: str(f), cfg.data.label_column: sub.name}
-            for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-            for f in sorted(sub.iterdir())
-            if f.suffix.lower() in AUDIO_EXTENSIONS
-        ]
-        if not rows:
+        rows = label_folder_rows("audio", path, cfg.data.audio_column, cfg.data.label_column, AUDIO_EXTENSIONS)
+        if rows is None:
             raise DataError(
                 f"{key}: {path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in label subfolders; "
                 "expected <label>/<clip>.wav, or pass a manifest file"
             )
-        return datasets.Dataset.from_list(rows)
+        return rows
 
     def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, origin: str) -> tuple[datasets.Dataset, int]:
         """Resolve paths, skip (and count) unreadable clips; then the task's side reads the

@@ -37,7 +37,7 @@ from tlhub.errors import DataError
 from tlhub.labels import label_tensor
 from tlhub.loading import label_head, load_auto_model, model_error
 from tlhub.modalities.base import MODALITIES, Modality
-from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable
+from tlhub.modalities.media import UnreadableExample, cell_source, drop_unreadable, label_folder_rows
 from tlhub.tasks import TASKS, get_task
 from tlhub.tasks.base import ImageSide
 
@@ -234,6 +234,10 @@ def timm_initialisation(model: nn.Module) -> None:
 # --------------------------------------------------------------------------- folders
 
 
+# The shape of a folder (a split root? loose images to point at?); its rows are listed by
+# datasets' imagefolder in ImageModality.load_folder.
+
+
 def _images_in(folder: Path) -> list[Path]:
     return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
 
@@ -294,7 +298,8 @@ class ImageModality(Modality):
         return {"data.image_column": cfg.data.image_column, "data.label_column": cfg.data.label_column}
 
     def load_folder(self, path: Path, cfg: RunConfig, key: str) -> datasets.Dataset:
-        """``<label>/<image>`` -> rows of (absolute path, label).
+        """``<label>/<image>`` -> rows of (absolute path, label), sorted, listed by `datasets`'
+        imagefolder (:func:`tlhub.modalities.media.label_folder_rows`).
 
         A root with ``train/``, ``val/`` (or ``validation/``) and ``test/`` folders of
         that shape serves every split: data.train reads train/, data.validation val/,
@@ -322,22 +327,21 @@ class ImageModality(Modality):
                         f"to validate on {val[0].name}/, or data.train: {path} to split validation off train/"
                     )
         data = cfg.data
-        classes = _class_folders(path)
-        rows = [{data.image_column: str(f.resolve()), data.label_column: sub.name} for sub in classes for f in _images_in(sub)]
-        if not rows:
+        rows = label_folder_rows("image", path, data.image_column, data.label_column, IMAGE_EXTENSIONS)
+        if rows is None:
             loose = len(_images_in(path))
             hint = f"; the {loose} images directly in it need to go into one subfolder per class" if loose else ""
             raise DataError(
                 f"{key}: {path}: no images ({' '.join(IMAGE_EXTENSIONS)}) in class subfolders; expected "
                 f"{path}/<label>/<image>.jpg{hint}"
             )
-        with_images = sorted({row[data.label_column] for row in rows})
+        with_images = sorted(set(rows[data.label_column]))
         if key == "data.train" and len(with_images) < 2:
             raise DataError(
                 f"{key}: {path}: only one class folder with images ('{with_images[0]}'); classification needs a subfolder "
                 "per class, at least two"
             )
-        return datasets.Dataset.from_list(rows)
+        return rows
 
     def prepare(self, ds: datasets.Dataset, cfg: RunConfig, base_dir: Path | None, origin: str) -> tuple[datasets.Dataset, int]:
         """Resolve paths and decode every image once; skip (and count) unreadable ones.

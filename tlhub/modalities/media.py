@@ -1,16 +1,17 @@
-"""Media cells (images, audio clips): where a cell's bytes are, and skipping the rows whose
-media cannot be decoded. Shared by the image and audio modalities; ``tlhub.data`` reads tables
-and knows nothing of media.
+"""Media cells (images, audio clips): where a cell's bytes are, skipping the rows whose media
+cannot be decoded, and reading a folder of ``<label>/<file>`` into rows. Shared by the image
+and audio modalities; ``tlhub.data`` reads tables and knows nothing of media.
 """
 
 from __future__ import annotations
 
+import glob
 import io
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 
@@ -51,6 +52,54 @@ def cell_source(value: Any, base_dir: Path | None, error: type[UnreadableExample
     if not Path(path).is_file():
         raise error(f"{path}: no such file")
     return path, path
+
+
+def label_folder_rows(
+    kind: Literal["image", "audio"], path: Path, media_column: str, label_column: str, extensions: tuple[str, ...]
+) -> datasets.Dataset | None:
+    """``<path>/<label>/<file>`` as rows of (absolute file path, label), listed by `datasets`'
+    folder builder of `kind` ("image": imagefolder, "audio": audiofolder); None when no label
+    folder holds a file of `extensions`.
+
+    datasets finds the files (skipping hidden files and folders, and special ones such as
+    ``__MACOSX``) and names each file's label after its folder, as it does for anyone who
+    loads such a folder. tlhub's own conventions stay on top of it, so that rows (and the
+    benchmarks read from them) do not depend on which release lists a folder:
+
+    - only files directly in a label folder (``*/*``): nothing deeper, no loose files in
+      `path` (the caller's message points at those), and not the members of a ``.zip``
+      (which the builder extracts into its cache);
+    - only `extensions`, in any case: the files tlhub's decoder reads (the builder's own
+      lists are longer: video containers, formats PIL opens only with Ghostscript);
+    - metadata files (``metadata.jsonl``, ``.csv``, ``.parquet``) are not read: a label is
+      its folder's name (with one in a label folder the builder would drop every label);
+    - the cells are plain strings, not decoded: the builder's Image and Audio features are
+      replaced by strings, since Audio cannot even store a path without torchcodec (tlhub
+      decodes with PIL and soundfile, see the modalities);
+    - sorted by label, then path, as the rows were when tlhub walked the folders itself
+      (the builder orders by the whole path, which puts ``a-b/`` before ``a/``).
+    """
+    root = path.resolve()
+    features = datasets.Features({kind: datasets.Value("string"), "label": datasets.Value("string")})
+    try:
+        found = datasets.load_dataset(
+            f"{kind}folder",
+            data_files={"train": f"{glob.escape(root.as_posix())}/*/*"},
+            split="train",
+            features=features,
+            drop_labels=False,
+            metadata_filenames=[""],  # no file is called "": no metadata file, labels from folders
+        )
+    except (FileNotFoundError, ValueError):  # no file matched / none of the builder's extensions
+        return None
+    rows = sorted(
+        (label, file)
+        for file, label in zip(found[kind], found["label"])
+        if Path(file).suffix.lower() in extensions and Path(file).parent.parent == root
+    )
+    if not rows:
+        return None
+    return datasets.Dataset.from_dict({media_column: [file for _, file in rows], label_column: [label for label, _ in rows]})
 
 
 def drop_unreadable(

@@ -56,7 +56,7 @@ def run_config(backbone: Path, train: Path, validation: Path, out: Path, args: a
         "model": {"detector": args.detector, "backbone": str(backbone), "pretrained": pretrained, "detector_layers": args.layers,
                   "detector_width": args.width, "detector_queries": args.queries, "feature_level": feature_level(args)},  # fmt: skip
         "data": {"train": str(train), "validation": str(validation), "image_size": args.image_size},
-        "strategy": {"name": strategy},
+        "strategy": {"name": strategy, **({"backbone_lr_scale": args.backbone_lr_scale} if args.backbone_lr_scale else {})},
         "training": {
             "output_dir": str(out), "max_steps": args.steps, "learning_rate": args.lr, "weight_decay": 1e-4, "max_grad_norm": 0.1,
             "per_device_train_batch_size": args.batch, "per_device_eval_batch_size": 8, "warmup_steps": 10,
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--backbone-lr-scale", type=float, default=None, help="strategy.backbone_lr_scale (RT-DETR's paper: 0.1)")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--width", type=int, default=128)

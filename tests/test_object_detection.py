@@ -156,6 +156,11 @@ def test_strategies_freeze_the_backbone_or_adapt_attention(toy: dict[str, Path])
     assert any("encoder.layers" in n for n in trainable) and "class_labels_classifier.weight" in trainable
     lora = get_strategy("lora").apply(modality.load_model(cfg, ["blue", "red"]), cfg.strategy, modality, "object_detection")
     assert "lora targets: q_proj, v_proj" in lora.notes[0]
+    cfg.strategy.backbone_lr_scale = 0.1  # the backbone at a tenth of the rate, as RT-DETR and DETR train it
+    full = get_strategy("full").apply(model := modality.load_model(cfg, ["blue", "red"]), cfg.strategy, modality, "object_detection")
+    backbone = {id(p) for p in modality.body(model, "object_detection").parameters()}
+    assert {scale: all(id(p) in backbone for p in params) for params, scale in full.lr_scales} == {1.0: False, 0.1: True}
+    assert sum(len(params) for params, scale in full.lr_scales if scale == 0.1) == len(backbone)
 
 
 def test_contrastive_and_domain_adaptation_are_refused(toy: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

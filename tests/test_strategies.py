@@ -114,6 +114,31 @@ def test_layer_lr_decay_scales_lower_blocks_down(tiny_bert: Path) -> None:
     assert sum(scales.values()) == count_parameters(model)[0]
 
 
+def test_backbone_lr_scale_slows_the_pretrained_body_and_multiplies_layer_decay(tiny_bert: Path) -> None:
+    """strategy.backbone_lr_scale: every weight of the body at the scaled rate, the head at the
+    full one; with layer_lr_decay the two multiply; a model with no head apart from its body is
+    refused naming the key."""
+    from types import SimpleNamespace
+
+    from tlhub.modalities import get_modality
+    from tlhub.strategies import learning_rate_scales
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    text = get_modality("text")
+    groups = learning_rate_scales(model, SimpleNamespace(layer_lr_decay=None, backbone_lr_scale=0.1), text, "classification")
+    by_scale = {scale: {id(p) for p in params} for params, scale in groups}
+    assert sorted(by_scale) == [0.1, 1.0]
+    assert by_scale[0.1] == {id(p) for p in model.bert.parameters()} and by_scale[1.0] == {id(p) for p in model.classifier.parameters()}
+    both = learning_rate_scales(model, SimpleNamespace(layer_lr_decay=0.5, backbone_lr_scale=0.1), text, "classification")
+    scales = {scale: sum(p.numel() for p in params) for params, scale in both}
+    assert sorted(scales) == pytest.approx([0.0125, 0.025, 0.05, 0.1, 1.0])  # embeddings, layer 0, layer 1, pooler; the head
+    assert sum(scales.values()) == count_parameters(model)[0]
+    assert learning_rate_scales(model, SimpleNamespace(layer_lr_decay=None, backbone_lr_scale=None), text, "classification") is None
+    with pytest.raises(ConfigError, match=r"^strategy.backbone_lr_scale: must be in \(0, 1\], got 2.0$"):
+        load_config(None, {"modality": "text", "model": {"name_or_path": "x"}, "data": {"train": "x.csv"},
+                           "training": {"output_dir": "o"}, "strategy": {"name": "full", "backbone_lr_scale": 2.0}})
+
+
 def test_strategies_are_registered_and_unknown_names_suggest(tmp_path: Path) -> None:
     # at least these (a new strategy is a new folder, and needs no change here)
     assert set(STRATEGIES.names()) >= {"contrastive", "feature_extraction", "full", "lora", "partial"}

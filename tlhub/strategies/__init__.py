@@ -27,6 +27,7 @@ from tlhub.strategies.base import (
     find_blocks,
     get_strategy,
     head_names,
+    learning_rate_scales,
 )
 
 for _unit in pkgutil.iter_modules(__path__):
@@ -46,4 +47,5 @@ __all__ = [
     "find_blocks",
     "get_strategy",
     "head_names",
+    "learning_rate_scales",
 ]

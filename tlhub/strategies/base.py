@@ -255,3 +255,33 @@ def block_lr_scales(
         scale = scale_of.get(id(p), decay ** (depth + 1) if i < first_block else 1.0)
         groups.setdefault(scale, []).append(p)
     return sorted(((params, scale) for scale, params in groups.items()), key=lambda g: -g[1])
+
+
+def learning_rate_scales(
+    model: nn.Module, settings: Any, modality: Modality, task: str, stacks: list[nn.ModuleList] | None = None
+) -> list[tuple[list[nn.Parameter], float]] | None:
+    """The optimizer's learning-rate groups of ``strategy.layer_lr_decay`` (:func:`block_lr_scales`
+    over `stacks`, by default the model's) and ``strategy.backbone_lr_scale`` (every weight of
+    the pretrained body: the modality's, such as a detector's backbone, or the base model),
+    multiplied where both apply; None when neither is set: one rate for every weight."""
+    decay, body_scale = settings.layer_lr_decay, settings.backbone_lr_scale
+    if not decay and body_scale is None:
+        return None
+    scale_of: dict[int, float] = {}
+    if decay:
+        for params, scale in block_lr_scales(model, stacks or model_stacks(model, modality), decay):
+            scale_of.update((id(p), scale) for p in params)
+    if body_scale is not None:
+        body = modality.body(model, task) or backbone_of(model)
+        if body is model:
+            raise ConfigError(
+                f"strategy.backbone_lr_scale: {type(model).__name__} has no head apart from its body to keep at the full "
+                "rate; lower training.learning_rate instead"
+            )
+        for p in body.parameters():
+            scale_of[id(p)] = scale_of.get(id(p), 1.0) * body_scale
+    groups: dict[float, list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault(scale_of.get(id(p), 1.0), []).append(p)
+    return sorted(((params, scale) for scale, params in groups.items()), key=lambda g: -g[1])

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from tlhub.strategies.base import STRATEGIES, Applied, Strategy, block_lr_scales, model_stacks, refuse_logistic_head
+from tlhub.strategies.base import STRATEGIES, Applied, Strategy, learning_rate_scales, refuse_logistic_head
 from tlhub.strategies.full.config import LayerDecaySettings
 
 if TYPE_CHECKING:
@@ -25,5 +25,5 @@ class Full(Strategy):
 
     def apply(self, model: nn.Module, settings: StrategyConfig, modality: Modality, task: str) -> Applied:
         model.requires_grad_(True)
-        scales = block_lr_scales(model, model_stacks(model, modality), settings.layer_lr_decay) if settings.layer_lr_decay else None
+        scales = learning_rate_scales(model, settings, modality, task)
         return Applied(model, scales)

@@ -24,9 +24,8 @@ from tlhub.strategies.base import (
     Prepared,
     StageContext,
     Strategy,
-    block_lr_scales,
     head_names,
-    model_stacks,
+    learning_rate_scales,
     refuse_logistic_head,
     transformed,
 )
@@ -91,7 +90,7 @@ class LinearProbeThenFineTune(Strategy):
     def apply(self, model: nn.Module, settings: StrategyConfig, modality: Modality, task: str) -> Applied:
         model.requires_grad_(True)
         output_layer(model)  # a model without a probe-able head fails here, before any data is read
-        scales = block_lr_scales(model, model_stacks(model, modality), settings.layer_lr_decay) if settings.layer_lr_decay else None
+        scales = learning_rate_scales(model, settings, modality, task)
         return Applied(model, scales, notes=["head probed first, then every weight trains"])
 
     def prepare(self, applied: Applied, splits: dict[str, datasets.Dataset], ctx: StageContext) -> Prepared:

@@ -19,7 +19,7 @@ from tlhub.strategies.base import (
     STRATEGIES,
     Applied,
     Strategy,
-    block_lr_scales,
+    learning_rate_scales,
     model_stacks,
     refuse_logistic_head,
 )
@@ -80,5 +80,5 @@ class Partial(Strategy):
                 notes.append(f"{kind} ({sum(p.numel() for p in params):,} weights)")
             heads = [name for name, module in model.named_children() if module is not backbone and any(True for _ in module.parameters())]
             logger.warning("partial trains: %s; in the body: %s", ", ".join(heads), "; ".join(notes))
-        scales = block_lr_scales(model, stacks, settings.layer_lr_decay) if settings.layer_lr_decay else None
+        scales = learning_rate_scales(model, settings, modality, task, stacks)
         return Applied(model, scales, notes=notes)

@@ -12,7 +12,8 @@ test part (passed as ``data.validation``; nothing is selected on it). Models: Mi
 (GPT4TS's recipe: layer norms, position embeddings, patch embedding and head train), the same
 with ``model.pretrained: false``, transformers' PatchTST from scratch (``--methods patchtst``:
 PatchTSTConfig's defaults, every weight trained), and 1-NN with the Euclidean distance (numpy, on the series as
-the archive gives them, z-normalised). Writes the raw results as JSON and prints a Markdown table.
+the archive gives them: the univariate UCR sets come z-normalised, the multivariate BasicMotions does
+not). Writes the raw results as JSON and prints a Markdown table.
 
     nice -n 10 python scripts/bench_timeseries.py --forecast Airline Lynx [--methods pretrained random patchtst]
 

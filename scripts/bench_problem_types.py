@@ -145,6 +145,8 @@ def arxiv(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
         ("full_2e-4", {"name": "full"}, {**full_training, "learning_rate": 2e-4}, True),
         ("fe_logistic_pooler", {**fe, "pooling": "pooler"}, {}, True),
         ("fe_linear", {"name": "feature_extraction", "head": "linear"}, {"num_train_epochs": epochs, "learning_rate": 1e-2}, True),
+        # the new head fast, the pretrained body slow: the head at 1e-3, the body at 1e-4 (strategy.backbone_lr_scale)
+        ("full_head_1e-3", {"name": "full", "backbone_lr_scale": 0.1}, {**full_training, "learning_rate": 1e-3}, True),
     ]  # fmt: skip
     if quick:
         setups = [s for s in setups if s[0] != "lora_balanced"]

@@ -147,6 +147,9 @@ def arxiv(seeds: list[int], quick: bool) -> list[dict[str, Any]]:
         ("fe_linear", {"name": "feature_extraction", "head": "linear"}, {"num_train_epochs": epochs, "learning_rate": 1e-2}, True),
         # the new head fast, the pretrained body slow: the head at 1e-3, the body at 1e-4 (strategy.backbone_lr_scale)
         ("full_head_1e-3", {"name": "full", "backbone_lr_scale": 0.1}, {**full_training, "learning_rate": 1e-3}, True),
+        # LP-FT: the head fitted in closed form on the frozen features first, then every weight at full's rate
+        ("lp_ft", {"name": "lp_ft"}, full_training, True),
+        ("lp_ft_random", {"name": "lp_ft"}, full_training, False),
     ]  # fmt: skip
     if quick:
         setups = [s for s in setups if s[0] != "lora_balanced"]

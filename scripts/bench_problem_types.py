@@ -14,7 +14,9 @@
   Probes: lora_3e-3 and full_2e-4 (higher rates), fe_logistic_pooler (frozen features from BERT's [CLS]
   pooler, which the lora and full models classify from, instead of the mean over tokens),
   fe_linear (the mean-pooled frozen features under a linear head trained by the Trainer with
-  the multi-label loss, lr 1e-2, as many epochs as lora).
+  the multi-label loss, lr 1e-2, as many epochs as lora). full_head_1e-3: full with the head at
+  1e-3 and the body at 1e-4 (strategy.backbone_lr_scale 0.1). lp_ft (and lp_ft_random): the head
+  fitted in closed form on the frozen body first (strategy.name: lp_ft), then full's training.
 - Ratings (../shared/datasets/ratings): train on tweets, test on Amazon snippets, and the reverse,
   on seeded draws of RATINGS_ROWS rows of each file (the CPU budget).
   Pearson r of MiniLM (feature extraction + ridge head: fe_ridge; LoRA: lora; full fine-tuning:

@@ -154,8 +154,6 @@ def test_strategies_freeze_the_backbone_or_adapt_attention(toy: dict[str, Path])
     trainable = {n for n, p in applied.named_parameters() if p.requires_grad}
     assert any(".blocks." in n for n in trainable) and not any("conv_stem" in n for n in trainable)
     assert any("encoder.layers" in n for n in trainable) and "class_labels_classifier.weight" in trainable
-    lora = get_strategy("lora").apply(modality.load_model(cfg, ["blue", "red"]), cfg.strategy, modality, "object_detection")
-    assert "lora targets: q_proj, v_proj" in lora.notes[0]
     cfg.strategy.backbone_lr_scale = 0.1  # the backbone at a tenth of the rate, as RT-DETR and DETR train it
     full = get_strategy("full").apply(model := modality.load_model(cfg, ["blue", "red"]), cfg.strategy, modality, "object_detection")
     backbone = {id(p) for p in modality.body(model, "object_detection").parameters()}
@@ -249,16 +247,36 @@ def test_coco_annotations_read_like_metadata(toy: dict[str, Path], tmp_path: Pat
         assert loaded[0].splits[split]["labels"] == loaded[1].splits[split]["labels"]
 
 
-def test_lora_run_reloads_on_the_rebuilt_detector(toy: dict[str, Path], tmp_path: Path) -> None:
-    """A built detector's new transformer is initialised from the training seed, so the LoRA
-    adapter loads onto the same base again: tlhub's reload and the merged model agree."""
+def test_lora_is_refused_on_a_built_detector_and_adapts_a_whole_one(toy: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """model.detector builds a new transformer on a CNN: LoRA would adapt random weights and leave
+    the heads random, so it is refused in one line. A whole detector (here a finished run's
+    folder as model.name_or_path) is adapted: LoRA on its attention, its heads trained in full,
+    and tlhub's reload and the merged model agree."""
     from transformers import pipeline
 
     from tlhub.inference import load_run, predict
 
     config = detection_config(tmp_path, toy["train"], toy["backbone"])
     config["strategy"] = {"name": "lora", "lora": {"r": 4, "alpha": 8}}
-    config["training"].update(max_steps=4, eval_strategy="no", learning_rate=1e-2)
+    assert main(["train", write_config(tmp_path, config)]) == 2
+    assert capsys.readouterr().err == (
+        "tlhub: error: strategy.name: lora adapts pretrained attention; model.detector builds a new transformer on a convolutional "
+        "backbone: use feature_extraction, partial or full, or name a whole pretrained detector in model.name_or_path\n"
+    )
+    config["strategy"] = {"name": "full"}
+    config["training"].update(max_steps=2, eval_strategy="no")
+    assert main(["train", write_config(tmp_path, config)]) == 0  # a whole detector: the run folder
+    whole = tmp_path / "whole"
+    (tmp_path / "run").rename(whole)
+    config["model"] = {"name_or_path": str(whole)}
+    config["strategy"] = {"name": "lora", "lora": {"r": 4, "alpha": 8}}
+    config["training"].update(max_steps=4, learning_rate=1e-2)
+    from tlhub.modalities import get_modality
+    from tlhub.strategies import get_strategy
+
+    modality, cfg = get_modality("image"), config_from_dict(config)
+    lora = get_strategy("lora").apply(modality.load_model(cfg, ["blue", "red"]), cfg.strategy, modality, "object_detection")
+    assert lora.notes[:2] == ["lora targets: q_proj, v_proj", "trained in full: class_labels_classifier, bbox_predictor"]
     assert main(["train", write_config(tmp_path, config)]) == 0
     image = str(toy["train"] / "img_001.png")
     run = load_run(tmp_path / "run")

@@ -64,6 +64,13 @@ class Lora(Strategy):
     def check(self, cfg: RunConfig) -> None:
         refuse_logistic_head(cfg.strategy, "lora")
         check(cfg.model.pretrained, "strategy.name", "lora adapts pretrained weights; with model.pretrained: false use full")
+        # A built detector's transformer and heads are new (random) and its pretrained part is a
+        # CNN without attention: adapters would sit on random weights, the heads stay random.
+        check(
+            cfg.model.detector is None, "strategy.name",
+            "lora adapts pretrained attention; model.detector builds a new transformer on a convolutional backbone: "
+            "use feature_extraction, partial or full, or name a whole pretrained detector in model.name_or_path",
+        )  # fmt: skip
 
     def apply(self, model: nn.Module, settings: StrategyConfig, modality: Modality, task: str) -> Applied:
         """Wrap `model` with PEFT LoRA; the head is trained in full and saved (modules_to_save)."""

@@ -84,13 +84,19 @@ def main() -> None:
     parser.add_argument("--feature-level", type=int, default=None, help="model.feature_level (default -2; -1 for rt_detr: strides 8/16/32)")
     parser.add_argument("--backbones", default="pretrained,random", help="pretrained and/or random (run them as two processes to share the work)")
     parser.add_argument("--table", type=Path, nargs="*", help="print the table of these result files (of several processes) and exit")
+    parser.add_argument("--combine", type=Path, default=None, help="with --table: also write these files' runs to one JSON file (their settings per run)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (2 threads on 2 busy cores ran 10x slower than 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_detection_trees.json")
     args = parser.parse_args()
 
     if args.table:
-        results = [run for path in args.table for run in json.loads(path.read_text())["runs"]]
-        table(results, sorted({r["strategy"] for r in results}))
+        loaded = [json.loads(path.read_text()) for path in args.table]
+        results = [run for data in loaded for run in data["runs"]]
+        table(results, list(dict.fromkeys(r["strategy"] for r in results)))
+        if args.combine:
+            keep = ("detector", "steps", "batch", "lr", "backbone_lr_scale", "image_size", "layers", "width", "queries", "feature_level", "split_seed")
+            runs = [{**run, "settings": {k: data["settings"][k] for k in keep if k in data["settings"]}} for data in loaded for run in data["runs"]]
+            args.combine.write_text(json.dumps({"held_out": loaded[0]["held_out"], "runs": runs}, indent=1) + "\n")
         return
     if args.backbone is None:
         parser.error("the backbone folder is required (except with --table)")
@@ -135,6 +141,10 @@ def table(results: list[dict], strategies: list[str]) -> None:
 
             print(f"| {strategy} | {'ImageNet' if pretrained else 'random'} | {cell('eval_map_50')} | {cell('eval_map_75')} | {cell('eval_map')} | "
                   f"{cell('eval_mar_100')} | {cell('wall_s', 0)} | {len(rows)} |")  # fmt: skip
+    print("\n| strategy | backbone | seed | mAP@50 | mAP@75 | mAP | mAR@100 | wall s |\n|---|---|---|---|---|---|---|---|")
+    for r in sorted(results, key=lambda r: (strategies.index(r["strategy"]) if r["strategy"] in strategies else len(strategies), not r["pretrained"], r["seed"])):
+        print(f"| {r['strategy']} | {'ImageNet' if r['pretrained'] else 'random'} | {r['seed']} | {r['eval_map_50']:.3f} | {r['eval_map_75']:.3f} | "
+              f"{r['eval_map']:.3f} | {r['eval_mar_100']:.3f} | {r['wall_s']:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

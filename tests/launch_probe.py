@@ -22,7 +22,8 @@ the Trainer it builds also
   at a known step; ``TLHUB_PROBE_SIGNAL_RANKS`` (default: all) names the ranks that wait;
 - with ``TLHUB_PROBE_STALL_IN_CHECKPOINT=N``, in the save of checkpoint-N after its model
   files and before its optimizer and trainer state, writes ``$TLHUB_PROBE_DIR/checkpoint-N``
-  and sleeps, so a test can interrupt a checkpoint half-written;
+  and sleeps (``TLHUB_PROBE_STALL_S`` seconds, default 60), so a test can interrupt a
+  checkpoint half-written;
 - at the end of training, writes a hash of every parameter the Trainer trained (the
   model and what a method adds, such as DANN's domain classifier) to
   ``$TLHUB_PROBE_DIR/rank<RANK>.params.json``, so a test can check that processes agree.
@@ -135,7 +136,7 @@ def _stall_in_checkpoint(trainer, step: int) -> None:  # noqa: ANN001
         if output_dir is not None and Path(output_dir).name == f"checkpoint-{step}":
             PROBE_DIR.mkdir(parents=True, exist_ok=True)
             (PROBE_DIR / f"checkpoint-{step}").write_text("model saved\n")
-            for _ in range(1200):
+            for _ in range(int(float(os.environ.get("TLHUB_PROBE_STALL_S", "60")) / 0.05)):
                 time.sleep(0.05)
 
     trainer.save_model = save

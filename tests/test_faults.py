@@ -182,10 +182,14 @@ def signal_config(tiny_bert: Path, toy_csv: Path, out: Path) -> dict:
     return cfg
 
 
-def start_probed(config: Path, probe: Path, *overrides: str, **extra_env: str) -> subprocess.Popen:
+def start_probed(config: Path, probe: Path, *overrides: str, sigint: signal.Handlers = signal.SIG_DFL, **extra_env: str) -> subprocess.Popen:
+    """The run in its own process, with SIGINT as a terminal gives it (Ctrl-C raises KeyboardInterrupt)
+    whatever this process inherited: a shell starts a background job, such as a suite run with
+    `&`, with SIGINT ignored. `sigint=signal.SIG_IGN` starts it as such a job."""
     return subprocess.Popen(
         [sys.executable, PROBE, "train", str(config), *overrides], cwd=config.parent,
         env=env(TLHUB_PROBE_DIR=str(probe), **extra_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )  # fmt: skip
 
 
@@ -244,6 +248,25 @@ def test_a_second_sigint_during_the_save_keeps_the_previous_checkpoint(tmp_path:
     out = tmp_path / "run"
     assert not (out / "checkpoint-3").exists()
     assert resume_checkpoint(config_from_dict({**cfg, "training": {**cfg["training"], "resume_from_checkpoint": True}})) == str(out / "checkpoint-2")
+
+
+def test_a_repeated_sigint_that_the_job_ignores_leaves_the_stop_as_asked(tmp_path: Path, tiny_bert: Path, toy_csv: Path) -> None:
+    """A background job (SIGINT inherited as ignored) sent SIGINT saves and stops; sent it again
+    during the save, it ignores the repeat, as it would without tlhub: the checkpoint is
+    finished and the run ends stopped (130), not as a run that trained to its end."""
+    cfg = signal_config(tiny_bert, toy_csv, tmp_path / "run")
+    config = write_config(tmp_path / "run.yaml", cfg)
+    probe = tmp_path / "probe"
+    proc = start_probed(config, probe, sigint=signal.SIG_IGN, TLHUB_PROBE_SIGNAL_AT="3", TLHUB_PROBE_STALL_IN_CHECKPOINT="3", TLHUB_PROBE_STALL_S="8")
+    wait_for(probe / "step-3.rank0", proc)
+    proc.send_signal(signal.SIGINT)
+    wait_for(probe / "checkpoint-3", proc)
+    time.sleep(REPEAT_S + 0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("tlhub: stopped by SIGINT at step 3 ")
+    assert complete_checkpoint(tmp_path / "run" / "checkpoint-3")
 
 
 def test_sigint_saves_and_stops_with_130_and_a_replaced_run_waits(tmp_path: Path, finished: tuple) -> None:

@@ -19,7 +19,9 @@ A second signal at least :data:`REPEAT_S` seconds after the first stops at once,
 had no handler (SIGTERM ends the process, SIGINT raises KeyboardInterrupt); the checkpoint it
 cuts short has no trainer_state.json and is never taken for a complete one
 (tlhub.rundir.complete_checkpoint), and the Trainer deletes older checkpoints only after a
-new one is whole, so the previous complete checkpoint stays usable. A repeat within
+new one is whole, so the previous complete checkpoint stays usable. A signal the process
+inherited as ignored (a background job's SIGINT, as a shell starts it) stays ignored when
+repeated: the first request, save and stop, stands. A repeat within
 :data:`REPEAT_S` counts as the same request: launchers forward the signal they receive to
 every worker, and schedulers signal every process of a job.
 """
@@ -87,10 +89,15 @@ class SaveOnSignal(TrainerCallback):
         if now - self.received_at < REPEAT_S:  # the same request, forwarded by a launcher or sent to every process
             return
         previous = self._previous.get(signum, signal.SIG_DFL)  # asked again: stop at once, as without tlhub
+        if previous == signal.SIG_IGN:
+            # Without tlhub this signal would be ignored (a background job's SIGINT, nohup): so is the
+            # repeat, and the first request (save, then stop) stands; restoring the handlers here
+            # would let the cut-short run end as if it had finished.
+            return
         self._restore()
         if callable(previous):
             previous(signum, frame)
-        elif previous != signal.SIG_IGN:
+        else:
             os.kill(os.getpid(), signum)
 
     # ------------------------------------------------------------------ the Trainer's loop

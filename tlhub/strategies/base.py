@@ -234,13 +234,10 @@ def model_stacks(model: nn.Module, modality: Modality) -> list[nn.ModuleList]:
     return stacks
 
 
-def block_lr_scales(
-    model: nn.Module, stacks: list[nn.ModuleList], decay: float
-) -> list[tuple[list[nn.Parameter], float]]:
-    """Layer-wise learning-rate decay: the head and everything above the blocks get scale 1,
-    block k from the top gets ``decay ** (k + 1)``, everything below the blocks (the
-    embeddings) ``decay ** (depth + 1)``. Only trainable parameters are listed.
-    """
+def block_scales(model: nn.Module, stacks: list[nn.ModuleList], decay: float) -> dict[int, float]:
+    """Layer-wise learning-rate decay, each parameter's scale by ``id``: the head and everything
+    above the blocks 1, block k from the top ``decay ** (k + 1)``, everything below the blocks
+    (the embeddings) ``decay ** (depth + 1)``."""
     scale_of: dict[int, float] = {}
     depth = max(len(s) for s in stacks)
     for stack in stacks:
@@ -248,29 +245,37 @@ def block_lr_scales(
             for p in block.parameters():
                 scale_of[id(p)] = decay ** (k + 1)
     first_block = min(i for i, p in enumerate(model.parameters()) if id(p) in scale_of)
+    return {id(p): scale_of.get(id(p), decay ** (depth + 1) if i < first_block else 1.0) for i, p in enumerate(model.parameters())}
+
+
+def scale_groups(model: nn.Module, scale_of: dict[int, float]) -> list[tuple[list[nn.Parameter], float]]:
+    """The trainable parameters grouped by their scale (1 where `scale_of` has none), highest first."""
     groups: dict[float, list[nn.Parameter]] = {}
-    for i, p in enumerate(model.parameters()):
-        if not p.requires_grad:
-            continue
-        scale = scale_of.get(id(p), decay ** (depth + 1) if i < first_block else 1.0)
-        groups.setdefault(scale, []).append(p)
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault(scale_of.get(id(p), 1.0), []).append(p)
     return sorted(((params, scale) for scale, params in groups.items()), key=lambda g: -g[1])
+
+
+def block_lr_scales(
+    model: nn.Module, stacks: list[nn.ModuleList], decay: float
+) -> list[tuple[list[nn.Parameter], float]]:
+    """Layer-wise learning-rate decay as optimizer groups (:func:`block_scales`). Only trainable
+    parameters are listed."""
+    return scale_groups(model, block_scales(model, stacks, decay))
 
 
 def learning_rate_scales(
     model: nn.Module, settings: Any, modality: Modality, task: str, stacks: list[nn.ModuleList] | None = None
 ) -> list[tuple[list[nn.Parameter], float]] | None:
-    """The optimizer's learning-rate groups of ``strategy.layer_lr_decay`` (:func:`block_lr_scales`
+    """The optimizer's learning-rate groups of ``strategy.layer_lr_decay`` (:func:`block_scales`
     over `stacks`, by default the model's) and ``strategy.backbone_lr_scale`` (every weight of
     the pretrained body: the modality's, such as a detector's backbone, or the base model),
     multiplied where both apply; None when neither is set: one rate for every weight."""
     decay, body_scale = settings.layer_lr_decay, settings.backbone_lr_scale
     if not decay and body_scale is None:
         return None
-    scale_of: dict[int, float] = {}
-    if decay:
-        for params, scale in block_lr_scales(model, stacks or model_stacks(model, modality), decay):
-            scale_of.update((id(p), scale) for p in params)
+    scale_of = block_scales(model, stacks or model_stacks(model, modality), decay) if decay else {}
     if body_scale is not None:
         body = modality.body(model, task) or backbone_of(model)
         if body is model:
@@ -280,8 +285,4 @@ def learning_rate_scales(
             )
         for p in body.parameters():
             scale_of[id(p)] = scale_of.get(id(p), 1.0) * body_scale
-    groups: dict[float, list[nn.Parameter]] = {}
-    for p in model.parameters():
-        if p.requires_grad:
-            groups.setdefault(scale_of.get(id(p), 1.0), []).append(p)
-    return sorted(((params, scale) for scale, params in groups.items()), key=lambda g: -g[1])
+    return scale_groups(model, scale_of)

@@ -213,6 +213,7 @@ def bf16_flow(name: str, tmp_path: Path, tiny_bert: Path) -> tuple[dict, list[st
     if name == "rt_detr":
         cfg = detection_config(tmp_path, write_squares(tmp_path / "train", 12), write_backbone(tmp_path / "backbone"))
         cfg["model"].update(detector="rt_detr", feature_level=-1)
+        cfg["strategy"]["backbone_lr_scale"] = 0.1  # two learning rates (backbone, the rest) under autocast too
         cfg["training"].update(max_steps=4, eval_strategy="no")
         return cfg, [str(next((tmp_path / "train").glob("*.png")))]
     if name == "timeseries_pretraining":  # its folder is a source model: nothing to predict

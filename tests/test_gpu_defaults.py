@@ -196,6 +196,10 @@ def bf16_flow(name: str, tmp_path: Path, tiny_bert: Path) -> tuple[dict, list[st
         data = jsonl(tmp_path / "multi.jsonl", multi_label_rows(64))
         cfg = with_sections(text_config(tiny_bert, data, tmp_path / "run"), {"data": {"label_column": "labels"}, "training": {"class_weights": "balanced"}})
         return cfg, ["good food it"]
+    if name == "multi_label_lp_ft":  # the probe's closed-form head fitted on features read under autocast, then fine-tuned
+        data = jsonl(tmp_path / "multi.jsonl", multi_label_rows(64))
+        cfg = with_sections(text_config(tiny_bert, data, tmp_path / "run"), {"data": {"label_column": "labels"}, "strategy": {"name": "lp_ft"}})
+        return cfg, ["good food it"]
     if name == "single_label_class_weights":
         data = write_rows(tmp_path / "train.csv", toy_sentiment_rows(64))
         return text_config(tiny_bert, data, tmp_path / "run", training={"class_weights": {"pos": 3}}), ["good food it"]
@@ -227,6 +231,15 @@ def bf16_flow(name: str, tmp_path: Path, tiny_bert: Path) -> tuple[dict, list[st
         cfg = series_config(tiny_body(tmp_path / "body", "bert"), data, tmp_path / "run")
         cfg["training"].update(num_train_epochs=1)
         return cfg, [str(data)]
+    if name == "timeseries_gguf_body":  # SmolLM2's form: a Llama decoder dequantised from a GGUF file, its first block only
+        pytest.importorskip("gguf", reason="pip install 'tlhub[weights]'")
+        from tests.tiny_models import make_tiny_llama_gguf
+
+        folder, gguf_file = make_tiny_llama_gguf(tmp_path / "gguf")[:2]
+        data = jsonl(tmp_path / "series.jsonl", ramps(48))
+        cfg = series_config(folder, data, tmp_path / "run", model={"gguf_file": gguf_file, "config_overrides": {"num_hidden_layers": 1}})
+        cfg["training"].update(num_train_epochs=1)
+        return cfg, [str(data)]
     assert name == "forecasting"
     table = seasonal_table(tmp_path / "sales.csv")
     cfg = series_config(tiny_body(tmp_path / "body", "bert"), table, tmp_path / "run", "full", model={"patch_length": 6, "patch_stride": 3},
@@ -237,8 +250,8 @@ def bf16_flow(name: str, tmp_path: Path, tiny_bert: Path) -> tuple[dict, list[st
     return cfg, [str(table)]
 
 
-BF16_FLOWS = ["question_answering", "multi_label_class_weights", "single_label_class_weights", "regression", "long_inputs_chunk",
-              "object_detection", "rt_detr", "timeseries_classification", "timeseries_pretraining", "forecasting"]  # fmt: skip
+BF16_FLOWS = ["question_answering", "multi_label_class_weights", "multi_label_lp_ft", "single_label_class_weights", "regression", "long_inputs_chunk",
+              "object_detection", "rt_detr", "timeseries_classification", "timeseries_gguf_body", "timeseries_pretraining", "forecasting"]  # fmt: skip
 
 
 @pytest.mark.parametrize("flow", BF16_FLOWS)

@@ -229,6 +229,31 @@ def test_a_gguf_decoder_is_a_pretrained_body(tmp_path: Path) -> None:
     assert torch.allclose(loaded, reference.model.layers[0].self_attn.q_proj.weight.float(), atol=1e-2), "the body stayed random"
 
 
+@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="pip install 'tlhub[weights]'")
+def test_the_body_keeps_its_first_blocks_and_partial_finds_a_single_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """GPT4TS keeps GPT-2's first 6 blocks: model.config_overrides num_hidden_layers N keeps the
+    body's first N (their pretrained weights, the rest not loaded), and partial still finds the
+    stack when N is 1 (no repeated children to recognise it by)."""
+    from tests.tiny_models import make_tiny_llama_gguf
+    from tlhub.config import config_from_dict
+    from tlhub.modalities import get_modality
+    from tlhub.strategies import get_strategy
+
+    folder, name, reference = make_tiny_llama_gguf(tmp_path / "gguf", layers=3)
+    modality = get_modality("timeseries")
+    modality.length, modality.channels = 32, 1
+    cfg = config_from_dict(series_config(folder, tmp_path / "x.jsonl", tmp_path / "o", model={"gguf_file": name, "config_overrides": {"num_hidden_layers": 1}}))
+    model = modality.load_model(cfg, ["a", "b"])
+    assert len(model.body.layers) == 1 and model.config.num_hidden_layers == 1
+    loaded = model.body.layers[0].mlp.up_proj.weight
+    assert torch.allclose(loaded, reference.model.layers[0].mlp.up_proj.weight.float(), atol=1e-2), "not the first block's weights"
+    with caplog.at_level("WARNING"):
+        model = get_strategy("partial").apply(model, cfg.strategy, modality, "classification").model
+    trains = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"patch_embedding.weight", "head.weight", "body.layers.0.input_layernorm.weight", "body.norm.weight"} <= trains
+    assert not any("self_attn" in n or "mlp" in n for n in trains), trains
+
+
 def train(cfg: dict, tmp_path: Path) -> dict:
     from tlhub.cli import main
 

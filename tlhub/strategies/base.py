@@ -204,7 +204,8 @@ def input_embeddings(model: nn.Module) -> nn.Module | None:
 def find_blocks(module: nn.Module) -> list[nn.ModuleList]:
     """The stacks of repeated blocks in a backbone (BERT's ``encoder.layer``, ResNet's
     ``encoder.stages``, T5's encoder and decoder ``block``), found by shape, not by name:
-    ModuleLists of two or more children of one class, not nested in another such list.
+    ModuleLists of two or more children of one class, not nested in another such list (or, in
+    a model whose config counts one hidden layer, its one-child list).
     When several stacks are found, the longest ones are kept (wav2vec2's 12 transformer
     layers win over its 7 convolutions); equally long ones are all kept (T5).
     """
@@ -216,6 +217,10 @@ def find_blocks(module: nn.Module) -> list[nn.ModuleList]:
         if isinstance(sub, nn.ModuleList) and len(sub) >= 2 and len({type(m) for m in sub}) == 1:
             stacks.append(sub)
             inside.update(id(m) for m in sub.modules())
+    if not stacks and getattr(getattr(module, "config", None), "num_hidden_layers", None) == 1:
+        # a model of one block (a body cut to its first block: model.config_overrides num_hidden_layers 1) has no
+        # repeated children to recognise; its config says the one-child list is the stack
+        stacks = [sub for sub in module.modules() if isinstance(sub, nn.ModuleList) and len(sub) == 1][:1]
     if not stacks:
         return []
     longest = max(len(s) for s in stacks)

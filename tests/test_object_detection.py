@@ -317,3 +317,47 @@ def test_rt_detr_reads_three_feature_maps_learns_and_agrees_with_the_pipeline(to
     key = lambda o: (round(o["score"], 4), o["label"])  # noqa: E731
     for a, b in zip(sorted(ours, key=key), sorted(theirs, key=key)):
         assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_lora_on_a_whole_rt_detr_trains_the_heads_it_keeps_inside_its_base_model(toy: dict[str, Path], tmp_path: Path) -> None:
+    """RT-DETR keeps its class and box heads inside the base model (a pair per decoder layer, the
+    encoder's query-selection heads, the denoising class embedding), where lora's rule (modules
+    beside the base model) found none: the heads stayed frozen at their initialisation. They train
+    in full now, are saved with the adapter, and the merged model predicts as tlhub does."""
+    from safetensors.torch import load_file
+    from transformers import pipeline
+
+    from tlhub.inference import load_run, predict
+    from tlhub.modalities import get_modality
+    from tlhub.strategies import get_strategy
+
+    config = detection_config(tmp_path, toy["train"], toy["backbone"])
+    config["model"].update(detector="rt_detr", feature_level=-1)
+    config["training"].update(max_steps=1, eval_strategy="no")
+    assert main(["train", write_config(tmp_path, config)]) == 0
+    whole = tmp_path / "whole"
+    (tmp_path / "run").rename(whole)  # a whole RT-DETR checkpoint
+    config["model"] = {"name_or_path": str(whole)}
+    config["strategy"] = {"name": "lora", "lora": {"r": 4, "alpha": 8}}
+    config["training"].update(max_steps=4, learning_rate=1e-2)
+
+    modality, cfg = get_modality("image"), config_from_dict(config)
+    applied = get_strategy("lora").apply(modality.load_model(cfg, ["blue", "red"]), cfg.strategy, modality, "object_detection")
+    layers = json.loads((whole / "config.json").read_text())["decoder_layers"]
+    heads = [f"model.decoder.class_embed.{i}" for i in range(layers)] + [f"model.decoder.bbox_embed.{i}" for i in range(layers)]
+    named = applied.notes[1].removeprefix("trained in full: ").split(", ")
+    assert set(heads + ["model.enc_score_head", "model.enc_bbox_head", "model.denoising_class_embed"]) == set(named), named
+    trains = {n for n, p in applied.model.named_parameters() if p.requires_grad}
+    assert any("decoder.class_embed.0.modules_to_save" in n for n in trains) and any("enc_score_head.modules_to_save" in n for n in trains)
+
+    assert main(["train", write_config(tmp_path, config)]) == 0
+    saved = load_file(str(tmp_path / "run" / "adapter_model.safetensors"))
+    source = load_file(str(whole / "model.safetensors"))
+    key = next(k for k in saved if "decoder.class_embed.0" in k and k.endswith("weight"))
+    assert not torch.equal(saved[key], source["model.decoder.class_embed.0.weight"]), "the class head did not train"
+    image = str(toy["train"] / "img_001.png")
+    run = load_run(tmp_path / "run")
+    run.options["threshold"] = 0.0
+    ours = sorted(o["score"] for o in predict(run, [image])[0]["objects"])
+    merged = sorted(o["score"] for o in pipeline("object-detection", model=str(tmp_path / "run" / "merged"), device="cpu")(image, threshold=0.0))
+    assert ours == pytest.approx(merged, abs=1e-4)

@@ -292,6 +292,10 @@ class ImageModality(Modality):
         side = get_task(task).image
         return side.body(model) if side else None
 
+    def heads(self, model: nn.Module, task: str) -> list[str] | None:
+        side = get_task(task).image
+        return side.heads(model) if side else None
+
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
         if side := image_side(cfg):
             return side.required_columns(cfg)

@@ -110,6 +110,10 @@ class ImageSide:
         """The pretrained body that feature_extraction freezes and partial unfreezes in part."""
         return None
 
+    def heads(self, model: nn.Module) -> list[str] | None:
+        """The modules lora trains in full (None: those beside the base model)."""
+        return None
+
 
 class AudioSide:
     """What an audio task other than classification brings to the audio modality (which

@@ -276,6 +276,12 @@ def build_detector(cfg: RunConfig, label_names: list[str]) -> nn.Module:
 # --------------------------------------------------------------------------- the image side
 
 
+# RT-DETR (and D-FINE, DEIM) keep their heads inside the base model: a class and a box head per
+# decoder layer, the encoder's query-selection heads and the denoising queries' class embedding.
+# Each is sized to the classes or new to the data, so under lora each trains in full.
+NESTED_HEADS = ("class_embed", "bbox_embed", "enc_score_head", "enc_bbox_head", "denoising_class_embed")
+
+
 class DetectionImage(ImageSide):
     """The image modality's side of object detection."""
 
@@ -405,6 +411,26 @@ class DetectionImage(ImageSide):
 
         body = getattr(backbone_of(model), "backbone", None)
         return body if isinstance(body, nn.Module) else None
+
+    def heads(self, model: nn.Module) -> list[str] | None:
+        """The heads lora trains in full: those beside the base model (DETR's
+        ``class_labels_classifier`` and ``bbox_predictor``) and those RT-DETR keeps inside it
+        (:data:`NESTED_HEADS`, a ModuleList's items one by one: PEFT wraps modules, not lists).
+        None where nothing sits inside: lora's own rule (beside the base model) finds them all."""
+        from tlhub.models import backbone_of
+
+        base = backbone_of(model)
+        prefix = next((name for name, module in model.named_children() if module is base), None)
+        nested: list[str] = []
+        for name, module in base.named_modules():
+            if prefix is None or name.rsplit(".", 1)[-1] not in NESTED_HEADS:
+                continue
+            items = [f"{name}.{i}" for i in range(len(module))] if isinstance(module, nn.ModuleList) else [name]
+            nested += [f"{prefix}.{item}" for item in items]
+        if not nested:
+            return None
+        beside = [name for name, module in model.named_children() if module is not base and any(True for _ in module.parameters())]
+        return beside + nested
 
     def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
         """Rows -> ``pixel_values`` and ``labels`` ({class_labels, boxes: normalised cx, cy, w, h,

@@ -247,15 +247,24 @@ def test_coco_annotations_read_like_metadata(toy: dict[str, Path], tmp_path: Pat
         assert loaded[0].splits[split]["labels"] == loaded[1].splits[split]["labels"]
 
 
+def assert_merged_model_agrees(run_dir: Path, image: str) -> None:
+    """A lora run's merged model in pipeline("object-detection") scores as tlhub's reload does."""
+    from transformers import pipeline
+
+    from tlhub.inference import load_run, predict
+
+    run = load_run(run_dir)
+    run.options["threshold"] = 0.0
+    ours = sorted(o["score"] for o in predict(run, [image])[0]["objects"])
+    merged = sorted(o["score"] for o in pipeline("object-detection", model=str(run_dir / "merged"), device="cpu")(image, threshold=0.0))
+    assert ours == pytest.approx(merged, abs=1e-4)
+
+
 def test_lora_is_refused_on_a_built_detector_and_adapts_a_whole_one(toy: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """model.detector builds a new transformer on a CNN: LoRA would adapt random weights and leave
     the heads random, so it is refused in one line. A whole detector (here a finished run's
     folder as model.name_or_path) is adapted: LoRA on its attention, its heads trained in full,
     and tlhub's reload and the merged model agree."""
-    from transformers import pipeline
-
-    from tlhub.inference import load_run, predict
-
     config = detection_config(tmp_path, toy["train"], toy["backbone"])
     config["strategy"] = {"name": "lora", "lora": {"r": 4, "alpha": 8}}
     assert main(["train", write_config(tmp_path, config)]) == 2
@@ -278,12 +287,7 @@ def test_lora_is_refused_on_a_built_detector_and_adapts_a_whole_one(toy: dict[st
     lora = get_strategy("lora").apply(modality.load_model(cfg, ["blue", "red"]), cfg.strategy, modality, "object_detection")
     assert lora.notes[:2] == ["lora targets: q_proj, v_proj", "trained in full: class_labels_classifier, bbox_predictor"]
     assert main(["train", write_config(tmp_path, config)]) == 0
-    image = str(toy["train"] / "img_001.png")
-    run = load_run(tmp_path / "run")
-    run.options["threshold"] = 0.0
-    ours = sorted(o["score"] for o in predict(run, [image])[0]["objects"])
-    merged = sorted(o["score"] for o in pipeline("object-detection", model=str(tmp_path / "run" / "merged"), device="cpu")(image, threshold=0.0))
-    assert ours == pytest.approx(merged, abs=1e-4)
+    assert_merged_model_agrees(tmp_path / "run", str(toy["train"] / "img_001.png"))
 
 
 def test_rt_detr_reads_three_feature_maps_learns_and_agrees_with_the_pipeline(toy: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -325,9 +329,7 @@ def test_lora_on_a_whole_rt_detr_trains_the_heads_it_keeps_inside_its_base_model
     beside the base model) found none: the heads stayed frozen at their initialisation. They train
     in full now, are saved with the adapter, and the merged model predicts as tlhub does."""
     from safetensors.torch import load_file
-    from transformers import pipeline
 
-    from tlhub.inference import load_run, predict
     from tlhub.modalities import get_modality
     from tlhub.strategies import get_strategy
 
@@ -355,9 +357,4 @@ def test_lora_on_a_whole_rt_detr_trains_the_heads_it_keeps_inside_its_base_model
     source = load_file(str(whole / "model.safetensors"))
     key = next(k for k in saved if "decoder.class_embed.0" in k and k.endswith("weight"))
     assert not torch.equal(saved[key], source["model.decoder.class_embed.0.weight"]), "the class head did not train"
-    image = str(toy["train"] / "img_001.png")
-    run = load_run(tmp_path / "run")
-    run.options["threshold"] = 0.0
-    ours = sorted(o["score"] for o in predict(run, [image])[0]["objects"])
-    merged = sorted(o["score"] for o in pipeline("object-detection", model=str(tmp_path / "run" / "merged"), device="cpu")(image, threshold=0.0))
-    assert ours == pytest.approx(merged, abs=1e-4)
+    assert_merged_model_agrees(tmp_path / "run", str(toy["train"] / "img_001.png"))

@@ -111,10 +111,10 @@ class Modality:
         """The model's stacks of blocks for `partial`; None lets the strategy find them."""
         return None
 
-    def heads(self, model: nn.Module, task: str) -> list[str] | None:
-        """The modules lora trains in full beside its adapters, where the model keeps heads inside
-        its base model (RT-DETR's per-layer class and box heads); None: those beside the base model."""
-        return None
+    def inner_heads(self, model: nn.Module, task: str) -> list[str]:
+        """Heads the model keeps inside its base model (RT-DETR's per-layer class and box heads),
+        which lora trains in full beside those it finds next to the base model (``head_names``)."""
+        return []
 
     def peft_task_type(self, task: str) -> str | None:
         """PEFT's task type for this modality and task (None: a plain PeftModel)."""

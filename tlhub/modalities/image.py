@@ -292,9 +292,9 @@ class ImageModality(Modality):
         side = get_task(task).image
         return side.body(model) if side else None
 
-    def heads(self, model: nn.Module, task: str) -> list[str] | None:
+    def inner_heads(self, model: nn.Module, task: str) -> list[str]:
         side = get_task(task).image
-        return side.heads(model) if side else None
+        return side.inner_heads(model) if side else []
 
     def required_columns(self, cfg: RunConfig) -> dict[str, str]:
         if side := image_side(cfg):

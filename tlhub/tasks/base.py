@@ -110,9 +110,9 @@ class ImageSide:
         """The pretrained body that feature_extraction freezes and partial unfreezes in part."""
         return None
 
-    def heads(self, model: nn.Module) -> list[str] | None:
-        """The modules lora trains in full (None: those beside the base model)."""
-        return None
+    def inner_heads(self, model: nn.Module) -> list[str]:
+        """Heads inside the base model that lora trains in full (besides those next to it)."""
+        return []
 
 
 class AudioSide:

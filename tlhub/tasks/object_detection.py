@@ -412,25 +412,22 @@ class DetectionImage(ImageSide):
         body = getattr(backbone_of(model), "backbone", None)
         return body if isinstance(body, nn.Module) else None
 
-    def heads(self, model: nn.Module) -> list[str] | None:
-        """The heads lora trains in full: those beside the base model (DETR's
-        ``class_labels_classifier`` and ``bbox_predictor``) and those RT-DETR keeps inside it
-        (:data:`NESTED_HEADS`, a ModuleList's items one by one: PEFT wraps modules, not lists).
-        None where nothing sits inside: lora's own rule (beside the base model) finds them all."""
+    def inner_heads(self, model: nn.Module) -> list[str]:
+        """The heads RT-DETR keeps inside its base model (:data:`NESTED_HEADS`; a ModuleList's
+        items one by one: PEFT wraps modules, not lists). DETR's sit beside it, where lora's
+        ``head_names`` finds them."""
         from tlhub.models import backbone_of
 
         base = backbone_of(model)
         prefix = next((name for name, module in model.named_children() if module is base), None)
-        nested: list[str] = []
+        if prefix is None:
+            return []
+        inner: list[str] = []
         for name, module in base.named_modules():
-            if prefix is None or name.rsplit(".", 1)[-1] not in NESTED_HEADS:
-                continue
-            items = [f"{name}.{i}" for i in range(len(module))] if isinstance(module, nn.ModuleList) else [name]
-            nested += [f"{prefix}.{item}" for item in items]
-        if not nested:
-            return None
-        beside = [name for name, module in model.named_children() if module is not base and any(True for _ in module.parameters())]
-        return beside + nested
+            if name.rsplit(".", 1)[-1] in NESTED_HEADS:
+                items = [f"{name}.{i}" for i in range(len(module))] if isinstance(module, nn.ModuleList) else [name]
+                inner += [f"{prefix}.{item}" for item in items]
+        return inner
 
     def transform(self, processor: Any, cfg: RunConfig, train: bool) -> Callable[[dict[str, list]], dict[str, list]]:
         """Rows -> ``pixel_values`` and ``labels`` ({class_labels, boxes: normalised cx, cy, w, h,

@@ -76,7 +76,7 @@ class Lora(Strategy):
         """Wrap `model` with PEFT LoRA; the head is trained in full and saved (modules_to_save)."""
         lora = settings.lora
         targets = lora_targets(model, lora)
-        heads = modality.heads(model, task) or (head_names(model) if backbone_of(model) is not model else [])
+        heads = (head_names(model) if backbone_of(model) is not model else []) + modality.inner_heads(model, task)
         # An output projection that is the input embedding (Whisper's proj_out, a decoder LM's
         # lm_head) stays frozen, as in partial: training a copy would untie it and train the whole vocabulary.
         embedding = getattr(input_embeddings(model), "weight", None)  # (ViT's patch embeddings have none)

@@ -220,6 +220,16 @@ def bf16_flow(name: str, tmp_path: Path, tiny_bert: Path) -> tuple[dict, list[st
         cfg["strategy"]["backbone_lr_scale"] = 0.1  # two learning rates (backbone, the rest) under autocast too
         cfg["training"].update(max_steps=4, eval_strategy="no")
         return cfg, [str(next((tmp_path / "train").glob("*.png")))]
+    if name == "rt_detr_whole_lora":  # a whole RT-DETR (a run's folder) under lora: adapters and the heads inside its base model
+        cfg = detection_config(tmp_path, write_squares(tmp_path / "train", 12), write_backbone(tmp_path / "backbone"))
+        cfg["model"].update(detector="rt_detr", feature_level=-1)
+        cfg["training"].update(max_steps=1, eval_strategy="no", output_dir=str(tmp_path / "whole"))
+        (tmp_path / "whole.yaml").write_text(yaml.safe_dump(cfg))
+        assert main(["train", str(tmp_path / "whole.yaml")]) == 0
+        cfg["model"] = {"name_or_path": str(tmp_path / "whole")}
+        cfg["strategy"] = {"name": "lora", "lora": {"r": 4, "alpha": 8}}
+        cfg["training"].update(max_steps=4, output_dir=str(tmp_path / "run"))
+        return cfg, [str(next((tmp_path / "train").glob("*.png")))]
     if name == "timeseries_pretraining":  # its folder is a source model: nothing to predict
         data = jsonl(tmp_path / "series.jsonl", [{"series": r["series"]} for r in ramps(48)])
         cfg = series_config(tiny_body(tmp_path / "body", "bert"), data, tmp_path / "run", "full")
@@ -251,7 +261,7 @@ def bf16_flow(name: str, tmp_path: Path, tiny_bert: Path) -> tuple[dict, list[st
 
 
 BF16_FLOWS = ["question_answering", "multi_label_class_weights", "multi_label_lp_ft", "single_label_class_weights", "regression", "long_inputs_chunk",
-              "object_detection", "rt_detr", "timeseries_classification", "timeseries_gguf_body", "timeseries_pretraining", "forecasting"]  # fmt: skip
+              "object_detection", "rt_detr", "rt_detr_whole_lora", "timeseries_classification", "timeseries_gguf_body", "timeseries_pretraining", "forecasting"]  # fmt: skip
 
 
 @pytest.mark.parametrize("flow", BF16_FLOWS)
